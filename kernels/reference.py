@@ -1,0 +1,84 @@
+"""Plain-PyTorch Parallax attention: the definition every fast path is checked against.
+
+For query position i, keys j (causal: j <= i; window W: i - W < j <= i), head dim D:
+
+    s1_ij = (q_i . k_j) * scale             softmax logits
+    s2_ij =  r_i . k_j                       probe scores (not scaled)
+    p_ij  = softmax_j(s1_ij)
+    o_sm_i = sum_j p_ij v_j
+    tbar_i = sum_j p_ij s2_ij
+    c_i    = tbar_i o_sm_i - sum_j p_ij s2_ij v_j  = - sum_j p_ij (s2_ij - tbar_i) v_j
+    o_i    = o_sm_i + c_i
+
+The centred form of c (second line) is what we evaluate: it is the same number, but it
+never subtracts two large terms when ||r|| is large, so the reference stays accurate in
+float32 exactly where the correction dominates.
+
+Layout [B, T, H, D]; GQA by repeating each key/value head over its group of query heads.
+Math in float32 (float64 inputs stay float64, for gradcheck); output in the input dtype.
+This module trusts its caller: validation lives in the public `parallax_attention`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .stats import AttentionStats
+
+
+def allowed_keys_mask(T: int, *, causal: bool, window: int | None, device) -> torch.Tensor | None:
+    """Boolean [T, T] mask, True where query i may attend to key j; None when all may."""
+    if not causal:
+        return None
+    i = torch.arange(T, device=device)[:, None]
+    j = torch.arange(T, device=device)[None, :]
+    allowed = j <= i
+    if window is not None:
+        allowed = allowed & (j > i - window)
+    return allowed
+
+
+def parallax_attention_reference(
+    q: torch.Tensor,
+    r: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    causal: bool = True,
+    window: int | None = None,
+    return_stats: bool = False,
+):
+    """Parallax attention by materialising the [B, HQ, T, T] score matrices."""
+    B, T, HQ, D = q.shape
+    HK = k.shape[2]
+    compute_dtype = torch.promote_types(q.dtype, torch.float32)
+    q_, r_, k_, v_ = (t.to(compute_dtype) for t in (q, r, k, v))
+    if HQ != HK:
+        group = HQ // HK
+        k_ = k_.repeat_interleave(group, dim=2)
+        v_ = v_.repeat_interleave(group, dim=2)
+
+    s1 = torch.einsum("bihd,bjhd->bhij", q_, k_) * scale  # (B, HQ, T, T)
+    s2 = torch.einsum("bihd,bjhd->bhij", r_, k_)  # (B, HQ, T, T)
+    allowed = allowed_keys_mask(T, causal=causal, window=window, device=q.device)
+    if allowed is not None:
+        s1 = s1.masked_fill(~allowed, float("-inf"))
+    p = torch.softmax(s1, dim=-1)
+    if allowed is not None:
+        # keeps 0 * (masked s2) out of the sums below
+        s2 = s2.masked_fill(~allowed, 0.0)
+
+    o_sm = torch.einsum("bhij,bjhd->bihd", p, v_)  # (B, T, HQ, D)
+    tbar = (p * s2).sum(-1, keepdim=True)  # (B, HQ, T, 1)
+    c = -torch.einsum("bhij,bjhd->bihd", p * (s2 - tbar), v_)  # (B, T, HQ, D)
+    o = (o_sm + c).to(q.dtype)
+    if not return_stats:
+        return o
+    stats = AttentionStats(
+        osm_sq=o_sm.square().sum(-1).float(),
+        c_sq=c.square().sum(-1).float(),
+        osm_c=(o_sm * c).sum(-1).float(),
+        r_sq=r_.square().sum(-1).float(),
+    )
+    return o, stats
