@@ -1,0 +1,21 @@
+# `make demo`: set up .venv and run the Muon-vs-AdamW demo, then serve its dashboard.
+# `make test`: set up .venv and run the test suite (CPU only; the GPU tests skip).
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install.sh
+	bash scripts/install.sh
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/parallax-probe demo --out runs/demo
+
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info

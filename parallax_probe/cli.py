@@ -1,0 +1,242 @@
+"""`parallax-probe` (and `python -m parallax_probe`): train, demo, inspect, repair, analyze, dashboard.
+
+Bad input gets one line on stderr and exit code 2, before anything on disk is touched.
+Heavy imports (torch) happen inside the subcommands that need them, so `inspect`,
+`analyze` and `dashboard` start fast and work without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_BAD_INPUT = 2
+
+MAD_TASK_NAMES = (
+    "in-context-recall", "noisy-in-context-recall", "fuzzy-in-context-recall",
+    "selective-copying", "compression", "memorization",
+)
+
+
+class BadInput(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and exit 2), as the rest of the CLI."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _key_value(text: str) -> tuple[str, int | float | str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    for cast in (int, float):
+        try:
+            return key.replace("-", "_"), cast(raw)
+        except ValueError:
+            pass
+    return key.replace("-", "_"), raw
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from .config import PRESETS  # no torch import: config is plain dataclasses
+
+    model = p.add_argument_group("model")
+    model.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default: tiny)")
+    model.add_argument("--attention", default="parallax", choices=("parallax", "softmax"), help="parallax, or the softmax baseline")
+    model.add_argument("--wr-init", default="normal", choices=("normal", "zero"), help="zero: start as exact softmax attention")
+    model.add_argument("--window", type=_positive_int, default=None, help="sliding window W (keys i-W < j <= i)")
+    model.add_argument("--backend", default="auto", choices=("auto", "triton", "reference"), help="attention implementation")
+    model.add_argument("--vocab-size", type=_positive_int, default=None, help="model vocabulary for bin: tasks")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--optimizer", default="muon", choices=("muon", "adamw"), help="muon (hidden matrices) + AdamW, or AdamW alone")
+    opt.add_argument("--lr", type=_positive_float, default=None, help="peak lr of the main group (Muon's under muon, AdamW's under adamw)")
+    opt.add_argument("--adamw-lr", type=_positive_float, default=None, help="AdamW lr for embeddings/head/norms under muon")
+    opt.add_argument("--weight-decay", type=float, default=0.1)
+    opt.add_argument("--schedule", default="cosine", choices=("cosine", "wsd", "constant"))
+    opt.add_argument("--warmup-steps", type=_non_negative_int, default=None, help="default: min(50, steps/10)")
+    data = p.add_argument_group("data")
+    data.add_argument("--task", default="in-context-recall", help=f"a MAD task ({', '.join(MAD_TASK_NAMES)}), text:PATH or bin:GLOB")
+    data.add_argument("--seq-len", type=_positive_int, default=None, help="sequence length (default: the task's)")
+    data.add_argument("--mad", type=_key_value, action="append", default=[], metavar="KNOB=VALUE", help="MAD task knob, e.g. --mad vocab_size=32")
+    run = p.add_argument_group("run")
+    run.add_argument("--steps", type=_positive_int, default=2000)
+    run.add_argument("--batch-size", type=_positive_int, default=32, help="global batch in sequences")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    run.add_argument("--out", default="runs/run", help="run folder (probe segments, checkpoint, run.json)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    run.add_argument("--eval-every", type=_positive_int, default=200)
+    run.add_argument("--log-every", type=_positive_int, default=10)
+    run.add_argument("--checkpoint-every", type=_positive_int, default=500)
+    run.add_argument("--probe-every", type=_non_negative_int, default=50, help="probe statistics every N steps (0: off)")
+    run.add_argument("--spectra-every", type=_non_negative_int, default=250, help="W_R spectra every N steps (0: only at the end)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def train_config_from_args(args: argparse.Namespace):
+    from .optim import OptimizerConfig
+    from .train import TrainConfig
+
+    optimizer = OptimizerConfig(
+        name=args.optimizer,
+        schedule=args.schedule,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps if args.warmup_steps is not None else min(50, args.steps // 10),
+        **({"muon_lr": args.lr} if args.lr and args.optimizer == "muon" else {}),
+        **({"adamw_lr": args.lr} if args.lr and args.optimizer == "adamw" else {}),
+        **({"adamw_lr": args.adamw_lr} if args.adamw_lr else {}),
+    )
+    model_overrides = {"attention": args.attention, "wr_init": args.wr_init, "attention_backend": args.backend}
+    if args.window is not None:
+        model_overrides["window"] = args.window
+    return TrainConfig(
+        preset=args.preset, model_overrides=model_overrides, optimizer=optimizer, task=args.task, seq_len=args.seq_len,
+        mad_overrides=dict(args.mad), vocab_size=args.vocab_size, steps=args.steps, batch_size=args.batch_size,
+        seed=args.seed, device=args.device, out=args.out, resume=args.resume, overwrite=args.overwrite,
+        eval_every=args.eval_every, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+        probe_every=args.probe_every, spectra_every=args.spectra_every, progress=not args.no_progress,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import TaskSpecError
+    from .train import RunFolderError, train
+
+    try:
+        cfg = train_config_from_args(args)
+        result = train(cfg)
+    except (TaskSpecError, RunFolderError, ValueError) as error:
+        raise BadInput(str(error)) from error
+    print(
+        f"{result.out}: {result.steps} steps in {result.seconds:.1f} s, final loss {result.final_loss:.4f}, "
+        f"held-out accuracy {result.eval_accuracy:.3f} (chance {result.chance_accuracy:.3f}), "
+        f"{result.tokens_per_second:,.0f} tokens/s"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(out=args.out, steps=args.steps, overwrite=not args.keep)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .run_summary import format_run_summary
+    from .store import RunFileError, open_run
+
+    try:
+        run = open_run(args.run)
+    except (RunFileError, FileNotFoundError, OSError) as error:
+        raise BadInput(str(error)) from error
+    print(format_run_summary(run))
+    return 0
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from .store import RunFileError, repair_run
+
+    try:
+        for line in repair_run(args.run):
+            print(line)
+    except (RunFileError, FileNotFoundError, OSError) as error:
+        raise BadInput(str(error)) from error
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis.report import analyze_main
+
+    return analyze_main(args.runs, group_by=args.group_by, fmt=args.format, out=sys.stdout)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboards.serve import serve
+
+    return serve(args.runs_dir, port=args.port, host=args.host)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="parallax-probe", description="Measure how Parallax attention's correction branch is used in training.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    p = sub.add_parser("train", help="train a model (Muon or AdamW) with the probe attached", description="Train a Parallax (or softmax) LM; the probe writes its run folder beside the checkpoint.")
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="tiny Muon vs AdamW runs on MAD in-context recall, side by side", description="Train the tiny preset twice (Muon, AdamW) on the same data and seed, and compare them.")
+    p.add_argument("--out", default="runs/demo", help="folder for the two runs (default: runs/demo)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="training steps per run (default: the demo's own)")
+    p.add_argument("--keep", action="store_true", help="refuse to replace existing demo runs instead of overwriting them")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("inspect", help="summarise a run folder", description="Layers, heads, steps logged, status, and per-layer COR and W_R ranks at the last step.")
+    p.add_argument("run", help="run folder (or one segment file)")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("repair", help="write clean, closed copies of a run's crashed segments", description="Replace each crashed segment by a clean copy of its committed rows (the original is kept as *.crashed).")
+    p.add_argument("run", help="run folder")
+    p.set_defaults(func=cmd_repair)
+
+    p = sub.add_parser("analyze", help="rank-collapse statistics and a Muon-vs-AdamW report", description="Per layer: final COR and W_R ranks per group, collapse onsets, group differences with intervals.")
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("--group-by", default="optimizer", help="metadata key that splits runs into groups (default: optimizer)")
+    p.add_argument("--format", default="text", choices=("text", "json", "markdown"))
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("dashboard", help="serve the Streamlit dashboard on a runs folder", description="Compare runs layer by layer in the browser (bound to 127.0.0.1 unless --host is given).")
+    p.add_argument("runs_dir", nargs="?", default="runs", help="folder holding run folders (default: runs)")
+    p.add_argument("--port", type=_positive_int, default=8501)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback exposes the dashboard")
+    p.set_defaults(func=cmd_dashboard)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except BadInput as error:
+        print(f"parallax-probe {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
