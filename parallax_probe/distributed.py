@@ -62,3 +62,15 @@ def all_reduce_mean(tensor: torch.Tensor, dist: DistributedContext) -> torch.Ten
     tensor = tensor.clone()
     torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
     return tensor / dist.world_size
+
+
+def replicas_identical(model: torch.nn.Module, dist: DistributedContext) -> bool:
+    """Whether every rank holds bit-identical parameters (what DDP promises and the probe's
+    rank-0 spectra rely on): the elementwise max and min over ranks must agree everywhere."""
+    if not dist.enabled:
+        return True
+    flat = torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
+    high, low = flat.clone(), flat.clone()
+    torch_dist.all_reduce(high, op=torch_dist.ReduceOp.MAX)
+    torch_dist.all_reduce(low, op=torch_dist.ReduceOp.MIN)
+    return bool(torch.equal(high, low))

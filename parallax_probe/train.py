@@ -24,13 +24,15 @@ from tqdm import tqdm
 
 from .config import PRESETS, resolve_model_config
 from .data import IGNORE_INDEX, TaskData, load_task
-from .distributed import DistributedContext, all_reduce_mean, setup_distributed
+from .distributed import all_reduce_mean, replicas_identical, setup_distributed
 from .model import ParallaxLM
 from .optim import OptimizerConfig, build_optimizers, lr_multiplier, set_learning_rates
 from .provenance import code_version, device_description, package_versions
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RUN_INFO_NAME = "run.json"
+# What the loop logs through probe.log_scalars (eval_* only at evaluation steps, NaN elsewhere).
+TRAINING_SCALARS = ("loss", "lr_multiplier", "grad_norm", "tokens_per_second", "eval_loss", "eval_accuracy")
 
 
 class RunFolderError(ValueError):
@@ -208,15 +210,6 @@ def train(cfg: TrainConfig) -> TrainResult:
         "seed": cfg.seed,
         **provenance,
     }
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / RUN_INFO_NAME, run_info)
-        if cfg.progress:
-            print(f"[parallax-probe] {out}: {cfg.preset} {model_config.attention} model, "
-                  f"{sum(p.numel() for p in model.parameters()):,} parameters, {cfg.optimizer.name} on {provenance['device']}"
-                  f"{f', world size {dist.world_size}' if dist.enabled else ''}", file=sys.stderr)
-            print(f"[parallax-probe] parameter groups:\n{groups.describe()}", file=sys.stderr)
-
     probe = None
     if cfg.probe_every and model_config.attention == "parallax":
         from .hooks import Probe
@@ -226,8 +219,17 @@ def train(cfg: TrainConfig) -> TrainResult:
             meta={"optimizer": cfg.optimizer.name, "config": run_info, "preset": cfg.preset,
                   "attention": model_config.attention, "seed": cfg.seed, "task": task.name, **provenance},
             mode="resume" if cfg.resume else ("overwrite" if cfg.overwrite else "new"),
-            start_step=start_step, distributed=dist,
+            start_step=start_step, distributed=dist, scalar_names=TRAINING_SCALARS,
         )
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / RUN_INFO_NAME, run_info)
+        if cfg.progress:
+            print(f"[parallax-probe] {out}: {cfg.preset} {model_config.attention} model, "
+                  f"{sum(p.numel() for p in model.parameters()):,} parameters, {cfg.optimizer.name} on {provenance['device']}"
+                  f"{f', world size {dist.world_size}' if dist.enabled else ''}", file=sys.stderr)
+            print(f"[parallax-probe] parameter groups:\n{groups.describe()}", file=sys.stderr)
+
 
     use_autocast = device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else nullcontext()
@@ -269,6 +271,13 @@ def train(cfg: TrainConfig) -> TrainResult:
             if dist.is_main and ((step + 1) % cfg.checkpoint_every == 0 or last):
                 _atomic_save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
                               "step": step + 1, "history": history, "train_config": cfg.to_dict()}, out / CHECKPOINT_NAME)
+        if probe:
+            probe.record_spectra(cfg.steps)  # the final weights, whatever the spectra cadence
+        identical = replicas_identical(model, dist)
+        if dist.is_main:
+            _write_json(out / RUN_INFO_NAME, {**run_info, "replicas_identical_at_end": identical, "completed_steps": cfg.steps})
+        if not identical:
+            raise RuntimeError("data-parallel replicas diverged: parameters differ across ranks")
     finally:
         bar.close()
         if probe:

@@ -1,0 +1,375 @@
+"""`Probe`: per-layer, per-head statistics of the Parallax correction branch, into a run folder.
+
+    probe = Probe(model, "runs/muon", every=50, spectra_every=500, meta={"optimizer": "muon"})
+    for step, batch in enumerate(loader):
+        with probe.step(step):
+            loss = model(batch)
+        ...
+        probe.log_scalars(step, loss=loss, lr=lr)
+    probe.close()
+
+How it costs little:
+- Hooks are PyTorch module hooks only, removed on `close()`. At a non-logging step the
+  pre-hook sets one flag to False and the forward hooks return at once.
+- On our modules the attention kernel itself returns the row statistics
+  (`return_stats=True`): no second attention pass. Foreign modules (fla layout) are
+  recomputed from the captured input: four projections and one extra attention forward
+  per layer, at logging steps only, under no_grad.
+- Per-layer reductions stay on the device; at the end of a logging step they are stacked
+  and copied to the host once (asynchronously on CUDA), and a background thread writes
+  them. Its queue is bounded: when full, the training thread waits; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import queue
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from parallax_probe.kernels import AttentionStats, parallax_attention
+from parallax_probe.store import Column, RunWriter
+
+from .discovery import AttentionSite, Selector, find_attention_sites
+from .spectra import circuit_singular_values, effective_rank, singular_values, stable_rank
+from .statistics import ATTN_STAT_NAMES, INTEGER_STATS, reduce_attention_stats
+
+QUEUE_DEPTH = 64
+
+
+class Probe:
+    """Attach to `model`, write statistics to the run folder `run_dir` (see docs/file-format.md)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        run_dir: str | Path,
+        *,
+        every: int = 50,
+        spectra_every: int = 500,
+        circuit_every: int | None = None,
+        meta: Mapping[str, Any] | None = None,
+        selector: Selector = None,
+        scalar_names: Sequence[str] = (),
+        mode: Literal["new", "resume", "overwrite"] = "new",
+        start_step: int = 0,
+        fsync_every_s: float = 60.0,
+        distributed=None,
+    ) -> None:
+        if every < 1 or spectra_every < 1:
+            raise ValueError(f"Probe: every ({every}) and spectra_every ({spectra_every}) must be >= 1")
+        self.every, self.spectra_every = every, spectra_every
+        self.circuit_every = circuit_every or spectra_every
+        self.sites: list[AttentionSite] = find_attention_sites(model, selector)
+        heads = {s.n_heads for s in self.sites}
+        dims = {s.head_dim for s in self.sites}
+        if len(heads) != 1 or len(dims) != 1:
+            raise ValueError(f"Probe: all attention modules must share head count and head dim; got heads {heads}, dims {dims}")
+        self.n_layers, self.n_heads, self.head_dim = len(self.sites), heads.pop(), dims.pop()
+        self._dist = distributed
+        self._is_writer = distributed is None or not distributed.enabled or distributed.is_main
+        self._logging = False
+        self._step: int | None = None
+        self._layer_rows: list[torch.Tensor | None] = [None] * self.n_layers
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._closed = False
+        self._error: BaseException | None = None
+        self._last_spectra_step: int | None = None
+        self._writer: RunWriter | None = None
+        self._tables = self._schema()
+        # Scalars named up front get their columns at the start; a name first seen later makes
+        # the store start a new segment (its schema is fixed once readers may be attached).
+        self._tables["scalars"] = {n: Column(n, (), (), "f8") for n in scalar_names}
+        if self._is_writer:
+            self._writer = RunWriter(
+                run_dir, tables=self._tables, meta=self._meta(meta), mode=mode, start_step=start_step, fsync_every_s=fsync_every_s
+            )
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._thread = threading.Thread(target=self._write_loop, name="parallax-probe-writer", daemon=True)
+        self._thread.start()
+        self._attach()
+
+    # ---- schema and metadata -------------------------------------------------------------
+    def _schema(self) -> dict[str, dict[str, Column]]:
+        L, H, D = self.n_layers, self.n_heads, self.head_dim
+        C = self.sites[0].module.r_proj.in_features
+        k = min(H * D, C)
+        attn = {name: Column(name, (L, H), ("layer", "head"), "i8" if name in INTEGER_STATS else "f4") for name in ATTN_STAT_NAMES}
+        attn["probe_gain_norm"] = Column("probe_gain_norm", (L,), ("layer",), "f4", doc="||r_norm.weight|| (NaN without an r-norm)")
+        wr = {
+            "singular_values": Column("singular_values", (L, k), ("layer", "sv"), "f4"),
+            "stable_rank": Column("stable_rank", (L,), ("layer",), "f4"),
+            "effective_rank": Column("effective_rank", (L,), ("layer",), "f4"),
+            "head_singular_values": Column("head_singular_values", (L, H, min(D, C)), ("layer", "head", "head_sv"), "f4"),
+            "head_stable_rank": Column("head_stable_rank", (L, H), ("layer", "head"), "f4"),
+            "head_effective_rank": Column("head_effective_rank", (L, H), ("layer", "head"), "f4"),
+        }
+        wrk = {
+            "singular_values": Column("singular_values", (L, H, min(D, C)), ("layer", "head", "circuit_sv"), "f4"),
+            "stable_rank": Column("stable_rank", (L, H), ("layer", "head"), "f4"),
+            "effective_rank": Column("effective_rank", (L, H), ("layer", "head"), "f4"),
+        }
+        return {"attn": attn, "wr": wr, "wrk": wrk}
+
+    def _meta(self, meta: Mapping[str, Any] | None) -> dict[str, Any]:
+        info = {k: v for k, v in (meta or {}).items() if v is not None}  # HDF5 attributes have no None
+        info.setdefault("optimizer", "unknown")
+        info["layers"] = self.n_layers
+        info["heads"] = self.n_heads
+        info["head_dim"] = self.head_dim
+        info["layer_modules"] = [s.name for s in self.sites]
+        info["native_statistics"] = all(s.native for s in self.sites)
+        info["probe_every"] = self.every
+        info["spectra_every"] = self.spectra_every
+        if self._dist is not None and getattr(self._dist, "enabled", False):
+            info.setdefault("world_size", self._dist.world_size)
+            info.setdefault("distributed_backend", self._dist.backend)
+        return info
+
+    # ---- hooks ---------------------------------------------------------------------------
+    def _attach(self) -> None:
+        for index, site in enumerate(self.sites):
+            if site.native:
+                self._handles.append(site.module.register_forward_pre_hook(self._make_native_pre_hook(site)))
+                self._handles.append(site.module.stats_site.register_forward_hook(self._make_native_hook(index)))
+            else:
+                self._handles.append(site.module.register_forward_hook(self._make_foreign_hook(index, site), with_kwargs=True))
+
+    def _make_native_pre_hook(self, site: AttentionSite):
+        def pre_hook(module, args):
+            module.stats_site.wanted = self._logging
+        return pre_hook
+
+    def _make_native_hook(self, index: int):
+        def hook(module, args, stats: AttentionStats):
+            self._layer_rows[index] = self._reduce(stats)
+        return hook
+
+    def _make_foreign_hook(self, index: int, site: AttentionSite):
+        def hook(module, args, kwargs, output):
+            if not self._logging:
+                return
+            x = args[0] if args else kwargs["hidden_states"]
+            with torch.no_grad():
+                stats = recompute_foreign_stats(module, x, site)
+            self._layer_rows[index] = self._reduce(stats)
+        return hook
+
+    def _reduce(self, stats: AttentionStats) -> torch.Tensor:
+        stats = AttentionStats(*(s.detach() for s in stats))
+        if self._dist is not None and getattr(self._dist, "enabled", False):
+            stats = gather_rows(stats)  # every rank's tokens: exact sums and quantiles of the global batch
+        return reduce_attention_stats(stats)
+
+    # ---- the step protocol -----------------------------------------------------------------
+    def is_logging_step(self, step: int) -> bool:
+        return step % self.every == 0
+
+    @contextlib.contextmanager
+    def step(self, step: int):
+        """Wrap the forward pass of training step `step`."""
+        self._raise_if_failed()
+        self._step = step
+        self._logging = self.is_logging_step(step)
+        try:
+            yield self
+        finally:
+            logging, self._logging = self._logging, False
+            for site in self.sites:
+                if site.native:
+                    site.module.stats_site.wanted = False
+            if logging:
+                self._emit_attention_row(step)
+            if step % self.spectra_every == 0:
+                self.record_spectra(step)
+
+    def _emit_attention_row(self, step: int) -> None:
+        rows = self._layer_rows
+        self._layer_rows = [None] * self.n_layers
+        if any(r is None for r in rows):
+            missing = [self.sites[i].name for i, r in enumerate(rows) if r is None]
+            raise RuntimeError(
+                f"Probe: step {step} was a logging step but these modules did not run a forward pass inside "
+                f"`with probe.step(step)`: {missing}"
+            )
+        gains = [self._gain_norm(site) for site in self.sites]
+        stacked = torch.stack(rows)  # (L, N_STATS, H), still on the device
+        gain = torch.stack(gains).to(stacked.device, torch.float32)
+        payload = torch.cat([stacked.flatten(), gain])
+        self._enqueue(("attn", step, _to_host_async(payload)))
+
+    def _gain_norm(self, site: AttentionSite) -> torch.Tensor:
+        norm = getattr(site.module, "r_norm", None)
+        weight = getattr(norm, "weight", None)
+        if weight is None:
+            return torch.tensor(math.nan)
+        return weight.detach().float().norm()
+
+    def record_spectra(self, step: int) -> None:
+        """W_R spectra (and the W_RK circuit's at its cadence) from the current weights."""
+        if not self._is_writer or self._last_spectra_step == step:
+            return
+        self._last_spectra_step = step
+        H, D = self.n_heads, self.head_dim
+        with torch.no_grad():
+            w_r = torch.stack([s.module.r_proj.weight for s in self.sites])  # (L, H*D, C)
+            s_full = singular_values(w_r)  # (L, k)
+            w_r_heads = w_r.unflatten(1, (H, D))  # (L, H, D, C)
+            s_heads = singular_values(w_r_heads)  # (L, H, D)
+            parts = [s_full, stable_rank(s_full), effective_rank(s_full), s_heads, stable_rank(s_heads), effective_rank(s_heads)]
+            self._enqueue(("wr", step, _to_host_async(torch.cat([p.float().flatten() for p in parts]))))
+            if step % self.circuit_every == 0:
+                s_circuit = torch.stack([
+                    circuit_singular_values(
+                        s.module.r_proj.weight.unflatten(0, (H, D)), s.module.k_proj.weight.unflatten(0, (s.n_kv_heads, D))
+                    )
+                    for s in self.sites
+                ])  # (L, H, D)
+                parts = [s_circuit, stable_rank(s_circuit), effective_rank(s_circuit)]
+                self._enqueue(("wrk", step, _to_host_async(torch.cat([p.float().flatten() for p in parts]))))
+
+    def log_scalars(self, step: int, **values) -> None:
+        """Run-level scalars (loss, lr, ...): numbers or 0-d tensors (converted in the writer thread)."""
+        self._raise_if_failed()
+        if not self._is_writer or not values:
+            return
+        self._enqueue(("scalars", step, {k: _to_host_async(v.detach().reshape(())) if isinstance(v, torch.Tensor) else v for k, v in values.items()}))
+
+    # ---- the writer thread ---------------------------------------------------------------
+    def _enqueue(self, item) -> None:
+        if self._is_writer:
+            self._queue.put(item)  # blocks when full: never drops a row
+
+    def _write_loop(self) -> None:
+        L, H = self.n_layers, self.n_heads
+        n_stats = len(ATTN_STAT_NAMES)
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is not None:
+                    continue  # drain without writing after a failure; the error surfaces in the training thread
+                table, step, payload = item
+                if table == "scalars":
+                    self._writer.append("scalars", step, **{k: float(_host(v)) for k, v in payload.items()})
+                    continue
+                values = _host(payload).numpy()
+                if table == "attn":
+                    stats = values[: L * n_stats * H].reshape(L, n_stats, H)
+                    row = {name: stats[:, i, :] for i, name in enumerate(ATTN_STAT_NAMES)}
+                    for name in INTEGER_STATS:
+                        row[name] = np.nan_to_num(row[name]).round().astype(np.int64)
+                    row["probe_gain_norm"] = values[L * n_stats * H :]
+                    self._writer.append("attn", step, **row)
+                else:
+                    self._writer.append(table, step, **_split_columns(self._tables[table], values))
+                self._writer.commit()
+            except BaseException as error:  # noqa: BLE001 - handed to the training thread
+                self._error = error
+            finally:
+                self._queue.task_done()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"Probe: the background writer failed: {self._error!r}") from self._error
+
+    def flush(self) -> None:
+        """Wait until everything logged so far is committed to the file."""
+        self._queue.join()
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        """Drain the queue, close the run file (status 'closed'), remove every hook."""
+        if self._closed:
+            return
+        self._closed = True
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for site in self.sites:
+            if site.native:
+                site.module.stats_site.wanted = False
+        self._queue.put(None)
+        self._thread.join()
+        if self._writer is not None:
+            self._writer.close()
+        self._raise_if_failed()
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _to_host_async(t: torch.Tensor):
+    """Start the device-to-host copy; the writer thread waits for it (no sync in the training thread)."""
+    if t.device.type != "cuda":
+        return t.clone()
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return (host, event)
+
+
+def _host(handle) -> torch.Tensor:
+    if isinstance(handle, tuple):
+        host, event = handle
+        event.synchronize()
+        return host
+    return handle if isinstance(handle, torch.Tensor) else torch.tensor(handle)
+
+
+def _split_columns(columns: Mapping[str, Column], values: np.ndarray) -> dict[str, np.ndarray]:
+    """Cut a flat payload back into the table's columns, in schema order."""
+    out, offset = {}, 0
+    for name, column in columns.items():
+        size = int(np.prod(column.shape))
+        out[name] = values[offset : offset + size].reshape(column.shape)
+        offset += size
+    return out
+
+
+def recompute_foreign_stats(module: nn.Module, x_BTC: torch.Tensor, site: AttentionSite) -> AttentionStats:
+    """Statistics of a foreign (fla-layout) module, recomputed from its input hidden states."""
+    B, T, _ = x_BTC.shape
+    H, G, D = site.n_heads, site.n_kv_heads, site.head_dim
+    q = module.q_proj(x_BTC).view(B, T, H, D)
+    r = module.r_proj(x_BTC).view(B, T, H, D)
+    k = module.k_proj(x_BTC).view(B, T, G, D)
+    v = module.v_proj(x_BTC).view(B, T, G, D)
+    for name, t in (("q_norm", "q"), ("r_norm", "r"), ("k_norm", "k")):
+        norm = getattr(module, name, None)
+        if norm is not None and callable(norm):
+            if t == "q":
+                q = norm(q)
+            elif t == "r":
+                r = norm(r)
+            else:
+                k = norm(k)
+    q, r, k, v = (t.to(v.dtype) for t in (q, r, k, v))
+    window = getattr(module, "window_size", None) or getattr(module, "window", None)
+    _, stats = parallax_attention(q, r, k, v, window=window, return_stats=True)
+    return stats
+
+
+def gather_rows(stats: AttentionStats) -> AttentionStats:
+    """Concatenate every data-parallel rank's rows along the batch axis (same order on every rank)."""
+    import torch.distributed as torch_dist
+
+    world = torch_dist.get_world_size()
+    gathered = []
+    for s in stats:
+        parts = [torch.empty_like(s) for _ in range(world)]
+        torch_dist.all_gather(parts, s.contiguous())
+        gathered.append(torch.cat(parts, dim=0))
+    return AttentionStats(*gathered)

@@ -1,0 +1,80 @@
+"""The run store: a crash-safe, live-readable HDF5 run format (docs/file-format.md).
+
+No torch anywhere in the store: dashboards and analysis read runs on machines without it.
+
+Writing (one process writes a run folder; each process start adds a segment file):
+
+    RunWriter(run_dir, *, tables: Mapping[str, Mapping[str, Column]], meta=None,
+              mode: "new" | "resume" | "overwrite" = "new", start_step: int,
+              fsync_every_s: float | None = 60.0)
+        .append(table: str, step: int, **values)   buffer one row (values copied)
+        .commit()                                   write all buffered rows, flush, counters, flush
+        .close()                                    commit, status closed, rewrite compressed
+        .tables                                     table -> {column: Column}, as stored now
+        .path, .run_dir, .run_id                    also a context manager
+
+    Column(name, shape=(), dims=(), dtype="f4" | "f8" | "i4" | "i8", doc="")
+        One statistic: `shape` per row, its axes named `dims` (HDF5 dimension scales;
+        xarray.open_dataset(segment, engine="h5netcdf", group="attn") gets them).
+
+Tables: "attn" keeps its step index at the root (/step, /committed) and its columns in
+/attn; any other table T keeps all of it in /T. "scalars" always exists and takes new
+names at any time (float64 each). Steps increase strictly per table.
+
+Reading (never holds a file open between calls):
+
+    open_run(path, *, byte_budget=4 GiB) -> Run     a run folder or one segment file
+        run[name] -> np.ndarray         "step", "attn/cor_mean", "wr/step", "scalars/loss", ...
+        run.read(*names) -> dict        several names from one snapshot of each file
+        run.names(), name in run        what exists
+        run.meta, run.config            last segment's root attributes (JSON ones parsed)
+        run.status                      "live" | "closed" | "crashed" (the last segment's)
+        run.segments, run.tables, run.dims, run.layers, run.heads, run.steps_logged, run.last_step
+
+Repair (a segment whose writer died opens for reading as it is; repair makes a clean copy):
+
+    repair_segment(path) -> Path | None     backup of the original bytes, None if clean
+    repair_run(path) -> list[str]           every dead segment of a folder, one line each
+
+Errors: RunFileError(ValueError) for any file that is not a readable run (message: file,
+problem, fix); RunExistsError(FileExistsError) for mode="new" on an existing run;
+RunInUseError(RuntimeError) when a live writer holds the run.
+"""
+
+from __future__ import annotations
+
+from .store_format import (
+    FORMAT,
+    FORMAT_VERSION,
+    ROOT_TABLE,
+    SCALARS_TABLE,
+    Column,
+    RunExistsError,
+    RunFileError,
+    RunInUseError,
+    Table,
+)
+from .store_hdf5 import DEFAULT_BYTE_BUDGET, LIVE_HEARTBEAT_S
+from .store_reader import Run, Segment, open_run
+from .store_repair import repair_run, repair_segment
+from .store_writer import RunWriter
+
+__all__ = [
+    "DEFAULT_BYTE_BUDGET",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "LIVE_HEARTBEAT_S",
+    "ROOT_TABLE",
+    "SCALARS_TABLE",
+    "Column",
+    "Run",
+    "RunExistsError",
+    "RunFileError",
+    "RunInUseError",
+    "RunWriter",
+    "Segment",
+    "Table",
+    "open_run",
+    "repair_run",
+    "repair_segment",
+]

@@ -1,0 +1,520 @@
+"""How a run segment sits in HDF5: layout, safe opening, defensive checks, writer liveness.
+
+Measured with h5py 3.16 / HDF5 2.0 (see docs/file-format.md for the reasons in full):
+- A segment is created whole (every dataset, attribute and dimension scale) before
+  `swmr_mode = True`; afterwards only raw data of existing chunked datasets changes.
+- A live segment's datasets are chunked and *unfiltered*: an unfiltered chunk has a fixed
+  size, so HDF5 rewrites it in place. A filtered (compressed) chunk changes size on every
+  partial rewrite and, under SWMR, HDF5 never frees the old copy (readers may still hold
+  its address): one row per commit into 4-row gzip chunks grew the file to 2.25x the
+  data. Closed segments are rewritten compressed (`store_repair.rewrite_segment`).
+- No checksum filter on live chunks either: a SIGKILL can tear an in-place chunk write
+  between pages, which leaves committed rows intact (their bytes are the same in the old
+  and new chunk) but would fail the chunk's checksum and make those rows unreadable.
+- A segment left open for writing (live, or its writer died) must be opened with
+  `swmr=True`; a plain open refuses it. With `swmr=True` HDF5 skips its own
+  end-of-file check and reads past the end of a truncated file as zeros, so
+  `open_for_read` checks the superblock's end address and `check_chunks_in_file` every
+  chunk it reads against the file size itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .store_format import (
+    FORMAT,
+    FORMAT_VERSION,
+    STATUS_CLOSED,
+    RunFileError,
+    Table,
+    decode_attr,
+)
+
+LIBVER = ("v110", "v110")  # HDF5 1.10 tools still read the files; SWMR needs at least v110
+LIVE_CHUNK_BYTES = 32 * 1024  # in-place rewrite of the current chunk per commit: keep it small
+COMPACT_CHUNK_BYTES = 1024 * 1024  # written once: large chunks read fast and compress well
+MAX_CHUNK_ROWS = 4096
+GZIP_LEVEL = 1
+ALLOWED_FILTERS = {
+    h5py.h5z.FILTER_DEFLATE: "gzip",
+    h5py.h5z.FILTER_SHUFFLE: "shuffle",
+    h5py.h5z.FILTER_FLETCHER32: "fletcher32",
+    32000: "lzf",
+}
+DEFAULT_BYTE_BUDGET = 4 * 1024**3
+ATTRIBUTE_BUDGET = 16 * 1024**2  # any one attribute; config JSON is a few KB
+MAX_OBJECTS = 100_000  # a run segment holds about 50; more means a file of another kind
+# A writer on another host cannot be checked by pid: it counts as live while its last
+# commit (the heartbeat) is this recent. Logging steps come every few seconds to minutes.
+LIVE_HEARTBEAT_S = 600.0
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_SUPERBLOCK_WRITE = 0x01  # file consistency flags, superblock v2/v3
+_SUPERBLOCK_SWMR_WRITE = 0x04
+# netCDF-4's marker for a dimension without a coordinate variable (h5netcdf reads it).
+NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable."
+
+
+# ---- superblock -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Superblock:
+    """What `open_for_read` needs from the first bytes of an HDF5 file."""
+
+    version: int
+    flags: int
+    end_of_address: int | None  # absolute offset where the file's allocated space ends
+
+    @property
+    def open_for_write(self) -> bool:
+        """The writer has not closed the file (it is live, or it died)."""
+        return self.version >= 2 and bool(self.flags & (_SUPERBLOCK_WRITE | _SUPERBLOCK_SWMR_WRITE))
+
+
+def read_superblock(path: Path, fd: int | None = None) -> Superblock:
+    """Find and parse the superblock (at 0, 512, 1024, ...). RunFileError if there is none.
+
+    fd: read through this descriptor (the one HDF5 opened) instead of the path, so the
+    superblock and the size belong to the same file even if the name was just replaced.
+    """
+    if fd is None:
+        with open(path, "rb") as fh:
+            return read_superblock(path, fh.fileno())
+    size = os.fstat(fd).st_size
+    offset = 0
+    while os.pread(fd, 8, offset) != HDF5_SIGNATURE:
+        offset = 512 if offset == 0 else offset * 2
+        if offset + 8 > size:
+            raise RunFileError(
+                f"{path}: not an HDF5 file (no HDF5 signature in its {size} bytes). "
+                "A run segment is an HDF5 file named segment-NNNNN.h5; check the path."
+            )
+    head = os.pread(fd, 120, offset + 8)
+    truncated = RunFileError(
+        f"{path}: truncated: the file ends inside its HDF5 superblock ({size} bytes). "
+        "It was cut short (incomplete copy, full disk); copy it again from the source."
+    )
+    if not head:
+        raise truncated
+    version = head[0]
+    if version >= 2:
+        if len(head) < 4:
+            raise truncated
+        offset_size, flags, addresses = head[1], head[3], 4
+    elif version in (0, 1):
+        if len(head) < 16:
+            raise truncated
+        offset_size, flags = head[5], int.from_bytes(head[12:16], "little")
+        addresses = 16 if version == 0 else 20
+    else:
+        raise RunFileError(f"{path}: HDF5 superblock version {version} is unknown to this HDF5; the file may be damaged.")
+    if offset_size not in (2, 4, 8):
+        raise RunFileError(f"{path}: HDF5 superblock declares {offset_size}-byte addresses; the file is damaged.")
+    # base address, (extension or free-space) address, end-of-file address
+    end = addresses + 3 * offset_size
+    if len(head) < end:
+        raise truncated
+    base = int.from_bytes(head[addresses : addresses + offset_size], "little")
+    eoa = int.from_bytes(head[end - offset_size : end], "little")
+    undefined = (1 << (8 * offset_size)) - 1
+    return Superblock(version, flags, None if eoa == undefined or base == undefined else eoa)
+
+
+def file_size(f: h5py.File) -> int:
+    """Size of the file HDF5 has open (not of whatever the name points at now)."""
+    return os.fstat(f.id.get_vfd_handle()).st_size
+
+
+def _truncated(path: Path, size: int, needed: int) -> RunFileError:
+    return RunFileError(
+        f"{path}: truncated: the file is {size} bytes but its data reaches byte {needed}. "
+        "It was cut short (incomplete copy, full disk, a crash of the machine before an fsync); "
+        "copy it again from the source, or restore it from a backup."
+    )
+
+
+def _open(path: Path, swmr: bool) -> h5py.File:
+    # HDF5 opens a file once per process: if other code here holds it open with other
+    # locking settings (xarray and a plain h5py.File use HDF5's default, locking=None),
+    # a second open must use the same ones.
+    settings = (False, None, "best-effort")
+    for locking in settings:
+        try:
+            return h5py.File(path, "r", swmr=swmr, locking=locking)
+        except OSError as error:
+            if "flag values don't match" not in str(error):
+                raise
+    return h5py.File(path, "r", swmr=swmr, locking=True)
+
+
+def open_for_read(path: Path) -> tuple[h5py.File, Superblock]:
+    """Open a segment read-only without taking a lock; refuses truncated files.
+
+    Never hold the handle: open, read, close (a held plain handle can block a writer).
+    """
+    superblock = read_superblock(path)
+    # A file not closed by its writer opens only with swmr=True; a closed one either way.
+    attempts = (True, False) if superblock.open_for_write else (False, True)
+    first_error: OSError | None = None
+    for swmr in attempts:
+        try:
+            f = _open(path, swmr)
+            break
+        except OSError as error:
+            first_error = first_error or error
+    else:
+        message = str(first_error)
+        if "truncated" in message:
+            raise RunFileError(
+                f"{path}: truncated ({message}). It was cut short (incomplete copy, full disk); copy it again from the source."
+            ) from first_error
+        raise RunFileError(
+            f"{path}: HDF5 cannot open it ({message}). The file is damaged or not a parallax-probe run segment."
+        ) from first_error
+    try:
+        superblock = read_superblock(path, f.id.get_vfd_handle())
+        size = file_size(f)
+        if superblock.end_of_address is not None and superblock.end_of_address > size:
+            raise _truncated(path, size, superblock.end_of_address)
+    except BaseException:
+        f.close()
+        raise
+    return f, superblock
+
+
+# ---- defensive checks -----------------------------------------------------------------
+
+
+def _attribute_bytes(obj: h5py.HLObject, name: str) -> int:
+    attr = h5py.h5a.open(obj.id, name.encode())
+    return attr.get_space().get_simple_extent_npoints() * attr.get_type().get_size()
+
+
+def check_root(f: h5py.File, path: Path) -> dict[str, Any]:
+    """Check `format` and `format_version`; return the root attributes as plain Python."""
+    names = list(f.attrs.keys())
+    for name in names:
+        if _attribute_bytes(f, name) > ATTRIBUTE_BUDGET:
+            raise RunFileError(f"{path}: root attribute {name!r} declares more than {ATTRIBUTE_BUDGET} bytes; refusing to read it.")
+    attrs = {name: decode_attr(f.attrs[name]) for name in names}
+    if attrs.get("format") != FORMAT:
+        found = f"format = {attrs['format']!r}" if "format" in attrs else "no 'format' attribute"
+        raise RunFileError(
+            f"{path}: an HDF5 file, but not a parallax-probe run ({found}; expected format = {FORMAT!r}). "
+            "Point at a run folder or one of its segment-NNNNN.h5 files."
+        )
+    version = attrs.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RunFileError(f"{path}: format_version is {version!r}, not an integer; the file is damaged.")
+    if version > FORMAT_VERSION:
+        raise RunFileError(
+            f"{path}: written in run format version {version}; this parallax-probe reads up to version {FORMAT_VERSION}. "
+            "Upgrade parallax-probe to read it."
+        )
+    if version < 1:
+        raise RunFileError(f"{path}: format_version {version} is not a valid version; the file is damaged.")
+    return attrs
+
+
+def check_contents(f: h5py.File, path: Path, byte_budget: int) -> None:
+    """Refuse what could make a reader open other files or allocate without bound.
+
+    External links, soft links, external raw storage, virtual datasets, filters other
+    than gzip/shuffle/fletcher32/lzf, and chunks or attributes over the budgets.
+    """
+    stack: list[h5py.Group] = [f]
+    seen = 0
+    while stack:
+        group = stack.pop()
+        for name in group:
+            seen += 1
+            if seen > MAX_OBJECTS:
+                raise RunFileError(f"{path}: holds more than {MAX_OBJECTS} objects; not a parallax-probe run segment.")
+            where = f"{group.name.rstrip('/')}/{name}"
+            link = group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise RunFileError(
+                    f"{path}: {where} is an external link to {link.filename!r}:{link.path}. Run files never hold one, "
+                    "and following it would open another file; refusing the file."
+                )
+            if isinstance(link, h5py.SoftLink):
+                raise RunFileError(f"{path}: {where} is a soft link to {link.path}; run files hold none. Refusing the file.")
+            obj = group[name]
+            for attr in obj.attrs:
+                if _attribute_bytes(obj, attr) > ATTRIBUTE_BUDGET:
+                    raise RunFileError(f"{path}: attribute {attr!r} of {where} declares more than {ATTRIBUTE_BUDGET} bytes.")
+            if isinstance(obj, h5py.Group):
+                if where.count("/") > 2:
+                    raise RunFileError(f"{path}: group {where} is nested deeper than a run segment's layout.")
+                stack.append(obj)
+            elif isinstance(obj, h5py.Dataset):
+                _check_dataset(obj, path, where, byte_budget)
+            else:
+                raise RunFileError(f"{path}: {where} is a {type(obj).__name__}; run segments hold only groups and datasets.")
+
+
+def _check_dataset(ds: h5py.Dataset, path: Path, where: str, byte_budget: int) -> None:
+    if ds.is_virtual:
+        raise RunFileError(
+            f"{path}: {where} is a virtual dataset (it maps other files' data). Run files never hold one; refusing the file."
+        )
+    if ds.external:
+        files = ", ".join(str(e[0]) for e in ds.external)
+        raise RunFileError(
+            f"{path}: {where} keeps its data in external file(s) {files}. Run files never do; refusing the file."
+        )
+    plist = ds.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code = plist.get_filter(i)[0]
+        if code not in ALLOWED_FILTERS:
+            raise RunFileError(
+                f"{path}: {where} uses HDF5 filter {code}; run files use only {', '.join(ALLOWED_FILTERS.values())}."
+            )
+    if ds.dtype.kind not in "iuf":
+        raise RunFileError(f"{path}: {where} has dtype {ds.dtype}; run datasets are integer or float.")
+    if ds.chunks is not None and math.prod(ds.chunks) * ds.dtype.itemsize > byte_budget:
+        raise RunFileError(f"{path}: {where} declares chunks of {ds.chunks} ({ds.dtype}), over the byte budget.")
+
+
+def check_tables(f: h5py.File, path: Path, tables: Mapping[str, Table]) -> None:
+    """Every dataset the schema names exists with the schema's dtype and row shape."""
+    for table in tables.values():
+        expected = [(table.step_path, np.dtype("i8"), ()), (table.committed_path, None, None)]
+        expected += [(table.column_path(c.name), np.dtype(c.dtype), c.shape) for c in table.columns]
+        for where, dtype, row_shape in expected:
+            ds = f.get(where)
+            if not isinstance(ds, h5py.Dataset):
+                raise RunFileError(f"{path}: the schema lists {where} but the file has no such dataset; the file is damaged.")
+            if row_shape is None:
+                if ds.shape != (1,) or ds.dtype.kind != "i":
+                    raise RunFileError(f"{path}: {where} should be one integer, is {ds.dtype} {ds.shape}.")
+                continue
+            if ds.dtype != dtype or ds.shape[1:] != row_shape or ds.ndim != 1 + len(row_shape):
+                raise RunFileError(
+                    f"{path}: {where} is {ds.dtype} {ds.shape}; the schema says {dtype} (rows,) + {row_shape}. The file is damaged."
+                )
+
+
+def check_chunks_in_file(ds: h5py.Dataset, rows: int, path: Path) -> None:
+    """Every chunk holding rows [0, rows) lies inside the file (SWMR reads skip HDF5's check)."""
+    if rows == 0 or ds.chunks is None:
+        return
+    size = file_size(ds.file)
+    chunk_rows = ds.chunks[0]
+    ends = [0]
+
+    def visit(info) -> None:
+        if info.chunk_offset[0] < rows:
+            ends.append(info.byte_offset + info.size)
+
+    ds.id.chunk_iter(visit)
+    if max(ends) > size:
+        raise _truncated(path, size, max(ends))
+    stored = len(ends) - 1
+    needed = -(-rows // chunk_rows) * math.prod(-(-n // c) for n, c in zip(ds.shape[1:], ds.chunks[1:]))
+    if stored < needed:
+        raise RunFileError(
+            f"{path}: {ds.name} counts {rows} committed rows but stores only {stored} of their {needed} chunks; the file is damaged."
+        )
+
+
+# ---- layout -----------------------------------------------------------------------------
+
+
+def _chunk_rows(row_bytes: int, target: int, rows: int | None) -> int:
+    n = max(1, min(MAX_CHUNK_ROWS, target // max(row_bytes, 1)))
+    return n if rows is None else max(1, min(n, rows))
+
+
+def _dataset(
+    parent: h5py.Group, name: str, row_shape: tuple[int, ...], dtype: str, rows: int | None, *, growing: bool = True
+) -> h5py.Dataset:
+    """A chunked dataset of (0,) + row_shape (or fixed (1,) + ... when not growing).
+
+    rows=None: live layout (unfiltered, small chunks). rows=n: compact layout for n rows.
+    """
+    row_bytes = np.dtype(dtype).itemsize * math.prod(row_shape)
+    target = LIVE_CHUNK_BYTES if rows is None else COMPACT_CHUNK_BYTES
+    chunks = (_chunk_rows(row_bytes, target, rows) if growing else 1,) + row_shape
+    filters: dict[str, Any] = {}
+    if rows is not None:
+        filters = dict(compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True, fletcher32=True)
+    fill = np.nan if dtype.startswith("f") else 0
+    if growing:
+        return parent.create_dataset(
+            name, shape=(0,) + row_shape, maxshape=(None,) + row_shape, chunks=chunks, dtype=dtype, fillvalue=fill, **filters
+        )
+    return parent.create_dataset(name, shape=(1,), maxshape=(None,), chunks=(1,), dtype=dtype, fillvalue=fill, **filters)
+
+
+def create_layout(
+    f: h5py.File, tables: Mapping[str, Table], attrs: Mapping[str, Any], *, rows: Mapping[str, int] | None = None
+) -> None:
+    """Create every object of a segment (before SWMR: nothing can be created after).
+
+    rows=None: live layout; rows={table: n}: compact (gzip) layout sized for n rows.
+    """
+    for key, value in attrs.items():
+        f.attrs[key] = value
+    one = f.create_dataset("one", shape=(1,), maxshape=(1,), chunks=(1,), dtype="i1")
+    one.make_scale(f"{NOT_A_VARIABLE}{1:10d}")
+    status = _dataset(f, "status", (), "i1", None, growing=False)
+    heartbeat = _dataset(f, "heartbeat", (), "f8", None, growing=False)
+    status.attrs["doc"] = "0 running, 1 closed, 2 continued in the next segment"
+    heartbeat.attrs["doc"] = "unix time of the writer's last commit"
+    for ds in (status, heartbeat):
+        ds.dims[0].attach_scale(one)
+    for table in tables.values():
+        n = None if rows is None else rows.get(table.name, 0)
+        group = f.require_group(table.group)
+        step = _dataset(f if table.index_at_root else group, "step", (), "i8", n)
+        step.make_scale("step")
+        step.attrs["doc"] = f"training step of each row of table {table.name!r}"
+        committed = _dataset(f if table.index_at_root else group, "committed", (), "i8", None, growing=False)
+        committed.attrs["doc"] = f"rows of table {table.name!r} complete on disk; read it first, slice every column to it"
+        committed.dims[0].attach_scale(one)
+        scales = {}
+        for dim, size in table.dims.items():
+            scale = group.create_dataset(dim, data=np.arange(size, dtype="i8"), chunks=(size,), maxshape=(size,))
+            scale.make_scale(dim)
+            scales[dim] = scale
+        for column in table.columns:
+            ds = _dataset(group, column.name, column.shape, column.dtype, n)
+            ds.attrs["doc"] = column.doc
+            ds.dims[0].attach_scale(step)
+            for axis, dim in enumerate(column.dims, start=1):
+                ds.dims[axis].attach_scale(scales[dim])
+
+
+@dataclass(slots=True)
+class SegmentHandles:
+    """Open datasets of a writable segment, looked up once (h5py lookups cost microseconds)."""
+
+    file: h5py.File
+    steps: dict[str, h5py.Dataset]
+    committed: dict[str, h5py.Dataset]
+    columns: dict[str, dict[str, h5py.Dataset]]
+    rows: dict[str, int]
+
+    @classmethod
+    def of(cls, f: h5py.File, tables: Mapping[str, Table]) -> SegmentHandles:
+        return cls(
+            f,
+            {t.name: f[t.step_path] for t in tables.values()},
+            {t.name: f[t.committed_path] for t in tables.values()},
+            {t.name: {c.name: f[t.column_path(c.name)] for c in t.columns} for t in tables.values()},
+            {t.name: 0 for t in tables.values()},
+        )
+
+    def write_rows(self, table: str, steps: np.ndarray, blocks: Mapping[str, np.ndarray]) -> None:
+        """Append rows (steps (k,), blocks name -> (k, ...)): one resize and one write per dataset."""
+        n0 = self.rows[table]
+        n1 = n0 + len(steps)
+        for ds, block in [(self.steps[table], steps), *((self.columns[table][k], v) for k, v in blocks.items())]:
+            ds.resize(n1, axis=0)
+            ds[n0:n1] = block
+        self.rows[table] = n1
+
+    def write_counters(self, heartbeat: float) -> None:
+        for table, ds in self.committed.items():
+            ds[0] = self.rows[table]
+        self.file["heartbeat"][0] = heartbeat
+
+
+# ---- reading ----------------------------------------------------------------------------
+
+
+def read_committed(f: h5py.File, table: Table, path: Path) -> int:
+    """The table's committed row count, checked against its step dataset."""
+    n = int(f[table.committed_path][0])
+    length = f[table.step_path].shape[0]
+    if n < 0 or n > length:
+        raise RunFileError(
+            f"{path}: {table.committed_path} says {n} rows but {table.step_path} holds {length}; the file is damaged."
+        )
+    return n
+
+
+def read_status(f: h5py.File) -> tuple[int, float]:
+    return int(f["status"][0]), float(f["heartbeat"][0])
+
+
+# ---- writer identity and liveness ------------------------------------------------------
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _process_start(pid: int) -> tuple[int, str] | None:
+    """(start time in clock ticks since boot, state letter) from /proc, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and ')': the fields after the last ')'
+    # start with field 3 (state); field 22 (starttime) is the 20th of them.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19]), fields[0]
+
+
+def writer_identity() -> dict[str, Any]:
+    """Root attributes that let a reader tell a live writer from a dead one (pid reuse too)."""
+    start = _process_start(os.getpid())
+    return {
+        "writer_pid": os.getpid(),
+        "writer_host": socket.gethostname(),
+        "writer_boot_id": _boot_id(),
+        "writer_start_ticks": start[0] if start else -1,
+    }
+
+
+def writer_alive(attrs: Mapping[str, Any]) -> bool | None:
+    """True/False for a writer on this host; None when it ran on another host."""
+    if attrs.get("writer_host") != socket.gethostname():
+        return None
+    boot = attrs.get("writer_boot_id") or ""
+    if boot and _boot_id() and boot != _boot_id():
+        return False  # the machine rebooted since
+    pid = attrs.get("writer_pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    start = _process_start(pid)
+    if start is not None:
+        ticks, state = start
+        expected = attrs.get("writer_start_ticks", -1)
+        return state not in "ZX" and (expected < 0 or ticks == expected)
+    if Path("/proc/self/stat").exists():
+        return False  # /proc works and has no such pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def segment_status(status_code: int, heartbeat: float, attrs: Mapping[str, Any]) -> str:
+    """"closed" if the writer closed it; else "live" or "crashed" (see docs/file-format.md)."""
+    if status_code == STATUS_CLOSED:
+        return "closed"
+    alive = writer_alive(attrs)
+    if alive is None:
+        alive = time.time() - heartbeat < LIVE_HEARTBEAT_S
+    return "live" if alive else "crashed"

@@ -1,0 +1,232 @@
+"""The probe records what SPEC section 2 defines, from our model and from an fla-layout module."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from parallax_probe import Probe, build_model, open_run
+from parallax_probe.hooks import NoParallaxModulesError
+from parallax_probe.kernels import parallax_attention, parallax_attention_reference
+from parallax_probe.model import apply_rope
+
+
+def capture_qrkv(model):
+    """Record each layer's q, r, k, v as the attention sees them, with hooks of the test's own."""
+    captured, handles = {}, []
+    for index, block in enumerate(model.layers):
+        attn = block.self_attn
+
+        def grab(name, index=index):
+            def hook(module, args, out):
+                captured.setdefault(index, {})[name] = out.detach()
+            return hook
+
+        for name in ("q_norm", "r_norm", "k_norm", "v_proj"):
+            handles.append(getattr(attn, name).register_forward_hook(grab(name)))
+    return captured, handles
+
+
+def float64_row_stats(q, r, k, v, window=None):
+    _, stats = parallax_attention_reference(
+        q.double(), r.double(), k.double(), v.double(), scale=1 / math.sqrt(q.shape[-1]), window=window, return_stats=True
+    )
+    return stats
+
+
+def expected_head_stats(stats):
+    """SPEC section 2 per head, computed in float64 with numpy from per-row stats."""
+    osm_sq, c_sq, osm_c, r_sq = (s.reshape(-1, s.shape[-1]).numpy() for s in stats)
+    cor, norm = np.sqrt(c_sq / osm_sq), np.sqrt(r_sq)
+    return {
+        "cor_mean": cor.mean(0), "cor_p50": np.quantile(cor, 0.5, axis=0), "cor_p90": np.quantile(cor, 0.9, axis=0),
+        "cor_max": cor.max(0), "sum_osm_sq": osm_sq.sum(0), "sum_c_sq": c_sq.sum(0), "sum_osm_c": osm_c.sum(0),
+        "tokens": np.full(osm_sq.shape[1], osm_sq.shape[0]), "probe_norm_mean": norm.mean(0),
+        "probe_norm_p50": np.quantile(norm, 0.5, axis=0), "probe_norm_p90": np.quantile(norm, 0.9, axis=0),
+        "probe_norm_max": norm.max(0),
+    }
+
+
+def test_recorded_statistics_match_a_float64_recomputation(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("tiny", vocab_size=30, n_layers=3)
+    x = torch.randint(0, 30, (3, 37))
+    captured, handles = capture_qrkv(model)
+    with Probe(model, tmp_path / "run", every=1, spectra_every=1) as probe:
+        with probe.step(0):
+            model(x)
+    for h in handles:
+        h.remove()
+    run = open_run(tmp_path / "run")
+    cos, sin = model.rope_cos[:37], model.rope_sin[:37]
+    for layer in range(3):
+        c = captured[layer]
+        q, r, k = (apply_rope(c[n], cos, sin) for n in ("q_norm", "r_norm", "k_norm"))
+        v = c["v_proj"].view(3, 37, 2, 16)
+        expected = expected_head_stats(float64_row_stats(q, r, k, v))
+        for name, want in expected.items():
+            got = run[f"attn/{name}"][0, layer]
+            np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5, err_msg=f"layer {layer} {name}")
+        assert (run["attn/nonfinite"][0, layer] == 0).all()
+        np.testing.assert_allclose(run["attn/probe_gain_norm"][0, layer], model.layers[layer].self_attn.r_norm.weight.norm().item(), rtol=1e-6)
+
+
+def test_wr_statistics_match_numpy_svd(tmp_path):
+    torch.manual_seed(1)
+    model = build_model("tiny", vocab_size=30, n_layers=2)
+    with torch.no_grad():  # a spread-out spectrum, so the ranks are not trivially full
+        model.layers[1].self_attn.r_proj.weight.mul_(torch.logspace(0, -3, 64)[:, None])
+    with Probe(model, tmp_path / "run", every=1, spectra_every=1) as probe:
+        with probe.step(0):
+            model(torch.randint(0, 30, (1, 8)))
+    run = open_run(tmp_path / "run")
+    for layer in range(2):
+        w = model.layers[layer].self_attn.r_proj.weight.detach().double().numpy()  # (H*D, C)
+        s = np.linalg.svd(w, compute_uv=False)
+        np.testing.assert_allclose(run["wr/singular_values"][0, layer], s, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(run["wr/stable_rank"][0, layer], (s**2).sum() / s[0] ** 2, rtol=1e-4)
+        p = s / s.sum()
+        np.testing.assert_allclose(run["wr/effective_rank"][0, layer], np.exp(-(p * np.log(p)).sum()), rtol=1e-4)
+        for head in range(4):
+            s_head = np.linalg.svd(w[head * 16 : (head + 1) * 16], compute_uv=False)
+            np.testing.assert_allclose(run["wr/head_singular_values"][0, layer, head], s_head, rtol=1e-4, atol=1e-7)
+            np.testing.assert_allclose(run["wr/head_stable_rank"][0, layer, head], (s_head**2).sum() / s_head[0] ** 2, rtol=1e-4)
+            w_k = model.layers[layer].self_attn.k_proj.weight.detach().double().numpy()[(head // 2) * 16 : (head // 2 + 1) * 16]
+            s_circuit = np.linalg.svd(w[head * 16 : (head + 1) * 16].T @ w_k, compute_uv=False)[:16]
+            np.testing.assert_allclose(run["wrk/singular_values"][0, layer, head], s_circuit, rtol=1e-4, atol=1e-9)
+
+
+def test_zero_wr_gives_zero_cor_and_zero_probe_norm(tmp_path):
+    model = build_model("tiny", vocab_size=30, wr_init="zero")
+    with Probe(model, tmp_path / "run", every=1, spectra_every=1) as probe:
+        with probe.step(0):
+            model(torch.randint(0, 30, (2, 16)))
+    run = open_run(tmp_path / "run")
+    assert (run["attn/cor_mean"] == 0).all() and (run["attn/cor_max"] == 0).all()
+    assert (run["attn/probe_norm_max"] == 0).all() and (run["attn/sum_c_sq"] == 0).all()
+    assert (run["wr/stable_rank"] == 0).all()
+
+
+def test_only_logging_steps_are_recorded_and_hooks_detach_on_close(tmp_path):
+    model = build_model("tiny", vocab_size=30)
+    x = torch.randint(0, 30, (1, 9))
+    probe = Probe(model, tmp_path / "run", every=3, spectra_every=4)
+    for step in range(10):
+        with probe.step(step):
+            model(x)
+        probe.log_scalars(step, loss=float(step) / 10)
+    probe.close()
+    run = open_run(tmp_path / "run")
+    assert run["step"].tolist() == [0, 3, 6, 9]
+    assert run["wr/step"].tolist() == [0, 4, 8]
+    np.testing.assert_allclose(run["scalars/loss"], np.arange(10) / 10)
+    assert run.status == "closed"
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+    assert not any(getattr(m, "wanted", False) for m in model.modules())
+
+
+class FlaLayoutParallax(nn.Module):
+    """A stand-in with fla.layers.Parallax's layout: no RoPE, per-head norms on q, r, k."""
+
+    def __init__(self, hidden_size=32, num_heads=4, num_kv_heads=2):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, hidden_size // num_heads
+        self.window_size = None
+        self.q_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.r_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.k_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.q_norm, self.r_norm, self.k_norm = (nn.RMSNorm(self.head_dim) for _ in range(3))
+
+    def forward(self, hidden_states):
+        B, T, _ = hidden_states.shape
+        q = self.q_norm(self.q_proj(hidden_states).view(B, T, self.num_heads, self.head_dim))
+        r = self.r_norm(self.r_proj(hidden_states).view(B, T, self.num_heads, self.head_dim))
+        k = self.k_norm(self.k_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim))
+        v = self.v_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
+        return self.o_proj(parallax_attention(q, r, k, v).flatten(2)), None, None
+
+
+class TwoLayerForeignModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(FlaLayoutParallax() for _ in range(2))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = x + block(x)[0]
+        return x
+
+
+def test_foreign_fla_layout_modules_are_found_and_recomputed_exactly(tmp_path):
+    torch.manual_seed(2)
+    model = TwoLayerForeignModel()
+    x = torch.randn(2, 21, 32)
+    inputs = {}
+    handles = [b.register_forward_pre_hook(lambda m, a, i=i: inputs.__setitem__(i, a[0].detach())) for i, b in enumerate(model.blocks)]
+    with Probe(model, tmp_path / "run", every=1, spectra_every=1) as probe:
+        assert [s.native for s in probe.sites] == [False, False]
+        with probe.step(0):
+            model(x)
+    for h in handles:
+        h.remove()
+    run = open_run(tmp_path / "run")
+    assert run.meta["layers"] == 2 and run.meta["heads"] == 4
+    for i, block in enumerate(model.blocks):
+        h = inputs[i]
+        with torch.no_grad():
+            q = block.q_norm(block.q_proj(h).view(2, 21, 4, 8))
+            r = block.r_norm(block.r_proj(h).view(2, 21, 4, 8))
+            k = block.k_norm(block.k_proj(h).view(2, 21, 2, 8))
+            v = block.v_proj(h).view(2, 21, 2, 8)
+        for name, want in expected_head_stats(float64_row_stats(q, r, k, v)).items():
+            np.testing.assert_allclose(run[f"attn/{name}"][0, i], want, rtol=2e-4, atol=1e-5, err_msg=name)
+
+
+def test_a_model_without_parallax_modules_gets_an_error_listing_what_was_searched(tmp_path):
+    with pytest.raises(NoParallaxModulesError, match="r_proj"):
+        Probe(build_model("tiny", vocab_size=30, attention="softmax"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_selector_picks_named_modules_only(tmp_path):
+    model = build_model("tiny", vocab_size=30, n_layers=3)
+    with Probe(model, tmp_path / "run", selector=["layers.1.self_attn"], every=1) as probe:
+        assert [s.name for s in probe.sites] == ["layers.1.self_attn"]
+        with probe.step(0):
+            model(torch.randint(0, 30, (1, 5)))
+    assert open_run(tmp_path / "run")["attn/cor_mean"].shape == (1, 1, 4)
+
+
+def test_non_finite_activations_are_stored_as_nan_and_counted(tmp_path):
+    model = build_model("tiny", vocab_size=30)
+    with torch.no_grad():
+        model.layers[0].self_attn.v_proj.weight[0, 0] = float("nan")
+    with Probe(model, tmp_path / "run", every=1) as probe:
+        with probe.step(0):
+            model(torch.randint(0, 30, (2, 6)))
+    run = open_run(tmp_path / "run")
+    assert (run["attn/nonfinite"][0, 0] > 0).any()
+    assert np.isnan(run["attn/cor_mean"][0, 0]).any()
+
+
+def test_a_probe_refuses_an_existing_run_unless_told_to_resume_or_overwrite(tmp_path):
+    model = build_model("tiny", vocab_size=30)
+    x = torch.randint(0, 30, (1, 5))
+    with Probe(model, tmp_path / "run", every=1) as probe:
+        with probe.step(0):
+            model(x)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    with pytest.raises(FileExistsError):
+        Probe(model, tmp_path / "run", every=1)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+    with Probe(model, tmp_path / "run", every=1, mode="resume", start_step=1) as probe:
+        with probe.step(1):
+            model(x)
+    assert open_run(tmp_path / "run")["step"].tolist() == [0, 1]
