@@ -143,6 +143,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(cfg)
     except (TaskSpecError, RunFolderError, ValueError) as error:
         raise BadInput(str(error)) from error
+    if not result.is_main_process:
+        return 0
     print(
         f"{result.out}: {result.steps} steps in {result.seconds:.1f} s, final loss {result.final_loss:.4f}, "
         f"held-out accuracy {result.eval_accuracy:.3f} (chance {result.chance_accuracy:.3f}), "

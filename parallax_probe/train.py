@@ -104,6 +104,8 @@ class TrainResult:
     seconds: float
     tokens_per_second: float
     history: list[dict]
+    is_main_process: bool = True
+    """False on data-parallel ranks other than 0, which print and write nothing."""
 
 
 def folder_holds_run(out: Path) -> bool:
@@ -288,4 +290,5 @@ def train(cfg: TrainConfig) -> TrainResult:
         out=out, steps=cfg.steps, final_loss=loss_value, eval_loss=eval_loss, eval_accuracy=eval_accuracy,
         chance_accuracy=chance, seconds=seconds,
         tokens_per_second=(cfg.steps - start_step) * tokens_per_step / max(seconds, 1e-9), history=history,
+        is_main_process=dist.is_main,
     )

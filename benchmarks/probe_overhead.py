@@ -1,0 +1,94 @@
+"""Training-step time with no probe, with the probe at every=50 and at every=1.
+
+    python benchmarks/probe_overhead.py                      # tiny preset, CPU
+    python benchmarks/probe_overhead.py --preset small --device cuda --batch-size 16 --seq-len 1024
+
+Each configuration runs the same model, data and optimiser (AdamW, so the step is cheap
+and the probe's share is not hidden); configurations are interleaved in rounds so that
+drift in machine load hits them alike. Prints the median step time per configuration
+and the overhead against no probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from parallax_probe import Probe, build_model
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--vocab-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=200, help="timed steps per configuration and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--spectra-every", type=int, default=500)
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_model(args.preset, vocab_size=args.vocab_size, max_seq_len=args.seq_len).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len), device=device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    folder = Path(tempfile.mkdtemp(prefix="probe-overhead-"))
+
+    def timed_steps(probe: Probe | None, first_step: int) -> list[float]:
+        times = []
+        for step in range(first_step, first_step + args.steps):
+            sync(device)
+            t0 = time.perf_counter()
+            with probe.step(step) if probe else nullcontext(), autocast:
+                logits = model(x)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), x.flatten())
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    configs = {"no probe": None, "every=50": 50, "every=1": 1}
+    results: dict[str, list[float]] = {name: [] for name in configs}
+    timed_steps(None, 0)  # warm-up
+    for round_index in range(args.rounds):
+        for name, every in configs.items():
+            probe = None
+            if every is not None:
+                run_dir = folder / f"{name}-{round_index}"
+                probe = Probe(model, run_dir, every=every, spectra_every=args.spectra_every)
+            results[name] += timed_steps(probe, 0)
+            if probe:
+                probe.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+    # The mean, not the median: at every=50 the cost sits in one step of fifty.
+    base = statistics.fmean(results["no probe"])
+    print(f"\nprobe overhead: preset {args.preset}, device {device}, batch {args.batch_size} x {args.seq_len}, "
+          f"{args.rounds} rounds x {args.steps} steps, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print(f"| configuration | median step (ms) | mean step (ms) | overhead of the mean vs no probe |")
+    print(f"|---|---|---|---|")
+    for name, times in results.items():
+        median = statistics.median(times)
+        print(f"| {name} | {median * 1e3:.2f} | {statistics.fmean(times) * 1e3:.2f} | {100 * (statistics.fmean(times) / base - 1):+.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
