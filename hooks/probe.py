@@ -68,6 +68,7 @@ class Probe:
         self.every, self.spectra_every = every, spectra_every
         self.circuit_every = circuit_every or spectra_every
         self.sites: list[AttentionSite] = find_attention_sites(model, selector)
+        refuse_sharded_weights(self.sites)
         heads = {s.n_heads for s in self.sites}
         dims = {s.head_dim for s in self.sites}
         if len(heads) != 1 or len(dims) != 1:
@@ -308,6 +309,24 @@ class Probe:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def refuse_sharded_weights(sites: list[AttentionSite]) -> None:
+    """FSDP2 (`fully_shard`) is refused: its parameters are DTensor shards.
+
+    The spectra need W_R whole (a shard's singular values are not the matrix's), and
+    torch.optim.Muon, which this project trains with, orthogonalises whatever tensor it is
+    given, so under FSDP2 it would orthogonalise each rank's shard, not the matrix. Until
+    PyTorch ships a Muon for DTensor, FSDP2 runs are out of scope (docs/distributed.md).
+    """
+    for site in sites:
+        weight = site.module.r_proj.weight
+        if type(weight).__name__ == "DTensor":
+            raise ValueError(
+                f"Probe: {site.name}.r_proj.weight is an FSDP2/DTensor shard. parallax-probe supports DDP "
+                "(torchrun + DistributedDataParallel), not FSDP2: W_R's spectrum needs the whole matrix and "
+                "torch.optim.Muon would orthogonalise shards, not matrices. Train with DDP (see docs/distributed.md)"
+            )
 
 
 def _to_host_async(t: torch.Tensor):
