@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml scripts/install.sh
 
 demo: $(STAMP)
 	$(VENV)/bin/parallax-probe demo --out runs/demo
+	$(VENV)/bin/parallax-probe dashboard runs/demo
 
 test: $(STAMP)
 	$(VENV)/bin/pytest

@@ -1,0 +1,70 @@
+"""Training tokens per second of one model shape with each attention path.
+
+    python benchmarks/throughput.py --preset small --batch-size 16 --seq-len 1024
+
+Rows: Parallax with the Triton kernel, Parallax with the plain-PyTorch reference, and the
+softmax model through SDPA (same shapes, no r_proj). Same optimiser (Muon + AdamW, as
+`parallax-probe train --optimizer muon`), bf16 autocast, median of timed steps after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from parallax_probe.model import build_model
+from parallax_probe.optim import OptimizerConfig, build_optimizers
+
+
+def tokens_per_second(attention: str, backend: str, args) -> tuple[float, float]:
+    torch.manual_seed(0)
+    model = build_model(args.preset, vocab_size=args.vocab_size, attention=attention, attention_backend=backend,
+                        max_seq_len=args.seq_len).cuda()
+    optimizers, _ = build_optimizers(model, OptimizerConfig(name="muon"))
+    x = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len), device="cuda")
+    times = []
+    for step in range(args.warmup + args.steps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(x)
+        F.cross_entropy(logits.float().flatten(0, 1), x.flatten()).backward()
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    return args.batch_size * args.seq_len / median, median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=1024)
+    parser.add_argument("--vocab-size", type=int, default=50304)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    args = parser.parse_args()
+    rows = [("parallax", "triton"), ("parallax", "reference"), ("softmax", "auto")]
+    results = {}
+    for attention, backend in rows:
+        results[(attention, backend)] = tokens_per_second(attention, backend, args)
+    base = results[("parallax", "triton")][0]
+    print(f"\ntraining throughput: preset {args.preset}, batch {args.batch_size} x {args.seq_len}, bf16 autocast, Muon, "
+          f"{torch.cuda.get_device_name()}, torch {torch.__version__}\n")
+    print("| model | attention path | step (ms) | tokens/s | vs Parallax Triton |")
+    print("|---|---|---|---|---|")
+    names = {("parallax", "triton"): "Triton kernel", ("parallax", "reference"): "PyTorch reference", ("softmax", "auto"): "SDPA (softmax)"}
+    for key, (tps, median) in results.items():
+        print(f"| {key[0]} | {names[key]} | {median * 1e3:.1f} | {tps:,.0f} | {tps / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
