@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Literal
 
 import torch
@@ -57,6 +58,21 @@ def _validate(q, r, k, v, scale, causal, window, backend) -> None:
         raise ValueError(f"parallax_attention: backend must be 'auto', 'triton' or 'reference', got {backend!r}")
 
 
+def _triton_kernel_covers(q: torch.Tensor, causal: bool) -> bool:
+    """Whether the Triton kernel computes this call; everything else takes the reference."""
+    # Each tile holds a whole head in registers; the tiles are sized and measured for D = 64
+    # and 128 only (other sizes would need padded tiles that nobody has checked or timed).
+    if q.shape[-1] not in (64, 128):
+        return False
+    # The kernel's products take bf16/fp16 operands. float32 inputs would run as tf32
+    # (about 3e-4 relative error, hundreds of times the float32 reference's) or as exact
+    # float32 dots without the tensor cores' speed, so they stay on the reference.
+    if q.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    # The kernel's masks and its block ranges assume causal attention.
+    return causal
+
+
 def resolve_backend(q: torch.Tensor, backend: Backend) -> Literal["triton", "reference"]:
     """The one place that decides which implementation runs."""
     if backend == "auto":
@@ -83,15 +99,25 @@ def parallax_attention(
     window: keep keys j with i - W < j <= i (W keys, the diagonal included).
     return_stats: also return an `AttentionStats` of per-(B, T, HQ) row quantities.
     backend: 'auto' takes the Triton kernel on compute capability 9.0 and the reference
-    elsewhere; 'triton' or 'reference' force one.
+    elsewhere; 'triton' or 'reference' force one. Calls the kernel does not cover (head dim
+    other than 64 or 128, float32, non-causal) take the reference either way.
     Returns o in the input dtype, or (o, stats).
     """
     _validate(q, r, k, v, scale, causal, window, backend)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    if resolve_backend(q, backend) == "triton":
-        raise NotImplementedError(
-            "parallax_attention: the Triton backend is not built yet (issue 4); use backend='reference'"
+    if resolve_backend(q, backend) == "triton" and _triton_kernel_covers(q, causal):
+        if q.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(
+                "parallax_attention: backend='triton' with CPU tensors runs only in Triton's "
+                "interpreter; set TRITON_INTERPRET=1 before the first call, or use backend='reference'"
+            )
+        # Imported here, not at module scope: Triton decides at kernel definition time
+        # whether the kernels compile or run in the interpreter (TRITON_INTERPRET).
+        from .parallel import parallax_attention_triton
+
+        return parallax_attention_triton(
+            q, r, k, v, scale=scale, window=window, return_stats=return_stats
         )
     return parallax_attention_reference(
         q, r, k, v, scale=scale, causal=causal, window=window, return_stats=return_stats

@@ -1,0 +1,737 @@
+"""Triton kernels for causal Parallax attention: a forward (with optional branch statistics)
+and a backward, fused or split. The math is `reference.py`'s; SPEC section 1 gives the flash
+form. Timings and the reasons behind each choice: kernels/NOTES.md.
+
+Forward, per query row i, streaming key/value tiles with a running max m (log2 units):
+
+    p_ij  = exp2(s_ij - m_i),  s_ij = (q_i . k_j) * scale * log2(e)
+    t_ij  = r_i . k_j - mu_i                    probe score, centred on mu_i
+    d1 = sum_j p_ij    O1 = sum_j p_ij v_j    O2 = sum_j p_ij t_ij v_j
+    o_sm = O1 / d1,  c = -O2 / d1,  o = o_sm + c,  tbar = mu
+
+mu_i is the running p-mean of the probe scores over every key seen so far, the current tile
+included, so sum_j p_ij t_ij stays zero (no d2 accumulator) and c = tbar o_sm - O2/d1 loses
+its first term. c does not change when a row's scores all move by one constant, so the
+centring is free in exact arithmetic; in bf16 it is what keeps the kernel within 2x of the
+reference's error: p t is rounded to bf16 before its dot with v, and that error scales with
+|t|, while c scales with the spread of the scores around tbar.
+
+Backward, per tile, with a_ij = dO_i . v_j, Delta_i = dO_i . o_i, Dsm_i = dO_i . o_sm_i and
+the centred scores dt_ij = r_i . k_j - tbar_i:
+
+    P_ij   = exp2(s_ij - lse_i)                      (lse saved by the forward, log2 units)
+    dV_j  += sum_i P_ij (1 - dt_ij) dO_i
+    dS2_ij = P_ij (Dsm_i - a_ij)                     gradient of the probe score r_i . k_j
+    dS1_ij = P_ij (a_ij - Delta_i) + dt_ij dS2_ij    gradient of the logit (before scale)
+    dQ_i  += scale sum_j dS1_ij k_j     dR_i += sum_j dS2_ij k_j
+    dK_j  += scale sum_i dS1_ij q_i + sum_i dS2_ij r_i
+
+The kv kernel: one program owns a key/value block of one key head and walks every query block
+of every query head in its GQA group, so dK and dV stay in registers and are written once.
+Fused, it also adds dQ and dR with float32 atomics (eight tile products per tile). Split (the
+default on the H200, where it measured faster), a second, query-block kernel recomputes s1,
+s2 and a and sums dQ, dR in registers (eleven products, no atomics).
+
+Layout [B, T, H, D], contiguous. Saved per row: lse and tbar as [B, HQ, T] float32.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from .stats import AttentionStats
+
+LOG2E = 1.4426950408889634  # 1/ln(2): exp(x) == exp2(x * LOG2E)
+
+
+class TileConfig(NamedTuple):
+    """Tile shape and launch parameters of one kernel.
+
+    forward: BM query rows per program, BN keys per inner step.
+    backward: BN keys per program, BM query rows per inner step.
+    """
+
+    BM: int
+    BN: int
+    num_warps: int
+    num_stages: int
+
+
+def forward_config(head_dim: int, device: torch.device) -> TileConfig:
+    if device.type != "cuda":
+        # Triton's interpreter (CPU tests): small tiles so short sequences span several
+        # blocks and every masking path runs.
+        return TileConfig(BM=32, BN=16, num_warps=4, num_stages=1)
+    # sm_90 resource reports and H200 timings in kernels/NOTES.md. At D = 128, 128x64 with 8
+    # warps keeps the two float32 accumulators O1, O2 (2 x 128 x D) in registers without
+    # spilling in the loop; 4 warps spill them (1.5 KB of stack). At D = 64, 64x64 with 4
+    # warps measured 8% faster than 128x64 with 8.
+    if head_dim <= 64:
+        return TileConfig(BM=64, BN=64, num_warps=4, num_stages=3)
+    return TileConfig(BM=128, BN=64, num_warps=8, num_stages=3)
+
+
+class BackwardConfig(NamedTuple):
+    """kv: the key/value-block kernel (dK, dV; BN keys per program, BM query rows per step).
+    q: the query-block kernel for dQ, dR (BM rows per program, BN keys per step), or None
+    for the fused backward, where the kv kernel adds dQ, dR with float32 atomics."""
+
+    kv: TileConfig
+    q: TileConfig | None
+
+
+def backward_config(head_dim: int, device: torch.device) -> BackwardConfig:
+    if device.type != "cuda":
+        return BackwardConfig(kv=TileConfig(16, 32, 4, 1), q=TileConfig(32, 16, 4, 1))
+    # Split on the H200: 3.41 ms against the fused kernel's 4.51 at (4, 16, 4096, 128), 2.58
+    # against 2.92 at D = 64 (NOTES.md). dK and dV (2 x BN x D float32) stay in registers for
+    # the whole kv program, so only 32 query rows per step fit beside the score tiles
+    # (64 rows spill 570 B); the dQ/dR kernel has the forward's shape.
+    if head_dim <= 64:
+        return BackwardConfig(kv=TileConfig(32, 128, 4, 2), q=TileConfig(64, 64, 4, 2))
+    return BackwardConfig(kv=TileConfig(32, 128, 8, 2), q=TileConfig(128, 64, 8, 3))
+
+
+@triton.jit
+def _dot(a, b, acc, INTERPRET: tl.constexpr):
+    """a @ b + acc with a float32 accumulator. Triton's interpreter (CPU tensors, triton
+    3.9) multiplies bf16 operands as raw 16-bit integers; float32 copies hold the same
+    values, so there the result is the GPU's up to summation order."""
+    if INTERPRET:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+    return tl.dot(a, b, acc)
+
+
+@triton.jit
+def _round(x, dtype: tl.constexpr, INTERPRET: tl.constexpr):
+    """x.to(dtype), rounding float32 to nearest even as the GPU does. Triton's interpreter
+    (triton 3.9) truncates float32 -> bf16, which doubles the rounding error the tests
+    measure; there the bits are rounded first, so the truncation is exact."""
+    if INTERPRET:
+        if dtype == tl.bfloat16:
+            bits = x.to(tl.uint32, bitcast=True)
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+            x = bits.to(tl.float32, bitcast=True)
+    return x.to(dtype)
+
+
+@triton.jit
+def _fwd_inner(
+    o1, o2, d1, mu, m_i,
+    b_q, b_r, k_base, v_base, offs_m,
+    blk_lo, blk_hi, T, W, scale_log2,
+    stride_kt,
+    D: tl.constexpr, BN: tl.constexpr, MASKED: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """Accumulate key blocks [blk_lo, blk_hi) into the state (O1, O2, d1, mu, m) of one
+    query block. O2 is kept centred on mu, the running p-mean of the probe scores, so the
+    sum of p (r.k - mu) over the keys seen so far is zero and needs no accumulator."""
+    offs_d = tl.arange(0, D)
+    for blk in range(blk_lo, blk_hi):
+        offs_n = blk * BN + tl.arange(0, BN)
+        kv_offs = offs_n[:, None] * stride_kt + offs_d[None, :]
+        if MASKED:
+            # diagonal tiles may reach past T
+            b_k = tl.load(k_base + kv_offs, mask=offs_n[:, None] < T, other=0.0)  # (BN, D)
+            b_v = tl.load(v_base + kv_offs, mask=offs_n[:, None] < T, other=0.0)  # (BN, D)
+        else:
+            b_k = tl.load(k_base + kv_offs)
+            b_v = tl.load(v_base + kv_offs)
+        s = _dot(b_q, tl.trans(b_k), None, INTERPRET) * scale_log2  # (BM, BN) logits, log2 units
+        t = _dot(b_r, tl.trans(b_k), None, INTERPRET) - mu[:, None]  # (BM, BN) probe scores - mu
+        if MASKED:
+            allowed = offs_n[None, :] <= offs_m[:, None]
+            if HAS_WINDOW:
+                allowed = allowed & (offs_n[None, :] > offs_m[:, None] - W)
+            s = tl.where(allowed, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(s - m_new[:, None])  # (BM, BN), 0 where masked
+        pt = p * t
+        d1_new = d1 * alpha + tl.sum(p, 1)
+        # Move the centre to the p-mean over every key so far, this tile's included, before
+        # p t is rounded for its dot: the rounding error then scales with the spread of the
+        # scores around tbar, as c does, not with their size.
+        if MASKED:
+            # a row can have no allowed key yet at a window's left edge
+            shift = tl.sum(pt, 1) / tl.where(d1_new > 0, d1_new, 1.0)
+        else:
+            shift = tl.sum(pt, 1) / d1_new
+        pt = pt - shift[:, None] * p
+        o2 = o2 * alpha[:, None] - (shift * alpha)[:, None] * o1
+        o2 = _dot(_round(pt, b_v.dtype, INTERPRET), b_v, o2, INTERPRET)
+        o1 = _dot(_round(p, b_v.dtype, INTERPRET), b_v, o1 * alpha[:, None], INTERPRET)
+        mu = mu + shift
+        d1 = d1_new
+        m_i = m_new
+    return o1, o2, d1, mu, m_i
+
+
+@triton.jit(do_not_specialize=["T", "W", "N_ROWS"])
+def _parallax_fwd_kernel(
+    Q, R, K, V, O, OSM, OLO, LSE, TBAR, STATS,
+    scale_log2, T, W, N_ROWS,
+    HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, SAVE_RESIDUALS: tl.constexpr, WRITE_STATS: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    # Causal work grows with the query block: launch the longest programs first.
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    i_b = pid_bh // HQ
+    i_hq = pid_bh % HQ
+    i_hk = i_hq // (HQ // HK)
+    m0 = pid_m * BM
+    offs_m = m0 + tl.arange(0, BM)
+    offs_d = tl.arange(0, D)
+    row_ok = offs_m < T
+
+    q_off = (i_b.to(tl.int64) * T * HQ + i_hq) * D
+    k_base = K + (i_b.to(tl.int64) * T * HK + i_hk) * D
+    v_base = V + (i_b.to(tl.int64) * T * HK + i_hk) * D
+    q_offs = offs_m[:, None] * (HQ * D) + offs_d[None, :]  # (BM, D)
+    b_q = tl.load(Q + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
+    b_r = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
+
+    o1 = tl.zeros((BM, D), dtype=tl.float32)
+    o2 = tl.zeros((BM, D), dtype=tl.float32)
+    d1 = tl.zeros((BM,), dtype=tl.float32)
+    mu = tl.zeros((BM,), dtype=tl.float32)
+    # A finite start keeps alpha = exp2(m_old - m_new) at 1, not NaN, for a row whose keys
+    # in the first window-edge tiles are all masked; any real logit exceeds it.
+    m_i = tl.full((BM,), -1.0e30, dtype=tl.float32)
+
+    # Key blocks in units of BN: [blk_lo, blk_clean_lo) cross the window's left edge,
+    # [blk_clean_lo, blk_clean_hi) need no mask, [blk_clean_hi, blk_hi) cross the diagonal.
+    # Keys >= T only ever meet rows >= T outside the diagonal tiles, so T needs no mask.
+    blk_hi = tl.cdiv(tl.minimum(T, m0 + BM), BN)
+    blk_clean_hi = tl.minimum((m0 + 1) // BN, blk_hi)
+    if HAS_WINDOW:
+        blk_lo = tl.maximum(m0 - W + 1, 0) // BN
+        blk_clean_lo = tl.cdiv(tl.maximum(m0 + BM - W, 0), BN)
+        blk_clean_lo = tl.minimum(tl.maximum(blk_clean_lo, blk_lo), blk_clean_hi)
+        o1, o2, d1, mu, m_i = _fwd_inner(
+            o1, o2, d1, mu, m_i, b_q, b_r, k_base, v_base, offs_m,
+            blk_lo, blk_clean_lo, T, W, scale_log2, HK * D,
+            D, BN, True, HAS_WINDOW, INTERPRET,
+        )
+    else:
+        blk_clean_lo = 0
+    o1, o2, d1, mu, m_i = _fwd_inner(
+        o1, o2, d1, mu, m_i, b_q, b_r, k_base, v_base, offs_m,
+        blk_clean_lo, blk_clean_hi, T, W, scale_log2, HK * D,
+        D, BN, False, HAS_WINDOW, INTERPRET,
+    )
+    o1, o2, d1, mu, m_i = _fwd_inner(
+        o1, o2, d1, mu, m_i, b_q, b_r, k_base, v_base, offs_m,
+        blk_clean_hi, blk_hi, T, W, scale_log2, HK * D,
+        D, BN, True, HAS_WINDOW, INTERPRET,
+    )
+
+    # Epilogue. Every row sees its diagonal key, so d1 >= 1 for rows < T; mu is now tbar,
+    # so c = tbar o_sm - sum_j p_j s2_j v_j reduces to -O2 / d1, and o = (O1 - O2) / d1.
+    inv_d1 = 1.0 / d1
+    if WRITE_STATS:
+        # STATS is [4, B, T, HQ]: the planes osm_sq, c_sq, osm_c, r_sq of AttentionStats.
+        # Sums over the accumulators themselves, scaled once: no o_sm or c tile stays live.
+        inv_d1_sq = inv_d1 * inv_d1
+        p_stats = STATS + (i_b.to(tl.int64) * T + offs_m) * HQ + i_hq
+        tl.store(p_stats, tl.sum(o1 * o1, 1) * inv_d1_sq, mask=row_ok)
+        tl.store(p_stats + N_ROWS, tl.sum(o2 * o2, 1) * inv_d1_sq, mask=row_ok)
+        tl.store(p_stats + 2 * N_ROWS, -tl.sum(o1 * o2, 1) * inv_d1_sq, mask=row_ok)
+        # r is loaded again (from L2) rather than kept: the loop has no register to spare
+        r_f32 = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0).to(tl.float32)
+        tl.store(p_stats + 3 * N_ROWS, tl.sum(r_f32 * r_f32, 1), mask=row_ok)
+    if SAVE_RESIDUALS:
+        # The backward's row sums dO . o and dO . o_sm must be exact to float32, not to the
+        # output's bf16: dQ and dR are sums of terms that cancel to zero along each row, and
+        # an error there survives the cancellation. So o_sm is kept in float32 and o's
+        # rounding residual beside o (o = o_lp + o_lo to about 16 bits).
+        tl.store(OSM + q_off + q_offs, o1 * inv_d1[:, None], mask=row_ok[:, None])
+        row_base = pid_bh.to(tl.int64) * T
+        tl.store(LSE + row_base + offs_m, m_i + tl.math.log2(d1), mask=row_ok)
+        tl.store(TBAR + row_base + offs_m, mu, mask=row_ok)
+    o = (o1 - o2) * inv_d1[:, None]  # (BM, D) o_sm + c
+    o_lp = _round(o, O.dtype.element_ty, INTERPRET)
+    tl.store(O + q_off + q_offs, o_lp, mask=row_ok[:, None])
+    if SAVE_RESIDUALS:
+        o_lo = _round(o - o_lp.to(tl.float32), OLO.dtype.element_ty, INTERPRET)
+        tl.store(OLO + q_off + q_offs, o_lo, mask=row_ok[:, None])
+
+
+@triton.jit(do_not_specialize=["T"])
+def _parallax_bwd_preprocess_kernel(
+    O, OLO, OSM, DO, DELTA, DELTA_SM, T,
+    HQ: tl.constexpr, D: tl.constexpr, BM: tl.constexpr,
+):
+    """Delta = dO . o and Dsm = dO . o_sm per row, as [B, HQ, T] float32; o = O + OLO."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    i_b = pid_bh // HQ
+    i_hq = pid_bh % HQ
+    m0 = pid_m * BM
+    offs_m = m0 + tl.arange(0, BM)
+    offs_d = tl.arange(0, D)
+    row_ok = offs_m < T
+    offs = (i_b.to(tl.int64) * T * HQ + i_hq) * D + offs_m[:, None] * (HQ * D) + offs_d[None, :]
+    b_do = tl.load(DO + offs, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    b_o = tl.load(O + offs, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    b_o += tl.load(OLO + offs, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    b_osm = tl.load(OSM + offs, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    row_base = pid_bh.to(tl.int64) * T
+    tl.store(DELTA + row_base + offs_m, tl.sum(b_do * b_o, 1), mask=row_ok)
+    tl.store(DELTA_SM + row_base + offs_m, tl.sum(b_do * b_osm, 1), mask=row_ok)
+
+
+@triton.jit
+def _bwd_inner(
+    dk, dv, b_k, b_v, offs_n,
+    q_desc, r_desc, do_desc, dq_desc, dr_desc, i_b, col, row_base,
+    LSE, TBAR, DELTA, DELTA_SM,
+    blk_lo, blk_hi, T, W, scale, scale_log2,
+    D: tl.constexpr, BM: tl.constexpr, ACCUMULATE_DQ: tl.constexpr,
+    MASKED: tl.constexpr, HAS_WINDOW: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    """Accumulate query blocks [blk_lo, blk_hi) of one query head into dK, dV of one key block;
+    with ACCUMULATE_DQ, add their dQ, dR contributions to float32 buffers with atomics.
+
+    The [B, T, HQ * D] descriptors load (1, BM, D) boxes at (batch, row, head * D); the copy
+    engine zero-fills rows >= T and drops their atomic adds, so only the scores need masks."""
+    for blk in range(blk_lo, blk_hi):
+        m0 = blk * BM
+        offs_m = m0 + tl.arange(0, BM)
+        b_q = q_desc.load([i_b, m0, col]).reshape(BM, D)
+        b_r = r_desc.load([i_b, m0, col]).reshape(BM, D)
+        b_do = do_desc.load([i_b, m0, col]).reshape(BM, D)
+        if MASKED:
+            row_ok = offs_m < T
+            lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=0.0)
+            tbar = tl.load(TBAR + row_base + offs_m, mask=row_ok, other=0.0)
+            delta = tl.load(DELTA + row_base + offs_m, mask=row_ok, other=0.0)
+            delta_sm = tl.load(DELTA_SM + row_base + offs_m, mask=row_ok, other=0.0)
+        else:
+            lse = tl.load(LSE + row_base + offs_m)
+            tbar = tl.load(TBAR + row_base + offs_m)
+            delta = tl.load(DELTA + row_base + offs_m)
+            delta_sm = tl.load(DELTA_SM + row_base + offs_m)
+
+        s1T = _dot(b_k, tl.trans(b_q), None, INTERPRET)  # (BN, BM) logits before scale
+        s2T = _dot(b_k, tl.trans(b_r), None, INTERPRET)  # (BN, BM) probe scores
+        aT = _dot(b_v, tl.trans(b_do), None, INTERPRET)  # (BN, BM) dO_i . v_j
+        pT = tl.math.exp2(s1T * scale_log2 - lse[None, :])
+        if MASKED:
+            allowed = (offs_n[:, None] <= offs_m[None, :]) & (offs_m[None, :] < T)
+            if HAS_WINDOW:
+                allowed = allowed & (offs_n[:, None] > offs_m[None, :] - W)
+            pT = tl.where(allowed, pT, 0.0)
+        dtT = s2T - tbar[None, :]  # centred probe scores
+        dv = _dot(_round(pT * (1.0 - dtT), b_do.dtype, INTERPRET), b_do, dv, INTERPRET)
+        ds2T = pT * (delta_sm[None, :] - aT)
+        ds1T = (pT * (aT - delta[None, :]) + dtT * ds2T) * scale
+        ds1T_lp = _round(ds1T, b_q.dtype, INTERPRET)
+        ds2T_lp = _round(ds2T, b_r.dtype, INTERPRET)
+        dk = _dot(ds1T_lp, b_q, dk, INTERPRET)
+        dk = _dot(ds2T_lp, b_r, dk, INTERPRET)
+        if ACCUMULATE_DQ:
+            dq = _dot(tl.trans(ds1T_lp), b_k, None, INTERPRET).reshape(1, BM, D)
+            dr = _dot(tl.trans(ds2T_lp), b_k, None, INTERPRET).reshape(1, BM, D)
+            if INTERPRET:
+                # the interpreter runs programs one at a time and has no descriptor atomics
+                dq_desc.store([i_b, m0, col], dq_desc.load([i_b, m0, col]) + dq)
+                dr_desc.store([i_b, m0, col], dr_desc.load([i_b, m0, col]) + dr)
+            else:
+                dq_desc.atomic_add([i_b, m0, col], dq)
+                dr_desc.atomic_add([i_b, m0, col], dr)
+    return dk, dv
+
+
+@triton.jit(do_not_specialize=["T", "W"])
+def _parallax_bwd_kernel(
+    q_desc, r_desc, do_desc, dq_desc, dr_desc, K, V, LSE, TBAR, DELTA, DELTA_SM, DK, DV,
+    scale, scale_log2, T, W,
+    HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, ACCUMULATE_DQ: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    G: tl.constexpr = HQ // HK
+    # Causal work shrinks with the key block: block 0 meets every query, so it goes first.
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    i_b = pid_bh // HK
+    i_hk = pid_bh % HK
+    n0 = pid_n * BN
+    offs_n = n0 + tl.arange(0, BN)
+
+    offs_d = tl.arange(0, D)
+    key_ok = offs_n[:, None] < T
+    kv_offs = (i_b.to(tl.int64) * T * HK + i_hk) * D + offs_n[:, None] * (HK * D) + offs_d[None, :]
+    b_k = tl.load(K + kv_offs, mask=key_ok, other=0.0)  # (BN, D)
+    b_v = tl.load(V + kv_offs, mask=key_ok, other=0.0)  # (BN, D)
+    dk = tl.zeros((BN, D), dtype=tl.float32)
+    dv = tl.zeros((BN, D), dtype=tl.float32)
+
+    # Query blocks in units of BM: [blk_lo, blk_clean_lo) cross the diagonal,
+    # [blk_clean_lo, blk_clean_hi) need no mask, [blk_clean_hi, blk_hi) cross the window's
+    # edge or hold rows >= T.
+    blk_lo = n0 // BM
+    if HAS_WINDOW:
+        blk_hi = tl.cdiv(tl.minimum(T, n0 + BN - 1 + W), BM)
+        blk_clean_hi = tl.cdiv(tl.maximum(n0 + W - BM + 1, 0), BM)
+    else:
+        blk_hi = tl.cdiv(T, BM)
+        blk_clean_hi = blk_hi
+    blk_clean_hi = tl.minimum(blk_clean_hi, T // BM)
+    blk_clean_lo = tl.minimum(tl.cdiv(n0 + BN - 1, BM), blk_hi)
+    blk_clean_hi = tl.maximum(blk_clean_hi, blk_clean_lo)
+
+    for g in range(G):
+        i_hq = i_hk * G + g
+        col = i_hq * D
+        row_base = (i_b.to(tl.int64) * HQ + i_hq) * T
+        dk, dv = _bwd_inner(
+            dk, dv, b_k, b_v, offs_n,
+            q_desc, r_desc, do_desc, dq_desc, dr_desc, i_b, col, row_base,
+            LSE, TBAR, DELTA, DELTA_SM,
+            blk_lo, blk_clean_lo, T, W, scale, scale_log2,
+            D, BM, ACCUMULATE_DQ, True, HAS_WINDOW, INTERPRET,
+        )
+        dk, dv = _bwd_inner(
+            dk, dv, b_k, b_v, offs_n,
+            q_desc, r_desc, do_desc, dq_desc, dr_desc, i_b, col, row_base,
+            LSE, TBAR, DELTA, DELTA_SM,
+            blk_clean_lo, blk_clean_hi, T, W, scale, scale_log2,
+            D, BM, ACCUMULATE_DQ, False, HAS_WINDOW, INTERPRET,
+        )
+        dk, dv = _bwd_inner(
+            dk, dv, b_k, b_v, offs_n,
+            q_desc, r_desc, do_desc, dq_desc, dr_desc, i_b, col, row_base,
+            LSE, TBAR, DELTA, DELTA_SM,
+            blk_clean_hi, blk_hi, T, W, scale, scale_log2,
+            D, BM, ACCUMULATE_DQ, True, HAS_WINDOW, INTERPRET,
+        )
+
+    tl.store(DK + kv_offs, _round(dk, DK.dtype.element_ty, INTERPRET), mask=key_ok)
+    tl.store(DV + kv_offs, _round(dv, DV.dtype.element_ty, INTERPRET), mask=key_ok)
+
+
+@triton.jit
+def _bwd_dq_inner(
+    dq, dr, b_q, b_r, b_do, lse, tbar, delta, delta_sm, k_base, v_base, offs_m,
+    blk_lo, blk_hi, T, W, scale, scale_log2,
+    stride_kt,
+    D: tl.constexpr, BN: tl.constexpr, MASKED: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """Accumulate key blocks [blk_lo, blk_hi) into dQ, dR of one query block."""
+    offs_d = tl.arange(0, D)
+    for blk in range(blk_lo, blk_hi):
+        offs_n = blk * BN + tl.arange(0, BN)
+        kv_offs = offs_n[:, None] * stride_kt + offs_d[None, :]
+        if MASKED:
+            b_k = tl.load(k_base + kv_offs, mask=offs_n[:, None] < T, other=0.0)  # (BN, D)
+            b_v = tl.load(v_base + kv_offs, mask=offs_n[:, None] < T, other=0.0)  # (BN, D)
+        else:
+            b_k = tl.load(k_base + kv_offs)
+            b_v = tl.load(v_base + kv_offs)
+        s1 = _dot(b_q, tl.trans(b_k), None, INTERPRET)  # (BM, BN) logits before scale
+        s2 = _dot(b_r, tl.trans(b_k), None, INTERPRET)  # (BM, BN) probe scores
+        a = _dot(b_do, tl.trans(b_v), None, INTERPRET)  # (BM, BN) dO_i . v_j
+        p = tl.math.exp2(s1 * scale_log2 - lse[:, None])
+        if MASKED:
+            allowed = offs_n[None, :] <= offs_m[:, None]
+            if HAS_WINDOW:
+                allowed = allowed & (offs_n[None, :] > offs_m[:, None] - W)
+            p = tl.where(allowed, p, 0.0)
+        ds2 = p * (delta_sm[:, None] - a)
+        ds1 = (p * (a - delta[:, None]) + (s2 - tbar[:, None]) * ds2) * scale
+        dq = _dot(_round(ds1, b_k.dtype, INTERPRET), b_k, dq, INTERPRET)
+        dr = _dot(_round(ds2, b_k.dtype, INTERPRET), b_k, dr, INTERPRET)
+    return dq, dr
+
+
+@triton.jit(do_not_specialize=["T", "W"])
+def _parallax_bwd_dq_kernel(
+    Q, R, K, V, DO, LSE, TBAR, DELTA, DELTA_SM, DQ, DR,
+    scale, scale_log2, T, W,
+    HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, HAS_WINDOW: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    """dQ and dR of one query block, walking its key blocks as the forward does: the split
+    backward's second kernel (it recomputes s1, s2, a instead of adding with atomics)."""
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    i_b = pid_bh // HQ
+    i_hq = pid_bh % HQ
+    i_hk = i_hq // (HQ // HK)
+    m0 = pid_m * BM
+    offs_m = m0 + tl.arange(0, BM)
+    offs_d = tl.arange(0, D)
+    row_ok = offs_m < T
+
+    q_off = (i_b.to(tl.int64) * T * HQ + i_hq) * D
+    k_base = K + (i_b.to(tl.int64) * T * HK + i_hk) * D
+    v_base = V + (i_b.to(tl.int64) * T * HK + i_hk) * D
+    q_offs = offs_m[:, None] * (HQ * D) + offs_d[None, :]  # (BM, D)
+    b_q = tl.load(Q + q_off + q_offs, mask=row_ok[:, None], other=0.0)
+    b_r = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0)
+    b_do = tl.load(DO + q_off + q_offs, mask=row_ok[:, None], other=0.0)
+    row_base = pid_bh.to(tl.int64) * T
+    lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=0.0)
+    tbar = tl.load(TBAR + row_base + offs_m, mask=row_ok, other=0.0)
+    delta = tl.load(DELTA + row_base + offs_m, mask=row_ok, other=0.0)
+    delta_sm = tl.load(DELTA_SM + row_base + offs_m, mask=row_ok, other=0.0)
+    dq = tl.zeros((BM, D), dtype=tl.float32)
+    dr = tl.zeros((BM, D), dtype=tl.float32)
+
+    # the forward's key-block ranges
+    blk_hi = tl.cdiv(tl.minimum(T, m0 + BM), BN)
+    blk_clean_hi = tl.minimum((m0 + 1) // BN, blk_hi)
+    if HAS_WINDOW:
+        blk_lo = tl.maximum(m0 - W + 1, 0) // BN
+        blk_clean_lo = tl.cdiv(tl.maximum(m0 + BM - W, 0), BN)
+        blk_clean_lo = tl.minimum(tl.maximum(blk_clean_lo, blk_lo), blk_clean_hi)
+        dq, dr = _bwd_dq_inner(
+            dq, dr, b_q, b_r, b_do, lse, tbar, delta, delta_sm, k_base, v_base, offs_m,
+            blk_lo, blk_clean_lo, T, W, scale, scale_log2, HK * D,
+            D, BN, True, HAS_WINDOW, INTERPRET,
+        )
+    else:
+        blk_clean_lo = 0
+    dq, dr = _bwd_dq_inner(
+        dq, dr, b_q, b_r, b_do, lse, tbar, delta, delta_sm, k_base, v_base, offs_m,
+        blk_clean_lo, blk_clean_hi, T, W, scale, scale_log2, HK * D,
+        D, BN, False, HAS_WINDOW, INTERPRET,
+    )
+    dq, dr = _bwd_dq_inner(
+        dq, dr, b_q, b_r, b_do, lse, tbar, delta, delta_sm, k_base, v_base, offs_m,
+        blk_clean_hi, blk_hi, T, W, scale, scale_log2, HK * D,
+        D, BN, True, HAS_WINDOW, INTERPRET,
+    )
+    tl.store(DQ + q_off + q_offs, _round(dq, DQ.dtype.element_ty, INTERPRET), mask=row_ok[:, None])
+    tl.store(DR + q_off + q_offs, _round(dr, DR.dtype.element_ty, INTERPRET), mask=row_ok[:, None])
+
+
+def parallax_forward(
+    q: torch.Tensor,
+    r: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    window: int,
+    return_stats: bool,
+    save_residuals: bool,
+    config: TileConfig | None = None,
+):
+    """Launch the forward. window <= 0 means none.
+
+    Returns (o, o_sm, o_lo, lse, tbar, stats). Residuals for the backward, empty unless
+    save_residuals: o_sm [B, T, HQ, D] float32; o_lo, o's rounding residual, like o;
+    lse and tbar [B, HQ, T] float32. stats [4, B, T, HQ] float32, empty unless return_stats.
+    """
+    q, r, k, v = (t.contiguous() for t in (q, r, k, v))
+    B, T, HQ, D = q.shape
+    HK = k.shape[2]
+    config = config or forward_config(D, q.device)
+    o = torch.empty_like(q)
+    if save_residuals:
+        o_sm = torch.empty(q.shape, device=q.device, dtype=torch.float32)
+        o_lo = torch.empty_like(q)
+        lse = torch.empty((B, HQ, T), device=q.device, dtype=torch.float32)
+        tbar = torch.empty((B, HQ, T), device=q.device, dtype=torch.float32)
+    else:
+        # distinct empty tensors: a custom op's outputs may not alias each other
+        o_sm, lse, tbar = (q.new_empty((0,), dtype=torch.float32) for _ in range(3))
+        o_lo = q.new_empty((0,))
+    if return_stats:
+        stats = torch.empty((4, B, T, HQ), device=q.device, dtype=torch.float32)
+    else:
+        stats = q.new_empty((0,), dtype=torch.float32)
+    grid = (triton.cdiv(T, config.BM), B * HQ)
+    _parallax_fwd_kernel[grid](
+        q, r, k, v, o, o_sm, o_lo, lse, tbar, stats,
+        scale * LOG2E, T, max(window, 0), B * T * HQ,
+        HQ=HQ, HK=HK, D=D, BM=config.BM, BN=config.BN,
+        HAS_WINDOW=window > 0, SAVE_RESIDUALS=save_residuals, WRITE_STATS=return_stats,
+        INTERPRET=q.device.type == "cpu",
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    return o, o_sm, o_lo, lse, tbar, stats
+
+
+def parallax_backward(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    r: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    o_sm: torch.Tensor,
+    o_lo: torch.Tensor,
+    lse: torch.Tensor,
+    tbar: torch.Tensor,
+    scale: float,
+    window: int,
+    config: BackwardConfig | None = None,
+):
+    """Launch the backward; returns (dq, dr, dk, dv) in the input dtype."""
+    do, q, r, k, v, o, o_lo = (t.contiguous() for t in (do, q, r, k, v, o, o_lo))
+    # the copy engine needs 16-byte aligned bases; a contiguous view can start anywhere
+    q, r, do = (t if t.data_ptr() % 16 == 0 else t.clone() for t in (q, r, do))
+    B, T, HQ, D = q.shape
+    HK = k.shape[2]
+    config = config or backward_config(D, q.device)
+    interpret = q.device.type == "cpu"
+    delta = torch.empty((B, HQ, T), device=q.device, dtype=torch.float32)
+    delta_sm = torch.empty((B, HQ, T), device=q.device, dtype=torch.float32)
+    pre_bm = 32
+    _parallax_bwd_preprocess_kernel[(triton.cdiv(T, pre_bm), B * HQ)](
+        o, o_lo, o_sm, do, delta, delta_sm, T, HQ=HQ, D=D, BM=pre_bm, num_warps=4,
+    )
+    kv = config.kv
+    fused = config.q is None
+    if fused:
+        # float32 sums for the atomics; they must start at zero
+        dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+        dr = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+    else:
+        dq = torch.empty_like(q)
+        dr = torch.empty_like(r)
+    dk = torch.empty_like(k)
+    dv = torch.empty_like(v)
+
+    def rows_of_heads(t):  # [B, T, HQ, D] as the [B, T, HQ * D] the descriptors index
+        return TensorDescriptor.from_tensor(t.view(B, T, HQ * D), [1, kv.BM, D])
+
+    q_desc = rows_of_heads(q)
+    _parallax_bwd_kernel[(triton.cdiv(T, kv.BN), B * HK)](
+        q_desc, rows_of_heads(r), rows_of_heads(do),
+        # unused when dQ, dR come from the second kernel
+        rows_of_heads(dq) if fused else q_desc, rows_of_heads(dr) if fused else q_desc,
+        k, v, lse, tbar, delta, delta_sm, dk, dv,
+        scale, scale * LOG2E, T, max(window, 0),
+        HQ=HQ, HK=HK, D=D, BM=kv.BM, BN=kv.BN, ACCUMULATE_DQ=fused, HAS_WINDOW=window > 0,
+        INTERPRET=interpret,
+        num_warps=kv.num_warps, num_stages=kv.num_stages,
+    )
+    if fused:
+        return dq.to(q.dtype), dr.to(q.dtype), dk, dv
+    qc = config.q
+    _parallax_bwd_dq_kernel[(triton.cdiv(T, qc.BM), B * HQ)](
+        q, r, k, v, do, lse, tbar, delta, delta_sm, dq, dr,
+        scale, scale * LOG2E, T, max(window, 0),
+        HQ=HQ, HK=HK, D=D, BM=qc.BM, BN=qc.BN, HAS_WINDOW=window > 0, INTERPRET=interpret,
+        num_warps=qc.num_warps, num_stages=qc.num_stages,
+    )
+    return dq, dr, dk, dv
+
+
+@torch.library.custom_op("parallax_probe::parallax_attention_fwd", mutates_args=())
+def _forward_op(
+    q: torch.Tensor,
+    r: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    window: int,
+    return_stats: bool,
+    save_residuals: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return parallax_forward(q, r, k, v, scale, window, return_stats, save_residuals)
+
+
+@_forward_op.register_fake
+def _forward_fake(q, r, k, v, scale, window, return_stats, save_residuals):
+    B, T, HQ, D = q.shape
+    empty = q.new_empty((0,), dtype=torch.float32)
+    o = torch.empty_like(q, memory_format=torch.contiguous_format)
+    if save_residuals:
+        o_sm = torch.empty_like(o, dtype=torch.float32)
+        o_lo = torch.empty_like(o)
+        lse = q.new_empty((B, HQ, T), dtype=torch.float32)
+        tbar = q.new_empty((B, HQ, T), dtype=torch.float32)
+    else:
+        o_sm, lse, tbar = empty, empty.clone(), empty.clone()
+        o_lo = q.new_empty((0,))
+    stats = q.new_empty((4, B, T, HQ), dtype=torch.float32) if return_stats else empty.clone()
+    return o, o_sm, o_lo, lse, tbar, stats
+
+
+@torch.library.custom_op("parallax_probe::parallax_attention_bwd", mutates_args=())
+def _backward_op(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    r: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    o_sm: torch.Tensor,
+    o_lo: torch.Tensor,
+    lse: torch.Tensor,
+    tbar: torch.Tensor,
+    scale: float,
+    window: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window)
+
+
+@_backward_op.register_fake
+def _backward_fake(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window):
+    contiguous = torch.contiguous_format
+    return (
+        torch.empty_like(q, memory_format=contiguous),
+        torch.empty_like(r, memory_format=contiguous),
+        torch.empty_like(k, memory_format=contiguous),
+        torch.empty_like(v, memory_format=contiguous),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    q, r, k, v, scale, window, return_stats, save_residuals = inputs
+    o, o_sm, o_lo, lse, tbar, stats = output
+    ctx.save_for_backward(q, r, k, v, o, o_sm, o_lo, lse, tbar)
+    ctx.scale = scale
+    ctx.window = window
+    ctx.mark_non_differentiable(o_sm, o_lo, lse, tbar, stats)
+
+
+def _backward(ctx, do, _do_sm, _do_lo, _dlse, _dtbar, _dstats):
+    q, r, k, v, o, o_sm, o_lo, lse, tbar = ctx.saved_tensors
+    if o_sm.numel() == 0:
+        raise RuntimeError(
+            "parallax_attention (triton): the forward ran without saving residuals "
+            "(no input required grad when it ran), so it cannot be differentiated"
+        )
+    dq, dr, dk, dv = _backward_op(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, ctx.scale, ctx.window)
+    return dq, dr, dk, dv, None, None, None, None
+
+
+torch.library.register_autograd(
+    "parallax_probe::parallax_attention_fwd", _backward, setup_context=_setup_context
+)
+
+
+def parallax_attention_triton(
+    q: torch.Tensor,
+    r: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    window: int | None,
+    return_stats: bool,
+):
+    """Causal Parallax attention through the Triton kernels; inputs already validated."""
+    save_residuals = torch.is_grad_enabled() and any(t.requires_grad for t in (q, r, k, v))
+    o, _o_sm, _o_lo, _lse, _tbar, stats = _forward_op(
+        q, r, k, v, float(scale), window or 0, return_stats, save_residuals
+    )
+    if not return_stats:
+        return o
+    return o, AttentionStats(osm_sq=stats[0], c_sq=stats[1], osm_c=stats[2], r_sq=stats[3])

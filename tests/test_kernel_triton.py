@@ -1,0 +1,230 @@
+"""The Triton Parallax kernels against the reference evaluated in float64.
+
+Tolerance rule (flash-attention's, from first principles): the kernel's relative error
+against float64 may be at most twice that of the reference run on the same low-precision
+inputs, plus a tiny floor for quantities both compute exactly in float32; NaN never passes.
+The reference computes in float32 and rounds its output once, so this also bounds every
+rounding the kernel adds inside. The statistics are quadratic in the branch outputs, so they
+may carry twice the output's allowed error: 4x the reference's output error.
+
+On a machine without a Hopper GPU the small cases run on the CPU through Triton's
+interpreter; the `gpu` cases run real shapes on compute capability 9.0 only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from parallax_probe.kernels import parallax_attention
+from parallax_probe.kernels.capability import triton_runs_on
+
+ON_HOPPER = torch.cuda.is_available() and triton_runs_on(torch.device("cuda"))
+if not ON_HOPPER:
+    # Triton picks compiled or interpreted kernels when they are defined, which happens at
+    # the first Triton call (kernels.parallel is imported lazily): set it before then.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+DEVICE = "cuda" if ON_HOPPER else "cpu"
+requires_hopper = pytest.mark.skipif(not ON_HOPPER, reason="needs a GPU of compute capability 9.0")
+
+FLOOR = 1e-6  # float32-exact quantities (r_sq) agree to rounding of float32 itself
+
+
+@pytest.fixture
+def nan_poisoned_empty(monkeypatch):
+    """torch.empty and torch.empty_like hand out NaN-filled floating tensors, so an output
+    element the kernel never writes shows up as NaN instead of as leftover memory."""
+    real_empty, real_empty_like = torch.empty, torch.empty_like
+
+    def poisoned(allocate):
+        def allocate_nan(*args, **kwargs):
+            t = allocate(*args, **kwargs)
+            if t.is_floating_point():
+                t.fill_(math.nan)
+            return t
+
+        return allocate_nan
+
+    monkeypatch.setattr(torch, "empty", poisoned(real_empty))
+    monkeypatch.setattr(torch, "empty_like", poisoned(real_empty_like))
+
+
+def make_inputs(B, T, HQ, HK, D, dtype, r_norm, device, generator_seed):
+    """Fresh random q, r, k, v, dO; every row of r has norm r_norm (the correction dominates)."""
+    g = torch.Generator().manual_seed(generator_seed)
+    q = torch.randn(B, T, HQ, D, generator=g)
+    r = torch.randn(B, T, HQ, D, generator=g)
+    r = r / r.norm(dim=-1, keepdim=True) * r_norm
+    k = torch.randn(B, T, HK, D, generator=g)
+    v = torch.randn(B, T, HK, D, generator=g)
+    do = torch.randn(B, T, HQ, D, generator=g)
+    return [t.to(device=device, dtype=dtype) for t in (q, r, k, v, do)]
+
+
+def relative_error(x: torch.Tensor, exact: torch.Tensor) -> float:
+    return ((x.double() - exact).norm() / exact.norm()).item()
+
+
+def assert_within_rule(name, got, low, exact):
+    assert not got.isnan().any(), f"{name}: NaN (an element not written?)"
+    err, err_low = relative_error(got, exact), relative_error(low, exact)
+    assert err <= 2 * err_low + FLOOR, (
+        f"{name}: kernel error {err:.3e} > 2 x reference's {err_low:.3e} in {got.dtype}"
+    )
+
+
+def run(q, r, k, v, do, *, window, backend):
+    """Output, stats and the four input gradients of one backend."""
+    inputs = [t.detach().clone().requires_grad_() for t in (q, r, k, v)]
+    o, stats = parallax_attention(*inputs, window=window, return_stats=True, backend=backend)
+    o.backward(do.to(o.dtype))
+    return o.detach(), stats, [t.grad for t in inputs]
+
+
+def check_against_float64(q, r, k, v, do, window):
+    o, stats, grads = run(q, r, k, v, do, window=window, backend="triton")
+    o_low, _, grads_low = run(q, r, k, v, do, window=window, backend="reference")
+    o_64, stats_64, grads_64 = run(
+        *(t.double() for t in (q, r, k, v, do)), window=window, backend="reference"
+    )
+    named = [("o", o, o_low, o_64)] + [
+        (f"d{n}", g, g_low, g_64) for n, g, g_low, g_64 in zip("qrkv", grads, grads_low, grads_64)
+    ]
+    for name, got, low, exact in named:
+        assert_within_rule(name, got, low, exact)
+    err_o_low = relative_error(o_low, o_64)
+    for name in stats._fields:
+        got, exact = getattr(stats, name), getattr(stats_64, name)
+        assert got.dtype == torch.float32 and got.shape == exact.shape, name
+        assert not got.isnan().any(), f"stats.{name}: NaN (a row not written?)"
+        err = relative_error(got, exact)
+        assert err <= 4 * err_o_low + FLOOR, (
+            f"stats.{name}: error {err:.3e} > 4 x the reference output's {err_o_low:.3e}"
+        )
+
+
+# (B, T, HQ, HK, D, window, dtype, ||r||). On the interpreter the tiles are 32x16 (forward),
+# 16x32 (backward kv kernel) and 32x16 (dQ kernel): no T here is a multiple of a block, and
+# the windows are smaller than a block (7), exactly one (16), larger and no multiple of one
+# (40), and longer than the sequence (200).
+SMALL_CASES = [
+    (1, 77, 2, 1, 64, None, torch.bfloat16, 10.0),
+    (2, 50, 2, 2, 128, 7, torch.bfloat16, 10.0),
+    (1, 100, 4, 2, 64, 40, torch.bfloat16, 30.0),
+    (1, 45, 2, 1, 128, 200, torch.float16, 10.0),
+    (2, 17, 4, 2, 64, None, torch.bfloat16, 10.0),
+    (1, 61, 3, 1, 64, 16, torch.float16, 1.0),
+]
+
+
+def case_id(case):
+    B, T, HQ, HK, D, W, dtype, r_norm = case
+    return f"B{B}-T{T}-H{HQ}-HK{HK}-D{D}-W{W}-{str(dtype)[6:]}-r{r_norm:g}"
+
+
+@pytest.mark.parametrize("case", SMALL_CASES, ids=case_id)
+def test_small_shapes_match_float64(case, nan_poisoned_empty):
+    B, T, HQ, HK, D, window, dtype, r_norm = case
+    seed = torch.randint(0, 2**31, ()).item()  # fresh inputs every run
+    inputs = make_inputs(B, T, HQ, HK, D, dtype, r_norm, DEVICE, seed)
+    check_against_float64(*inputs, window)
+
+
+GPU_CASES = [
+    (2, 1041, 8, 2, 128, None, torch.bfloat16, 10.0),
+    (1, 2047, 4, 4, 64, None, torch.bfloat16, 30.0),
+    (2, 1500, 4, 1, 128, 300, torch.bfloat16, 10.0),
+    (1, 999, 4, 2, 64, 37, torch.float16, 10.0),
+    (1, 4096, 2, 2, 128, None, torch.float16, 1.0),
+]
+
+
+@pytest.mark.gpu
+@requires_hopper
+@pytest.mark.parametrize("case", GPU_CASES, ids=case_id)
+def test_real_shapes_match_float64(case, nan_poisoned_empty):
+    B, T, HQ, HK, D, window, dtype, r_norm = case
+    seed = torch.randint(0, 2**31, ()).item()
+    inputs = make_inputs(B, T, HQ, HK, D, dtype, r_norm, DEVICE, seed)
+    check_against_float64(*inputs, window)
+
+
+def test_single_position_is_its_value(nan_poisoned_empty):
+    """T = 1: one key, so o = v, c = 0, dv = dO, and dq = dr = dk = 0 up to float32 rounding
+    (no relative error exists for them)."""
+    q, r, k, v, do = make_inputs(2, 1, 4, 2, 128, torch.bfloat16, 10.0, DEVICE, 0)
+    o, stats, (dq, dr, dk, dv) = run(q, r, k, v, do, window=None, backend="triton")
+    torch.testing.assert_close(o, v.repeat_interleave(2, dim=2), rtol=0, atol=0)
+    assert torch.equal(stats.c_sq, torch.zeros_like(stats.c_sq))
+    for grad in (dq, dr, dk):
+        assert grad.abs().max() <= 1e-5
+    torch.testing.assert_close(dv, do.view(2, 1, 2, 2, 128).sum(3).to(dv.dtype))
+
+
+@pytest.mark.parametrize("variant", ["fused", "split"])
+def test_both_backward_variants_match_float64(variant, nan_poisoned_empty):
+    """The default picks one backward per head dim; the other must stay correct too."""
+    from parallax_probe.kernels import parallel
+    from parallax_probe.kernels.parallel import BackwardConfig, TileConfig
+
+    if DEVICE == "cpu":
+        kv, q_tiles = TileConfig(16, 32, 4, 1), TileConfig(32, 16, 4, 1)
+        B, T, HQ, HK, window = 1, 70, 4, 2, 23
+    else:
+        kv, q_tiles = TileConfig(32, 128, 8, 2), TileConfig(128, 64, 8, 2)
+        B, T, HQ, HK, window = 2, 1100, 4, 2, 300
+    config = BackwardConfig(kv=kv, q=q_tiles if variant == "split" else None)
+    q, r, k, v, do = make_inputs(B, T, HQ, HK, 64, torch.bfloat16, 10.0, DEVICE, torch.seed() % 2**31)
+    scale = 64**-0.5
+    o, o_sm, o_lo, lse, tbar, _ = parallel.parallax_forward(q, r, k, v, scale, window, False, True)
+    grads = parallel.parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window, config)
+    _, _, grads_low = run(q, r, k, v, do, window=window, backend="reference")
+    _, _, grads_64 = run(*(t.double() for t in (q, r, k, v, do)), window=window, backend="reference")
+    for name, got, low, exact in zip(("dq", "dr", "dk", "dv"), grads, grads_low, grads_64):
+        assert_within_rule(name, got, low, exact)
+
+
+def test_forward_without_grad_matches_with_grad():
+    """The inference path (no residuals saved) computes the same output."""
+    q, r, k, v, _ = make_inputs(1, 40, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, 0)
+    with torch.no_grad():
+        o_inference = parallax_attention(q, r, k, v, backend="triton")
+    o_training = parallax_attention(*(t.requires_grad_() for t in (q, r, k, v)), backend="triton")
+    assert torch.equal(o_inference, o_training.detach())
+
+
+@pytest.mark.parametrize(
+    "D, dtype, causal",
+    [(96, torch.bfloat16, True), (64, torch.float32, True), (64, torch.bfloat16, False)],
+    ids=["D96", "float32", "non-causal"],
+)
+def test_uncovered_calls_take_the_reference(D, dtype, causal):
+    q, r, k, v, _ = make_inputs(1, 20, 2, 2, D, dtype, 1.0, DEVICE, 0)
+    out = parallax_attention(q, r, k, v, causal=causal, backend="triton")
+    ref = parallax_attention(q, r, k, v, causal=causal, backend="reference")
+    assert torch.equal(out, ref)
+
+
+def test_torch_compile_fullgraph_traces_the_custom_op():
+    q, r, k, v, do = make_inputs(1, 40, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, 0)
+
+    def layer(q, r, k, v):
+        o, stats = parallax_attention(q, r, k, v, window=24, return_stats=True, backend="triton")
+        return o * 2.0, stats.c_sq.sum()
+
+    # aot_eager traces forward and backward through the op's fake implementations without
+    # needing a C++ compiler on the CPU; the GPU check script runs inductor.
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager" if DEVICE == "cpu" else "inductor")
+    inputs = [t.clone().requires_grad_() for t in (q, r, k, v)]
+    o, c_sq = compiled(*inputs)
+    o.backward(do)
+    eager_inputs = [t.clone().requires_grad_() for t in (q, r, k, v)]
+    o_eager, c_sq_eager = layer(*eager_inputs)
+    o_eager.backward(do)
+    assert torch.equal(o, o_eager)
+    assert torch.equal(c_sq, c_sq_eager)
+    for got, want in zip(inputs, eager_inputs):
+        torch.testing.assert_close(got.grad, want.grad, rtol=0, atol=0)
