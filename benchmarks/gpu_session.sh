@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One device-tool call for the end-to-end GPU numbers (run on nvidia-h200-x2 from the repo root):
+# spectra time, training throughput per attention path, probe overhead on one GPU, DDP on 1 and 2 GPUs.
+set -uo pipefail
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu-session}; mkdir -p "$OUT"
+# The image has torch/triton/h5py but not this package: install it offline, without dependencies.
+python3 -m pip install -q --no-build-isolation --no-deps --no-index -e . >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+nvidia-smi -L
+python3 benchmarks/spectra_time.py --preset qwen3-1.7b --device cuda 2>&1 | tee "$OUT/spectra.md"
+CUDA_VISIBLE_DEVICES=0 python3 benchmarks/throughput.py --preset small --batch-size 16 --seq-len 1024 2>&1 | tee "$OUT/throughput.md"
+CUDA_VISIBLE_DEVICES=0 python3 benchmarks/probe_overhead.py --preset small --device cuda --batch-size 16 --seq-len 1024 \
+    --vocab-size 50304 --steps 100 --rounds 2 2>&1 | tee "$OUT/probe_overhead.md"
+python3 benchmarks/ddp_throughput.py --steps 200 --out /tmp/ddp 2>&1 | tail -12 | tee "$OUT/ddp.md"
