@@ -79,9 +79,11 @@ class ParallaxAttention(nn.Module):
         q = apply_rope(self.q_norm(self.q_proj(x_BTC).view(B, T, self.n_heads, self.head_dim)), cos, sin)
         k = apply_rope(self.k_norm(self.k_proj(x_BTC).view(B, T, self.n_kv_heads, self.head_dim)), cos, sin)
         v = self.v_proj(x_BTC).view(B, T, self.n_kv_heads, self.head_dim)
+        # under autocast the norms may return float32 while v_proj returns bf16: one dtype for the kernel
+        q, k = q.to(v.dtype), k.to(v.dtype)
         if self.is_parallax:
             # r is normalised like q and rotated with q's angles, so r.k compares like q.k
-            r = apply_rope(self.r_norm(self.r_proj(x_BTC).view(B, T, self.n_heads, self.head_dim)), cos, sin)
+            r = apply_rope(self.r_norm(self.r_proj(x_BTC).view(B, T, self.n_heads, self.head_dim)), cos, sin).to(v.dtype)
             if self.stats_site.wanted:
                 o, stats = parallax_attention(q, r, k, v, window=self.window, return_stats=True, backend=self.backend)
                 self.stats_site(stats)

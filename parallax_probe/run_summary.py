@@ -2,8 +2,8 @@
 
 What it shows: where the run is and whether it is live, closed or crashed; its segments;
 provenance; how many attention rows were logged and the last step; per layer at the last
-logged step, the mean over heads of the COR mean and, from the last W_R spectrum at or
-before that step, W_R's stable and effective rank; the last value of each scalar.
+logged attention step, the mean over heads of the COR mean, and at the last W_R spectrum
+(its own step, shown), W_R's stable and effective rank; the last value of each scalar.
 Whatever the run lacks (no rows yet, no spectra, a column) is said, not failed on.
 """
 
@@ -41,6 +41,7 @@ def _head_mean(values_LH: np.ndarray) -> np.ndarray:
 
 
 def format_run_summary(run: Run) -> str:
+    """The multi-line summary of `run` (see the module docstring)."""
     lines = [f"run {run.path}", _field("run_id", run.meta.get("run_id", "?"))]
     status = _field("status", f"{run.status}: {_STATUS_NOTES.get(run.status, '')}")
     if run.status != "closed":
@@ -83,16 +84,11 @@ def format_run_summary(run: Run) -> str:
 
 
 def _layer_table(steps: np.ndarray, cor_mean: np.ndarray | None, wr_steps: np.ndarray, wr: dict) -> list[str]:
-    """Per layer: COR at the last attention step, W_R ranks at the last spectrum at or before it."""
+    """Per layer: COR at the last attention row, W_R ranks at the last spectrum (each labelled with its step)."""
     cor = None
     if cor_mean is not None and len(cor_mean):
         cor = _head_mean(cor_mean[-1])  # (L,)
-    wr_row = None
-    if len(wr_steps):
-        limit = int(steps[-1]) if len(steps) else None
-        candidates = np.nonzero(wr_steps <= limit)[0] if limit is not None else np.arange(len(wr_steps))
-        if len(candidates):
-            wr_row = int(candidates[-1])
+    wr_row = len(wr_steps) - 1 if len(wr_steps) else None
     stable = wr.get("wr/stable_rank")
     effective = wr.get("wr/effective_rank")
     columns: list[tuple[str, np.ndarray]] = []

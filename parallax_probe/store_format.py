@@ -307,8 +307,8 @@ PROVENANCE_DEFAULTS: dict[str, Any] = {
 def encode_meta(meta: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
     """Caller meta -> (HDF5 attribute values, names stored as JSON text).
 
-    str, int and float are stored as they are; dict, list, tuple and bool as JSON text
-    ("config" and "package_versions" always as JSON). Raises ValueError naming the key.
+    str, int and float are stored as they are; dict, list, tuple, bool and None as JSON
+    text ("config" and "package_versions" always as JSON). Raises ValueError naming the key.
     """
     merged = dict(PROVENANCE_DEFAULTS)
     if meta is not None:
@@ -331,7 +331,7 @@ def encode_meta(meta: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[st
                 raise ValueError(f"meta[{key!r}] is a str but not JSON ({error}); pass a dict or JSON text") from error
             attrs[key] = value
             json_names.append(key)
-        elif isinstance(value, (Mapping, list, tuple, bool)):
+        elif value is None or isinstance(value, (Mapping, list, tuple, bool)):
             # bool too: h5py would store it as an HDF5 enum, which netCDF readers reject.
             try:
                 attrs[key] = json.dumps(value, allow_nan=True)
@@ -343,7 +343,7 @@ def encode_meta(meta: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[st
         elif isinstance(value, (str, int, float)):
             attrs[key] = value
         else:
-            raise ValueError(f"meta[{key!r}] has type {type(value).__name__}; use str, int, float, bool, list or dict")
+            raise ValueError(f"meta[{key!r}] has type {type(value).__name__}; use str, int, float, bool, None, list or dict")
     return attrs, json_names
 
 

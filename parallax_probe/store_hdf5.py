@@ -20,11 +20,13 @@ Measured with h5py 3.16 / HDF5 2.0 (see docs/file-format.md for the reasons in f
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,10 @@ ALLOWED_FILTERS = {
     h5py.h5z.FILTER_FLETCHER32: "fletcher32",
     32000: "lzf",
 }
+# HDF5 retries a metadata read whose checksum fails under SWMR (a writer may be midway
+# through that block); its back-off doubles from 1 ns, so 26 tries wait about 0.13 s in
+# all before the read fails. HDF5's default, 100, can wait most of an hour.
+SWMR_READ_ATTEMPTS = 26
 DEFAULT_BYTE_BUDGET = 4 * 1024**3
 ATTRIBUTE_BUDGET = 16 * 1024**2  # any one attribute; config JSON is a few KB
 MAX_OBJECTS = 100_000  # a run segment holds about 50; more means a file of another kind
@@ -76,11 +82,20 @@ class Superblock:
     version: int
     flags: int
     end_of_address: int | None  # absolute offset where the file's allocated space ends
+    file_size: int  # of the file it was read from, through the same descriptor
 
     @property
     def open_for_write(self) -> bool:
         """The writer has not closed the file (it is live, or it died)."""
         return self.version >= 2 and bool(self.flags & (_SUPERBLOCK_WRITE | _SUPERBLOCK_SWMR_WRITE))
+
+    def check_not_truncated(self, path: Path) -> None:
+        if self.end_of_address is not None and self.end_of_address > self.file_size:
+            raise RunFileError(
+                f"{path}: truncated: the file is {self.file_size} bytes but its data reaches byte {self.end_of_address}. "
+                "It was cut short (incomplete copy, full disk, a crash of the machine before an fsync); "
+                "copy it again from the source, or restore it from a backup."
+            )
 
 
 def read_superblock(path: Path, fd: int | None = None) -> Superblock:
@@ -122,14 +137,15 @@ def read_superblock(path: Path, fd: int | None = None) -> Superblock:
         raise RunFileError(f"{path}: HDF5 superblock version {version} is unknown to this HDF5; the file may be damaged.")
     if offset_size not in (2, 4, 8):
         raise RunFileError(f"{path}: HDF5 superblock declares {offset_size}-byte addresses; the file is damaged.")
-    # base address, (extension or free-space) address, end-of-file address
+    # base address, (extension or free-space) address, end-of-file address; v2/v3 end
+    # with a root object header address and a checksum
     end = addresses + 3 * offset_size
-    if len(head) < end:
+    if len(head) < (end + offset_size + 4 if version >= 2 else end):
         raise truncated
     base = int.from_bytes(head[addresses : addresses + offset_size], "little")
     eoa = int.from_bytes(head[end - offset_size : end], "little")
     undefined = (1 << (8 * offset_size)) - 1
-    return Superblock(version, flags, None if eoa == undefined or base == undefined else eoa)
+    return Superblock(version, flags, None if eoa == undefined or base == undefined else eoa, size)
 
 
 def file_size(f: h5py.File) -> int:
@@ -137,26 +153,54 @@ def file_size(f: h5py.File) -> int:
     return os.fstat(f.id.get_vfd_handle()).st_size
 
 
-def _truncated(path: Path, size: int, needed: int) -> RunFileError:
-    return RunFileError(
-        f"{path}: truncated: the file is {size} bytes but its data reaches byte {needed}. "
-        "It was cut short (incomplete copy, full disk, a crash of the machine before an fsync); "
-        "copy it again from the source, or restore it from a backup."
-    )
+@functools.cache
+def _set_metadata_read_attempts() -> Callable[[int, int], int] | None:
+    """HDF5's H5Pset_metadata_read_attempts, which h5py does not wrap (None if not found).
+
+    Under SWMR read HDF5 retries a metadata block whose checksum fails (the writer may be
+    rewriting it) 100 times by default, with a back-off that reaches half a minute per
+    try: a damaged or cut file then hangs a reader for most of an hour.
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            libraries = {line.split()[-1] for line in maps if "libhdf5" in line and ".so" in line}
+    except OSError:
+        return None
+    for library in sorted(libraries):
+        try:
+            function = ctypes.CDLL(library).H5Pset_metadata_read_attempts
+        except (OSError, AttributeError):
+            continue
+        function.argtypes = [ctypes.c_int64, ctypes.c_uint]
+        function.restype = ctypes.c_int
+        return function
+    return None
+
+
+def _fapl(swmr: bool, locking: bool | None | str) -> h5py.h5p.PropFAID:
+    """File access properties as h5py.File makes them, plus a bound on SWMR read retries."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)
+    if locking is not None:
+        fapl.set_file_locking(bool(locking), locking == "best-effort")
+    setter = _set_metadata_read_attempts()
+    if swmr and setter is not None:
+        setter(fapl.id, SWMR_READ_ATTEMPTS)
+    return fapl
 
 
 def _open(path: Path, swmr: bool) -> h5py.File:
+    flags = h5py.h5f.ACC_RDONLY | (h5py.h5f.ACC_SWMR_READ if swmr else 0)
     # HDF5 opens a file once per process: if other code here holds it open with other
-    # locking settings (xarray and a plain h5py.File use HDF5's default, locking=None),
-    # a second open must use the same ones.
-    settings = (False, None, "best-effort")
-    for locking in settings:
+    # locking settings (xarray and a plain h5py.File use HDF5's default, None), a second
+    # open must use the same ones. Ours never lock.
+    for locking in (False, None, "best-effort"):
         try:
-            return h5py.File(path, "r", swmr=swmr, locking=locking)
+            return h5py.File(h5py.h5f.open(os.fsencode(path), flags, fapl=_fapl(swmr, locking)))
         except OSError as error:
             if "flag values don't match" not in str(error):
                 raise
-    return h5py.File(path, "r", swmr=swmr, locking=True)
+    return h5py.File(h5py.h5f.open(os.fsencode(path), flags, fapl=_fapl(swmr, True)))
 
 
 def open_for_read(path: Path) -> tuple[h5py.File, Superblock]:
@@ -165,6 +209,7 @@ def open_for_read(path: Path) -> tuple[h5py.File, Superblock]:
     Never hold the handle: open, read, close (a held plain handle can block a writer).
     """
     superblock = read_superblock(path)
+    superblock.check_not_truncated(path)  # before HDF5 sees it: SWMR reads of a cut file read zeros
     # A file not closed by its writer opens only with swmr=True; a closed one either way.
     attempts = (True, False) if superblock.open_for_write else (False, True)
     first_error: OSError | None = None
@@ -184,10 +229,10 @@ def open_for_read(path: Path) -> tuple[h5py.File, Superblock]:
             f"{path}: HDF5 cannot open it ({message}). The file is damaged or not a parallax-probe run segment."
         ) from first_error
     try:
+        # Again through HDF5's own descriptor: the name may point at a newer file now
+        # (a segment replaced by its compacted copy) than the one checked above.
         superblock = read_superblock(path, f.id.get_vfd_handle())
-        size = file_size(f)
-        if superblock.end_of_address is not None and superblock.end_of_address > size:
-            raise _truncated(path, size, superblock.end_of_address)
+        superblock.check_not_truncated(path)
     except BaseException:
         f.close()
         raise
@@ -284,8 +329,12 @@ def _check_dataset(ds: h5py.Dataset, path: Path, where: str, byte_budget: int) -
             )
     if ds.dtype.kind not in "iuf":
         raise RunFileError(f"{path}: {where} has dtype {ds.dtype}; run datasets are integer or float.")
-    if ds.chunks is not None and math.prod(ds.chunks) * ds.dtype.itemsize > byte_budget:
-        raise RunFileError(f"{path}: {where} declares chunks of {ds.chunks} ({ds.dtype}), over the byte budget.")
+    chunk_bytes = math.prod(ds.chunks) * ds.dtype.itemsize if ds.chunks is not None else 0
+    if chunk_bytes > byte_budget:  # reading any row decompresses its whole chunk
+        raise RunFileError(
+            f"{path}: {where} declares chunks of {ds.chunks} ({chunk_bytes} bytes), over the byte budget of {byte_budget} "
+            "bytes. If the file is trusted, pass a larger budget: open_run(path, byte_budget=...)."
+        )
 
 
 def check_tables(f: h5py.File, path: Path, tables: Mapping[str, Table]) -> None:
@@ -321,7 +370,11 @@ def check_chunks_in_file(ds: h5py.Dataset, rows: int, path: Path) -> None:
 
     ds.id.chunk_iter(visit)
     if max(ends) > size:
-        raise _truncated(path, size, max(ends))
+        raise RunFileError(
+            f"{path}: truncated: the file is {size} bytes but {ds.name}'s committed rows reach byte {max(ends)}. "
+            "It was cut short (incomplete copy, full disk, a crash of the machine before an fsync); "
+            "copy it again from the source, or restore it from a backup."
+        )
     stored = len(ends) - 1
     needed = -(-rows // chunk_rows) * math.prod(-(-n // c) for n, c in zip(ds.shape[1:], ds.chunks[1:]))
     if stored < needed:
@@ -341,7 +394,7 @@ def _chunk_rows(row_bytes: int, target: int, rows: int | None) -> int:
 def _dataset(
     parent: h5py.Group, name: str, row_shape: tuple[int, ...], dtype: str, rows: int | None, *, growing: bool = True
 ) -> h5py.Dataset:
-    """A chunked dataset of (0,) + row_shape (or fixed (1,) + ... when not growing).
+    """A chunked dataset of (0,) + row_shape, or a one-element counter (1,) when not growing.
 
     rows=None: live layout (unfiltered, small chunks). rows=n: compact layout for n rows.
     """

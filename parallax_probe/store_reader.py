@@ -83,7 +83,7 @@ def _reading(path: Path) -> Iterator[None]:
     except (OSError, KeyError, ValueError, RuntimeError) as error:
         raise RunFileError(
             f"{path}: reading failed ({type(error).__name__}: {error}). The file is damaged or was cut short; "
-            "if its writer died, `parallax-probe repair` writes a clean copy of what it committed."
+            "copy it again from its source or restore it from a backup."
         ) from error
 
 

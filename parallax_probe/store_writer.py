@@ -144,7 +144,7 @@ class RunWriter:
         already holds a finite value there is an error). Steps increase strictly per table.
         """
         if self._closed:
-            raise ValueError(f"RunWriter({self.run_dir}): append after close")
+            raise ValueError(f"RunWriter({self.run_dir}): append after close (or after a failed segment switch)")
         spec = self._tables.get(table)
         if spec is None:
             raise ValueError(f"unknown table {table!r}; this run has {sorted(self._tables)}")
@@ -159,6 +159,8 @@ class RunWriter:
             row = {name: _as_scalar(table, name, value) for name, value in values.items()}
             if last is not None and step < last:
                 raise ValueError(f"{table}: step {step} after step {last}; steps must not decrease")
+            if step == last:
+                _check_unset(table, step, row, self._last_row[table])
             new = [name for name in row if spec.column(name) is None]
             if new:
                 self._grow(table, step, row, new)
@@ -181,7 +183,7 @@ class RunWriter:
     def commit(self) -> None:
         """Write every buffered row of every table; readers see them after this returns."""
         if self._closed:
-            raise ValueError(f"RunWriter({self.run_dir}): commit after close")
+            raise ValueError(f"RunWriter({self.run_dir}): commit after close (or after a failed segment switch)")
         self._commit()
 
     def close(self) -> None:
@@ -258,6 +260,9 @@ class RunWriter:
                 repair_segment(segment.path)
         if not segments:
             return 0, uuid.uuid4().hex
+        run_ids = sorted({s.attrs["run_id"] for s in segments})
+        if len(run_ids) > 1:
+            raise RunFileError(f"{self.run_dir}: its segments come from different runs ({run_ids}); move the foreign ones out.")
         before = _union_tables(segments, self.run_dir)
         check_compatible(before, self._tables, str(self.run_dir))
         self._tables = union_tables(before, self._tables)  # known scalar names: no new segment for them
@@ -358,7 +363,6 @@ class RunWriter:
     def _merge(self, table: str, step: int, row: dict[str, float]) -> None:
         """A second scalars call at the last step: fill that row (buffered, or patched in place)."""
         last_row = self._last_row[table]
-        _check_unset(table, step, row, last_row)
         buffer = self._buffer[table]
         if not (buffer and buffer[-1][0] == step):
             # Committed already: overwrite its NaN cells. Each cell is one aligned 8-byte
@@ -378,13 +382,19 @@ class RunWriter:
         self._commit()
         old = self._path
         self._close_segment(STATUS_CONTINUED)
+        try:
+            self._continue_from(old, table, step, row, new)
+        except BaseException:
+            self._closed = True  # the old segment is closed and no new one is open
+            raise
+
+    def _continue_from(self, old: Path, table: str, step: int, row: dict[str, float], new: list[str]) -> None:
         carried, kept = _rows_from(old, self._tables, step)
         self._tables = {**self._tables, table: self._tables[table].with_columns(new)}
         self._buffer = {name: carried.get(name, []) for name in self._tables}
         buffer = self._buffer[table]
         if buffer and buffer[-1][0] == step:
-            _check_unset(table, step, row, buffer[-1][1])
-            buffer[-1][1].update(row)
+            buffer[-1][1].update(row)  # append checked that these names are unset there
         else:
             buffer.append((step, row))
         for name, rows in self._buffer.items():
