@@ -68,6 +68,10 @@ def main() -> None:
     configs = {"no probe": None, "every=50": 50, "every=1": 1}
     results: dict[str, list[float]] = {name: [] for name in configs}
     timed_steps(None, 0)  # warm-up
+    # also warm up the statistics-mode kernel (compiled on its first call): a one-time cost, not overhead
+    warm_probe = Probe(model, folder / "warm-up", every=1, spectra_every=1)
+    timed_steps(warm_probe, 0)
+    warm_probe.close()
     for round_index in range(args.rounds):
         for name, every in configs.items():
             probe = None

@@ -52,8 +52,8 @@ def format_run_summary(run: Run) -> str:
     for key in ("optimizer", "device", "code_version", "created"):
         if key in run.meta:
             lines.append(_field(key, run.meta[key]))
-    layers, heads = run.layers, run.heads
-    lines.append(_field("shape", f"{layers if layers is not None else '?'} layers, {heads if heads is not None else '?'} heads"))
+    layers, heads = (n if n is not None else "?" for n in (run.layers, run.heads))
+    lines.append(_field("shape", f"{layers} layers, {heads} heads"))
 
     has = set(run.names())
     attn_names = [n for n in ("step", "attn/cor_mean") if n in has]

@@ -4,7 +4,7 @@
     run["attn/cor_mean"]                     # (N, layers, heads) over all segments
     run["step"], run["wr/stable_rank"], run["scalars/loss"], run["scalars/step"]
     run.read("step", "attn/cor_mean")        # several names from one snapshot of each file
-    run.meta, run.config, run.status         # last segment's attributes; live/closed/crashed
+    run.meta, run.config, run.status         # last segment's attributes; "live", "closed", "crashed"
 
 Joining: segments in index order; a row of segment k is dropped when its step is >= the
 start_step of any later segment (the later segment re-logged those steps). A column that
@@ -31,6 +31,7 @@ import numpy as np
 from .store_format import (
     ROOT_TABLE,
     SEGMENT_RE,
+    STATUS_CLOSED,
     RunFileError,
     Table,
     tables_from_json,
@@ -45,6 +46,7 @@ from .store_hdf5 import (
     read_committed,
     read_status,
     segment_status,
+    writer_status,
 )
 
 _REQUIRED_ATTRS = {"run_id": str, "segment": int, "start_step": int, "schema": str}
@@ -59,8 +61,9 @@ class Segment:
     start_step: int
     tables: dict[str, Table]
     attrs: dict[str, Any]  # root attributes, JSON ones parsed
-    status: str  # "live", "closed", "crashed"
-    open_for_write: bool  # not closed by its writer (live, or the writer died): SWMR rules apply
+    status: str  # "closed", "continued" (closed; its writer went on in the next segment), "live", "crashed"
+    writer_live: bool  # its writer runs and has not closed it (a "continued" one: creating the next)
+    open_for_write: bool  # the file is not closed (live, or its writer died): SWMR rules apply
 
 
 def segment_paths(run_dir: Path) -> list[tuple[int, Path]]:
@@ -119,6 +122,7 @@ def load_segment(path: Path, byte_budget: int, index: int | None = None) -> Segm
         tables=tables,
         attrs=attrs,
         status=segment_status(code, heartbeat, raw),
+        writer_live=code != STATUS_CLOSED and writer_status(heartbeat, raw) == "live",
         open_for_write=superblock.open_for_write,
     )
 
@@ -158,7 +162,9 @@ class Run:
         self.tables: dict[str, Table] = _union_tables(segments, path)
         last = segments[-1]
         self.meta: dict[str, Any] = dict(last.attrs)
-        self.status: str = last.status
+        # A last segment that says "continued" lost its successor: the writer died between
+        # two segments, or is creating the next one right now.
+        self.status: str = last.status if last.status != "continued" else ("live" if last.writer_live else "crashed")
         # Rows of segment k count only below the smallest start_step of the segments after it.
         cutoffs, later = [], None
         for segment in reversed(segments):
@@ -241,6 +247,7 @@ class Run:
 
     def read(self, *names: str) -> dict[str, np.ndarray]:
         """name -> array joined over segments; each file is read once, from one committed count."""
+        names = tuple(dict.fromkeys(names))
         wanted: dict[str, list[tuple[str, str | None]]] = {}
         for name in names:
             table, column = self._resolve(name)
@@ -296,7 +303,9 @@ class Run:
                     spec = full.column(column)
                     budget = _spend(budget, m * spec.row_bytes, segment.path, name, self.byte_budget)
                     if table.column(column) is None:
-                        parts[name].append(np.full((m,) + spec.shape, np.nan, dtype=spec.dtype if spec.is_float else np.float64))
+                        if m:  # an empty fill would still turn an integer column into float64
+                            fill_dtype = spec.dtype if spec.is_float else np.float64
+                            parts[name].append(np.full((m,) + spec.shape, np.nan, dtype=fill_dtype))
                         continue
                     ds = f[table.column_path(column)]
                     if superblock.open_for_write:

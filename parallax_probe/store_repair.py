@@ -136,7 +136,7 @@ def repair_segment(path: str | Path) -> Path | None:
     segment = load_segment(path, DEFAULT_BYTE_BUDGET)
     if not segment.open_for_write:
         return None
-    if segment.status == "live":
+    if segment.writer_live:
         a = segment.attrs
         raise RunInUseError(
             f"{path}: its writer (pid {a.get('writer_pid')} on {a.get('writer_host')}) is still running; "
@@ -173,9 +173,9 @@ def repair_run(path: str | Path) -> list[str]:
     for segment_path in found:
         segment = load_segment(segment_path, DEFAULT_BYTE_BUDGET)
         if not segment.open_for_write:
-            state = "closed" if segment.status == "closed" else "already repaired"
+            state = "repaired earlier" if "repaired" in segment.attrs else "closed by its writer"
             lines.append(f"{segment_path.name}: {state}, nothing to do")
-        elif segment.status == "live":
+        elif segment.writer_live:
             lines.append(f"{segment_path.name}: live (pid {segment.attrs.get('writer_pid')}), left alone")
         else:
             backup = repair_segment(segment_path)

@@ -18,7 +18,8 @@ A row that brings a scalar name the segment lacks ends the segment (status "cont
 and starts the next one at that step with the grown schema: SWMR cannot add datasets.
 Rows of the old segment at that step or later are copied into the new one before it is
 published, so the reader's rule "a later segment wins from its start_step on" loses
-nothing.
+nothing. When every row of the old segment moves (scalars first logged at the first
+logging step), the new segment replaces it under the same name instead.
 
 Single-threaded: call it from one thread (the probe's writer thread).
 """
@@ -223,7 +224,9 @@ class RunWriter:
 
     def _prepare_folder(self, mode: Mode) -> tuple[int, str]:
         """Apply `mode` to the folder; return (index of the new segment, run_id)."""
-        store_files = sorted(p.name for p in self.run_dir.iterdir() if SEGMENT_RE.match(p.name) or STORE_FILE_RE.match(p.name))
+        store_files = sorted(
+            p.name for p in self.run_dir.iterdir() if SEGMENT_RE.match(p.name) or STORE_FILE_RE.match(p.name)
+        )
         if mode == "new":
             if store_files:
                 raise RunExistsError(
@@ -240,7 +243,7 @@ class RunWriter:
                 if mode == "overwrite":
                     continue  # about to be removed; a damaged segment has no live writer to protect
                 raise
-            if segment.status == "live":
+            if segment.writer_live:
                 raise RunInUseError(
                     f"{path}: a live writer (pid {segment.attrs.get('writer_pid')} on {segment.attrs.get('writer_host')}) "
                     "still writes this run; stop it before resuming or overwriting the run."
@@ -349,8 +352,8 @@ class RunWriter:
                 continue
             table = self._tables[name]
             steps = np.fromiter((step for step, _ in rows), dtype=np.int64, count=len(rows))
-            if table.extensible:
-                blocks = {c.name: np.array([row.get(c.name, np.nan) for _, row in rows], dtype=np.float64) for c in table.columns}
+            if table.extensible:  # a name missing from a row is NaN there
+                blocks = {c.name: np.array([row.get(c.name, np.nan) for _, row in rows]) for c in table.columns}
             else:
                 blocks = {c.name: np.stack([row[c.name] for _, row in rows]) for c in table.columns}
             segment.write_rows(name, steps, blocks)
