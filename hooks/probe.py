@@ -42,6 +42,7 @@ from .spectra import circuit_singular_values, effective_rank, singular_values, s
 from .statistics import ATTN_STAT_NAMES, INTEGER_STATS, reduce_attention_stats
 
 QUEUE_DEPTH = 64
+MAX_ROWS_PER_COMMIT = 32
 
 
 class Probe:
@@ -251,6 +252,7 @@ class Probe:
     def _write_loop(self) -> None:
         L, H = self.n_layers, self.n_heads
         n_stats = len(ATTN_STAT_NAMES)
+        pending = 0
         while True:
             item = self._queue.get()
             try:
@@ -261,9 +263,8 @@ class Probe:
                 table, step, payload = item
                 if table == "scalars":
                     self._writer.append("scalars", step, **{k: float(_host(v)) for k, v in payload.items()})
-                    continue
-                values = _host(payload).numpy()
-                if table == "attn":
+                elif table == "attn":
+                    values = _host(payload).numpy()
                     stats = values[: L * n_stats * H].reshape(L, n_stats, H)
                     row = {name: stats[:, i, :] for i, name in enumerate(ATTN_STAT_NAMES)}
                     for name in INTEGER_STATS:
@@ -271,8 +272,13 @@ class Probe:
                     row["probe_gain_norm"] = values[L * n_stats * H :]
                     self._writer.append("attn", step, **row)
                 else:
-                    self._writer.append(table, step, **_split_columns(self._tables[table], values))
-                self._writer.commit()
+                    self._writer.append(table, step, **_split_columns(self._tables[table], _host(payload).numpy()))
+                pending += 1
+                # One commit (resize, write, flush, counters, flush) per burst, not per row: when
+                # the writer lags (every=1), rows queue up and are committed together.
+                if self._queue.empty() or pending >= MAX_ROWS_PER_COMMIT:
+                    self._writer.commit()
+                    pending = 0
             except BaseException as error:  # noqa: BLE001 - handed to the training thread
                 self._error = error
             finally:
@@ -284,7 +290,7 @@ class Probe:
 
     def flush(self) -> None:
         """Wait until everything logged so far is committed to the file."""
-        self._queue.join()
+        self._queue.join()  # the last item of a burst always commits (the queue is empty then)
         self._raise_if_failed()
 
     def close(self) -> None:
