@@ -39,7 +39,7 @@ from parallax_probe.store import Column, RunWriter
 
 from .discovery import AttentionSite, Selector, find_attention_sites
 from .spectra import circuit_singular_values, effective_rank, singular_values, stable_rank
-from .statistics import ATTN_STAT_NAMES, INTEGER_STATS, reduce_attention_stats
+from .statistics import ATTN_STAT_NAMES, FLOAT64_STATS, INTEGER_STATS, reduce_attention_stats
 
 QUEUE_DEPTH = 64
 MAX_ROWS_PER_COMMIT = 32
@@ -103,7 +103,8 @@ class Probe:
         L, H, D = self.n_layers, self.n_heads, self.head_dim
         C = self.sites[0].module.r_proj.in_features
         k = min(H * D, C)
-        attn = {name: Column(name, (L, H), ("layer", "head"), "i8" if name in INTEGER_STATS else "f4") for name in ATTN_STAT_NAMES}
+        dtype = {**{n: "i8" for n in INTEGER_STATS}, **{n: "f8" for n in FLOAT64_STATS}}
+        attn = {name: Column(name, (L, H), ("layer", "head"), dtype.get(name, "f4")) for name in ATTN_STAT_NAMES}
         attn["probe_gain_norm"] = Column("probe_gain_norm", (L,), ("layer",), "f4", doc="||r_norm.weight|| (NaN without an r-norm)")
         wr = {
             "singular_values": Column("singular_values", (L, k), ("layer", "sv"), "f4"),
@@ -203,7 +204,7 @@ class Probe:
             )
         gains = [self._gain_norm(site) for site in self.sites]
         stacked = torch.stack(rows)  # (L, N_STATS, H), still on the device
-        gain = torch.stack(gains).to(stacked.device, torch.float32)
+        gain = torch.stack(gains).to(stacked.device, torch.float64)
         payload = torch.cat([stacked.flatten(), gain])
         self._enqueue(("attn", step, _to_host_async(payload)))
 

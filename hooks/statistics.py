@@ -22,6 +22,8 @@ ATTN_STAT_NAMES = (
     "nonfinite",
 )
 INTEGER_STATS = frozenset({"tokens", "nonfinite"})
+# The exact aggregates stay float64 end to end, so ratios derived from them are not re-estimated.
+FLOAT64_STATS = frozenset({"sum_osm_sq", "sum_c_sq", "sum_osm_c"})
 
 
 def correction_to_output_ratio(stats: AttentionStats) -> torch.Tensor:
@@ -35,10 +37,9 @@ def _mean_p50_p90_max(values_NH: torch.Tensor) -> list[torch.Tensor]:
 
 
 def reduce_attention_stats(stats: AttentionStats) -> torch.Tensor:
-    """(len(ATTN_STAT_NAMES), HQ) float32 summary of one layer's rows, over all B*T tokens.
+    """(len(ATTN_STAT_NAMES), HQ) float64 summary of one layer's rows, over all B*T tokens.
 
-    Sums are float64-accumulated then stored as float32 rows of the stack; token counts
-    are exact in float32 up to 2^24 tokens per head per logging step.
+    Sums are accumulated in float64 and kept so; counts are exact in float64.
     """
     HQ = stats.osm_sq.shape[-1]
     osm_sq, c_sq, osm_c, r_sq = (s.reshape(-1, HQ).float() for s in stats)  # (N, HQ) each
@@ -46,12 +47,12 @@ def reduce_attention_stats(stats: AttentionStats) -> torch.Tensor:
     probe_norm = r_sq.sqrt()
     finite = torch.isfinite(osm_sq) & torch.isfinite(c_sq) & torch.isfinite(osm_c) & torch.isfinite(r_sq)
     rows = [
-        *_mean_p50_p90_max(cor),
-        osm_sq.double().sum(0).float(),
-        c_sq.double().sum(0).float(),
-        osm_c.double().sum(0).float(),
-        torch.full((HQ,), float(osm_sq.shape[0]), device=osm_sq.device),
-        *_mean_p50_p90_max(probe_norm),
-        (~finite).sum(0).float(),
+        *(r.double() for r in _mean_p50_p90_max(cor)),
+        osm_sq.double().sum(0),
+        c_sq.double().sum(0),
+        osm_c.double().sum(0),
+        torch.full((HQ,), float(osm_sq.shape[0]), device=osm_sq.device, dtype=torch.float64),
+        *(r.double() for r in _mean_p50_p90_max(probe_norm)),
+        (~finite).sum(0).double(),
     ]
     return torch.stack(rows)

@@ -72,6 +72,7 @@ def test_recorded_statistics_match_a_float64_recomputation(tmp_path):
             got = run[f"attn/{name}"][0, layer]
             np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5, err_msg=f"layer {layer} {name}")
         assert (run["attn/nonfinite"][0, layer] == 0).all()
+        assert run["attn/sum_c_sq"].dtype == np.float64 and run["attn/tokens"].dtype == np.int64
         np.testing.assert_allclose(run["attn/probe_gain_norm"][0, layer], model.layers[layer].self_attn.r_norm.weight.norm().item(), rtol=1e-6)
 
 

@@ -1,0 +1,177 @@
+"""Files from elsewhere: each kind of bad input gives one RunFileError naming the file and the problem."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import store_fixtures as fx  # noqa: E402
+
+from parallax_probe.store import FORMAT_VERSION, RunFileError, RunWriter, open_run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def good_segment(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("good") / "run"
+    writer = RunWriter(run_dir, tables=fx.tables(layers=3, heads=2), meta={"optimizer": "test"}, start_step=0)
+    for step in range(4):
+        fx.write_step(writer, step)
+        writer.append("scalars", step, loss=float(step))
+        writer.commit()
+    writer.close()
+    return run_dir / "segment-00000.h5"
+
+
+@pytest.fixture
+def edited(good_segment, tmp_path):
+    """A copy of the good (closed) segment, for a test to damage."""
+    path = tmp_path / "segment-00000.h5"
+    shutil.copy(good_segment, path)
+    return path
+
+
+def refused(path: Path, match: str, **kwargs) -> RunFileError:
+    with pytest.raises(RunFileError, match=match) as info:
+        run = open_run(path, **kwargs)
+        run.read(*run.names())
+    assert str(path) in str(info.value), "the message names the file"
+    return info.value
+
+
+def test_not_hdf5(tmp_path):
+    path = tmp_path / "notes.h5"
+    path.write_text("loss went down\n" * 100)
+    refused(path, "not an HDF5 file")
+    empty = tmp_path / "empty.h5"
+    empty.write_bytes(b"")
+    refused(empty, "not an HDF5 file")
+
+
+def test_hdf5_of_another_program(tmp_path):
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = np.arange(3)
+        f.attrs["format"] = "something-else"
+    refused(path, "not a parallax-probe run \\(format = 'something-else'")
+    with h5py.File(path, "w") as f:
+        f["x"] = np.arange(3)
+    refused(path, "not a parallax-probe run \\(no 'format' attribute")
+
+
+def test_newer_format_version(edited):
+    with h5py.File(edited, "r+") as f:
+        f.attrs["format_version"] = FORMAT_VERSION + 1
+    refused(edited, f"format version {FORMAT_VERSION + 1}.*Upgrade parallax-probe")
+
+
+def test_external_link(edited, tmp_path):
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as f:
+        f["x"] = np.arange(3)
+    with h5py.File(edited, "r+") as f:
+        f["attn/elsewhere"] = h5py.ExternalLink(str(secret), "/x")
+    refused(edited, "/attn/elsewhere is an external link")
+
+
+def test_soft_link(edited):
+    with h5py.File(edited, "r+") as f:
+        f["wr/alias"] = h5py.SoftLink("/step")
+    refused(edited, "/wr/alias is a soft link")
+
+
+def test_external_storage(edited, tmp_path):
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(b"\0" * 64)
+    with h5py.File(edited, "r+") as f:
+        f.create_dataset("attn/outside", shape=(4,), dtype="f4", external=[(str(raw), 0, 16)])
+    refused(edited, "/attn/outside keeps its data in external file")
+
+
+def test_virtual_dataset(edited, tmp_path):
+    source = tmp_path / "source.h5"
+    with h5py.File(source, "w") as f:
+        f["x"] = np.arange(4, dtype="f4")
+    layout = h5py.VirtualLayout(shape=(4,), dtype="f4")
+    layout[:] = h5py.VirtualSource(str(source), "x", shape=(4,))
+    with h5py.File(edited, "r+") as f:
+        f.create_virtual_dataset("attn/mapped", layout)
+    refused(edited, "/attn/mapped is a virtual dataset")
+
+
+def test_filter_outside_the_allowed_set(edited):
+    with h5py.File(edited, "r+") as f:
+        f.create_dataset("attn/packed", data=np.arange(8, dtype="i4"), scaleoffset=0)
+    refused(edited, "uses HDF5 filter 6")
+
+
+def test_huge_declared_shape_is_refused_before_reading(edited):
+    with h5py.File(edited, "r+") as f:
+        for path in ("step", "attn/cor_mean"):
+            f[path].resize(10**12, axis=0)  # declares ~2 TB of cor_mean; stores nothing
+        f["committed"][0] = 10**12
+    assert edited.stat().st_size < 1024**2
+    run = open_run(edited)  # the structure is fine: only reading would be too much
+    with pytest.raises(RunFileError, match="over the byte budget.*byte_budget="):
+        run["attn/cor_mean"]
+
+
+def test_byte_budget_is_configurable(good_segment):
+    assert len(open_run(good_segment, byte_budget=10_000)["attn/cor_mean"]) == 4
+    refused(good_segment, "over the byte budget of 100 bytes.*byte_budget=", byte_budget=100)
+
+
+def test_committed_beyond_the_rows(edited):
+    with h5py.File(edited, "r+") as f:
+        f["wr/committed"][0] = 99
+    refused(edited, "/wr/committed says 99 rows but /wr/step holds 1")
+
+
+def test_truncated_closed_segment(good_segment, tmp_path):
+    path = tmp_path / "cut.h5"
+    data = good_segment.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    refused(path, "truncated")
+
+
+def test_damaged_metadata_of_a_live_segment_fails_fast(tmp_path):
+    # A live (SWMR-flagged) file: HDF5 retries failed metadata checksums with a back-off
+    # that, left at its default, waited more than 25 minutes here.
+    writer = RunWriter(tmp_path / "run", tables=fx.tables(layers=3, heads=2), start_step=0)
+    fx.write_step(writer, 0)
+    writer.commit()
+    data = writer.path.read_bytes()
+    path = tmp_path / "damaged.h5"
+    path.write_bytes(data[:200] + bytes(60) + data[260:])
+    start = time.perf_counter()
+    refused(path, "reading failed.*checksum")
+    assert time.perf_counter() - start < 5
+    writer.close()
+
+
+def test_folder_problems(good_segment, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such run folder"):
+        open_run(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunFileError, match="no segment-NNNNN.h5 files"):
+        open_run(tmp_path / "empty")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(good_segment, mixed / "segment-00000.h5")
+    RunWriter(tmp_path / "other", tables=fx.tables(layers=3, heads=2), start_step=0).close()
+    shutil.copy(tmp_path / "other" / "segment-00000.h5", mixed / "segment-00001.h5")
+    with pytest.raises(RunFileError, match="different runs"):
+        open_run(mixed)
+
+
+def test_unknown_name_lists_what_exists(good_segment):
+    run = open_run(good_segment)
+    with pytest.raises(KeyError, match="'attn/nope' is not in run.*attn/cor_mean"):
+        run["attn/nope"]
+    assert "attn/cor_mean" in run and "attn/nope" not in run
