@@ -12,6 +12,8 @@ __all__ = ["Trend", "TrajectoryStats", "trajectory_stats"]
 
 # Theil-Sen on two points is one slope with no spread; three is the least that gives an interval.
 MIN_POINTS_FOR_TREND = 3
+MAX_POINTS_FOR_TREND = 2000
+"""Theil-Sen runs on at most this many evenly spaced points (it builds all n(n-1)/2 pair slopes)."""
 # A collapse needs a value before it and one below the threshold.
 MIN_POINTS_FOR_ONSET = 2
 # The default persistence, as a fraction of the logged step span (first to last finite point).
@@ -157,7 +159,10 @@ def trajectory_stats(
     auc = float(np.trapezoid(kept_values, step_axis)) if n_points >= 2 else None
     trend = None
     if n_points >= MIN_POINTS_FOR_TREND:
-        fit = stats.theilslopes(kept_values, step_axis, alpha=confidence)
+        # Theil-Sen takes every pair of points: O(n^2) memory (80 GB at 100,000 steps). Above
+        # MAX_POINTS_FOR_TREND it runs on evenly spaced points, first and last included.
+        pick = np.unique(np.linspace(0, n_points - 1, min(n_points, MAX_POINTS_FOR_TREND)).round().astype(int))
+        fit = stats.theilslopes(kept_values[pick], step_axis[pick], alpha=confidence)
         trend = Trend(
             slope=float(fit.slope),
             slope_low=float(fit.low_slope),

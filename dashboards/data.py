@@ -1,0 +1,369 @@
+"""Finding, summarising, grouping and loading runs for the dashboard: plain functions over the run store.
+
+No Streamlit here, so tests and benchmarks/dashboard_load.py call these directly;
+`cache.py` wraps the loaders in Streamlit's cache keyed by each run's file signature.
+
+Shapes: N logged steps, L layers, H heads, M spectra steps, K singular values, B buckets.
+
+Reading follows the store's rule: open, read, close. A loader calls `open_run` and reads
+what it needs in one `run.read(...)`; nothing here keeps a file or a `Run` between calls,
+because a held handle can block a writer that resumes the run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parallax_probe.store import RunFileError, open_run
+from parallax_probe.store_format import SEGMENT_RE, STORE_FILE_RE
+
+from .reduce import HEATMAP_BUCKETS, bucket_mean, finite_mean
+
+# A runs folder is searched this deep for run folders (runs/demo/muon is depth 2).
+MAX_DEPTH = 3
+# Errors a damaged, foreign or vanished run raises while it is read; each becomes a message on
+# that run's row, never a failure of the page.
+READ_ERRORS = (RunFileError, OSError, KeyError, ValueError)
+
+# Metadata keys the Runs table shows and the group picker offers first.
+GROUP_KEYS = ("optimizer", "seed", "preset", "attention", "task")
+RUN_GROUP_KEY = "run"  # group by run name: every run its own group
+
+
+@dataclass(frozen=True, slots=True)
+class RunEntry:
+    """A run folder found under the runs folder.
+
+    signature: (file name, size, mtime in ns) of each published segment; it changes whenever
+    the writer commits or starts a segment, so it keys every cache of the run's data.
+    """
+
+    name: str
+    path: Path
+    signature: tuple[tuple[str, int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    root: Path
+    runs: tuple[RunEntry, ...]
+    skipped: tuple[Skipped, ...]
+    error: str | None = None
+
+
+class RunNameError(ValueError):
+    """A run name (from the URL or a caller) that does not name a run inside the runs folder."""
+
+
+def segment_signature(run_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for entry in sorted(os.scandir(run_dir), key=lambda e: e.name):
+        if SEGMENT_RE.match(entry.name) and entry.is_file():
+            stat = entry.stat()
+            out.append((entry.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(out)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+def discover_runs(root: str | Path) -> Discovery:
+    """Run folders under `root` (the folder itself if it is one), and what was skipped and why.
+
+    A run folder holds segment-NNNNN.h5 files. Folders without any are searched further, up
+    to MAX_DEPTH levels; files outside run folders and entries that resolve outside `root`
+    (symlinks) are listed as skipped. Hidden entries (".name") are passed over silently.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return Discovery(root, (), (), error=f"{root} is not a folder; start the dashboard on a folder of run folders.")
+    real_root = root.resolve()
+    runs: list[RunEntry] = []
+    skipped: list[Skipped] = []
+
+    def visit(folder: Path, depth: int) -> bool:
+        """Record the runs and skips under `folder`; False if there were none (an empty folder)."""
+        signature = segment_signature(folder)
+        if signature:
+            name = folder.relative_to(root).as_posix() if folder != root else real_root.name
+            escaping = [n for n, _, _ in signature if not _inside((folder / n).resolve(), real_root)]
+            if escaping:
+                skipped.append(Skipped(name, f"refused: segment {escaping[0]} points outside the runs folder"))
+            else:
+                runs.append(RunEntry(name, folder, signature))
+            return True
+        entries = [e for e in sorted(folder.iterdir(), key=lambda p: p.name) if not e.name.startswith(".")]
+        if folder != root and any(STORE_FILE_RE.match(e.name) for e in entries):
+            skipped.append(Skipped(folder.relative_to(root).as_posix(),
+                                   "no published segment yet (only temporary or backup segment files): a writer may be starting"))
+            return True
+        recorded = False
+        for entry in entries:
+            rel = entry.relative_to(root).as_posix()
+            try:
+                real = entry.resolve()
+            except OSError as error:
+                skipped.append(Skipped(rel, f"cannot be resolved ({error})"))
+            else:
+                if not _inside(real, real_root):
+                    skipped.append(Skipped(rel, f"refused: it points outside the runs folder (to {real})"))
+                elif entry.is_dir():
+                    if depth >= MAX_DEPTH:
+                        skipped.append(Skipped(rel, f"not searched: deeper than {MAX_DEPTH} levels below the runs folder"))
+                    elif not visit(entry, depth + 1):
+                        skipped.append(Skipped(rel, "not a run folder: it holds no segment-NNNNN.h5 files"))
+                elif folder == root or not _is_run_side_file(entry):
+                    skipped.append(Skipped(rel, _file_reason(entry)))
+                else:
+                    continue
+            recorded = True
+        return recorded
+
+    visit(root, 0)
+    return Discovery(root, tuple(runs), tuple(skipped))
+
+
+def _is_run_side_file(path: Path) -> bool:
+    """Files that sit in folders beside runs (checkpoints, run.json, logs) need no mention."""
+    return path.suffix in (".pt", ".json", ".log", ".txt", ".md")
+
+
+def _file_reason(path: Path) -> str:
+    if path.suffix in (".h5", ".hdf5", ".nc"):
+        return "an HDF5 file outside a run folder: a run is a folder of segment-NNNNN.h5 files"
+    return "not a run: a run is a folder of segment-NNNNN.h5 files"
+
+
+def resolve_run_name(discovery: Discovery, name: str) -> RunEntry:
+    """The discovered run called `name`; RunNameError if it leaves the runs folder or names no run."""
+    root = discovery.root.resolve()
+    candidate = Path(name)
+    if not name or candidate.is_absolute() or ".." in candidate.parts or not _inside((root / candidate).resolve(), root):
+        raise RunNameError(f"run {name!r} refused: it points outside the runs folder {discovery.root}")
+    for entry in discovery.runs:
+        if entry.name == name:
+            return entry
+    raise RunNameError(f"run {name!r} not found in {discovery.root}")
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What the Runs table shows of a run, and what grouping needs. `error` is set when it cannot be read."""
+
+    name: str
+    path: Path
+    signature: tuple[tuple[str, int, int], ...]
+    status: str  # "live" | "closed" | "crashed" | "error"
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    layers: int | None = None
+    heads: int | None = None
+    steps_logged: int = 0
+    last_step: int | None = None
+    names: frozenset[str] = frozenset()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def value(self, key: str) -> Any:
+        """meta[key], else the config read at the dotted path `key` (as the analysis does)."""
+        if key == RUN_GROUP_KEY:
+            return self.name
+        if self.meta.get(key) is not None:
+            return self.meta[key]
+        node: Any = self.meta.get("config")
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+
+def load_summary(entry: RunEntry) -> RunSummary:
+    """Open the run, read its step index, close it. A read failure becomes `error`, not an exception."""
+    try:
+        run = open_run(entry.path)
+        steps = run["step"] if "step" in run else np.zeros(0, dtype=np.int64)
+        return RunSummary(
+            name=entry.name,
+            path=entry.path,
+            signature=entry.signature,
+            status=run.status,
+            meta=dict(run.meta),
+            layers=run.layers,
+            heads=run.heads,
+            steps_logged=len(steps),
+            last_step=int(steps[-1]) if len(steps) else None,
+            names=frozenset(run.names()),
+        )
+    except READ_ERRORS as error:
+        return RunSummary(name=entry.name, path=entry.path, signature=entry.signature, status="error", error=str(error))
+
+
+def group_label(value: Any) -> str | None:
+    if value is None or isinstance(value, (Mapping, list, tuple)):
+        return None
+    return str(value)
+
+
+def group_keys(summaries: Sequence[RunSummary]) -> list[str]:
+    """Keys the group picker offers: the usual ones, then other scalar metadata the runs share."""
+    keys = [RUN_GROUP_KEY, *GROUP_KEYS]
+    shared = None
+    for summary in summaries:
+        scalar = {k for k, v in summary.meta.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+        shared = scalar if shared is None else shared & scalar
+    extra = sorted((shared or set()) - set(keys) - {"run_id", "created", "segment", "start_step", "writer_pid"})
+    return [GROUP_KEYS[0], *[k for k in keys if k != GROUP_KEYS[0]], *extra]
+
+
+@dataclass(frozen=True, slots=True)
+class Grouping:
+    """Readable runs split by a metadata key; `left_out` names runs not in any group, with why."""
+
+    key: str
+    groups: dict[str, tuple[RunSummary, ...]]
+    left_out: tuple[Skipped, ...]
+
+
+def group_runs(summaries: Sequence[RunSummary], key: str) -> Grouping:
+    """Groups in sorted order of their names; within a group, the runs of its most common shape.
+
+    Seeds of one group are averaged layer by layer, so they must agree on depth and head
+    count; a run of another shape is left out of the group with a note.
+    """
+    groups: dict[str, list[RunSummary]] = {}
+    left_out: list[Skipped] = []
+    for summary in summaries:
+        if not summary.ok:
+            continue
+        label = group_label(summary.value(key))
+        if label is None:
+            left_out.append(Skipped(summary.name, f"has no scalar {key!r} in its metadata or config"))
+            continue
+        groups.setdefault(label, []).append(summary)
+    out: dict[str, tuple[RunSummary, ...]] = {}
+    for label in sorted(groups):
+        members = groups[label]
+        shapes = Counter((m.layers, m.heads) for m in members)
+        # Most runs decide the shape; on a tie, the deeper model (as the analysis does).
+        common = max(shapes, key=lambda s: (shapes[s], s[0] or 0, s[1] or 0))
+        for m in members:
+            if (m.layers, m.heads) != common:
+                left_out.append(
+                    Skipped(
+                        m.name,
+                        f"has {m.layers} layers x {m.heads} heads where group {label!r} has {common[0]} x {common[1]}; "
+                        "seeds are averaged layer by layer, so it is left out of the group",
+                    )
+                )
+        out[label] = tuple(m for m in members if (m.layers, m.heads) == common)
+    return Grouping(key, out, tuple(left_out))
+
+
+def _frozen(*arrays: np.ndarray | None) -> None:
+    """Cached arrays are shared by every session of the server: make accidental writes fail."""
+    for array in arrays:
+        if array is not None:
+            array.flags.writeable = False
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSeries:
+    """Per-layer series of one run: `values[name]` is (N, L), the mean over heads of a per-head column.
+
+    head_step / head_values: the first name's per-head values, bucket means over steps:
+    (B,) and (B, L, H), so a per-head heatmap never needs the full (N, L, H) array again.
+    """
+
+    step: np.ndarray
+    values: dict[str, np.ndarray]
+    head_step: np.ndarray | None = None
+    head_values: np.ndarray | None = None
+
+
+def load_layer_series(path: Path, names: Sequence[str], *, per_head: str | None = None) -> LayerSeries:
+    """Read attn columns `names` ((N, L, H) each, or (N, L)) and reduce them over heads."""
+    run = open_run(path)
+    raw = run.read("step", *names)
+    values = {}
+    head_step = head_values = None
+    for name in names:
+        array = raw.pop(name)
+        if name == per_head:
+            head_step, head_values = bucket_mean(raw["step"], array, HEATMAP_BUCKETS)
+        values[name] = finite_mean(array, axis=2) if array.ndim == 3 else array.astype(np.float32)
+        del array
+    _frozen(raw["step"], head_step, head_values, *values.values())
+    return LayerSeries(raw["step"], values, head_step, head_values)
+
+
+@dataclass(frozen=True, slots=True)
+class Spectra:
+    """W_R (table "wr") or W_RK circuit (table "wrk") spectra and ranks of one run.
+
+    step (M,); singular_values (M, L, K) for "wr", (M, L, H, K) for "wrk";
+    stable_rank / effective_rank (M, L) for "wr", (M, L, H) for "wrk";
+    head_stable_rank / head_effective_rank (M, L, H) for "wr" only.
+    """
+
+    table: str
+    step: np.ndarray
+    singular_values: np.ndarray
+    stable_rank: np.ndarray
+    effective_rank: np.ndarray
+    head_stable_rank: np.ndarray | None = None
+    head_effective_rank: np.ndarray | None = None
+
+
+def load_spectra(path: Path, table: str) -> Spectra | None:
+    """The run's "wr" or "wrk" table; None when the run has none (a softmax model, or no spectra logged)."""
+    run = open_run(path)
+    names = [f"{table}/step", f"{table}/singular_values", f"{table}/stable_rank", f"{table}/effective_rank"]
+    if table == "wr":
+        names += ["wr/head_stable_rank", "wr/head_effective_rank"]
+    present = [n for n in names if n in run]
+    if f"{table}/stable_rank" not in present:
+        return None
+    raw = run.read(*present)
+    _frozen(*raw.values())
+    return Spectra(
+        table=table,
+        step=raw[f"{table}/step"],
+        singular_values=raw.get(f"{table}/singular_values"),
+        stable_rank=raw[f"{table}/stable_rank"],
+        effective_rank=raw.get(f"{table}/effective_rank"),
+        head_stable_rank=raw.get("wr/head_stable_rank"),
+        head_effective_rank=raw.get("wr/head_effective_rank"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Scalars:
+    """Run-level scalars: step (N,), values name -> (N,) float64 (NaN where a row lacks it)."""
+
+    step: np.ndarray
+    values: dict[str, np.ndarray]
+
+
+def load_scalars(path: Path) -> Scalars:
+    run = open_run(path)
+    names = [n for n in run.names() if n.startswith("scalars/") and n != "scalars/step"]
+    raw = run.read("scalars/step", *names)
+    _frozen(*raw.values())
+    return Scalars(raw["scalars/step"], {n.removeprefix("scalars/"): raw[n] for n in names})

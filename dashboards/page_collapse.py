@@ -1,0 +1,194 @@
+"""Rank collapse: the analysis layer's statistics (`parallax_probe.analysis.build_report`) for the picked groups.
+
+Per group and layer: final COR and W_R ranks, collapse onsets; between the first two groups:
+per-layer differences with intervals and an across-layer test. The report reads the runs
+itself, through the store; this page only arranges its numbers into tables and a figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from parallax_probe.store import open_run
+
+from .figures import differences_figure
+from .ui import Context, no_groups_message, show_figure, show_table
+
+# scipy's Theil-Sen slope, inside the analysis, builds all n^2 pairs of points: 100,000
+# logged steps would need about 80 GB. Longer tables are thinned for the report to this
+# many rows, keeping the last row and every layer's peak of COR and of the stable rank,
+# so those peaks and all final values stay exact.
+MAX_ANALYSIS_ROWS = 1000
+# The per-layer series of each table whose peaks the thinning keeps.
+PEAK_COLUMNS = {"attn": "attn/cor_mean", "wr": "wr/stable_rank", "wrk": "wrk/stable_rank"}
+
+
+class GroupedRun:
+    """A run as the analysis reads it (its `RunLike`): the store's run under the dashboard's name
+    (the report labels runs by run_id), its group label under the grouping key, and tables
+    longer than MAX_ANALYSIS_ROWS thinned."""
+
+    def __init__(self, path: Path, name: str, key: str, label: str) -> None:
+        self._run = open_run(path)
+        self.path = path
+        self.meta = {**self._run.meta, key: label, "run_id": name}
+        self.thinned: list[str] = []
+        self._rows: dict[str, np.ndarray] = {}
+        self._columns: dict[str, np.ndarray] = {}
+
+    def names(self) -> list[str]:
+        return self._run.names()
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        array = self._read(name)
+        table = "attn" if name == "step" else name.split("/")[0]
+        if len(array) <= MAX_ANALYSIS_ROWS:
+            return array
+        if table not in self._rows:
+            self._rows[table] = self._thin(table, len(array))
+            self.thinned.append(f"{table} ({len(array):,} rows -> {len(self._rows[table]):,})")
+        return array[self._rows[table]]
+
+    def _read(self, name: str) -> np.ndarray:
+        # The column that picks the peaks is read once, for the thinning and for the analysis.
+        if name not in self._columns:
+            self._columns = {name: self._run[name]}
+        return self._columns[name]
+
+    def _thin(self, table: str, n: int) -> np.ndarray:
+        """An even grid of rows plus, for each layer, the row of its peak, plus the last row."""
+        rows = [np.linspace(0, n - 1, MAX_ANALYSIS_ROWS).astype(np.int64), np.array([n - 1])]
+        peaks_of = PEAK_COLUMNS.get(table)
+        if peaks_of is not None and peaks_of in self._run:
+            values = self._read(peaks_of)
+            per_layer = values.reshape(n, values.shape[1], -1).mean(axis=2)  # (N, L): heads averaged, as the analysis does
+            rows.append(np.argmax(np.where(np.isfinite(per_layer), per_layer, -np.inf), axis=0))
+        return np.unique(np.concatenate(rows))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Building the rank-collapse report")
+def build(members: tuple[tuple[Path, str, tuple, str], ...], key: str) -> tuple[Any, tuple[str, ...]]:
+    """(Report, notes on thinned tables) for runs given as (path, name, signature, group label).
+
+    The signatures are only cache keys: a run that grew gets a new report.
+    """
+    from parallax_probe.analysis import build_report
+
+    runs = [GroupedRun(path, name, key, label) for path, name, _, label in members]
+    report = build_report(runs, group_by=key)
+    thinned = tuple(f"{run.meta['run_id']}: {', '.join(run.thinned)}" for run in runs if run.thinned)
+    return report, thinned
+
+
+def group_table(report) -> pd.DataFrame:
+    rows = []
+    for group in report.groups:
+        for layer in group.layers:
+            rows.append({
+                "group": group.name, "layer": layer.layer, "runs": len(group.runs), "final COR": layer.final_cor,
+                "final stable rank": layer.final_stable_rank, "final effective rank": layer.final_effective_rank,
+                "stable rank collapse onsets": _onsets(layer.stable_rank_onsets),
+                "effective rank collapse onsets": _onsets(layer.effective_rank_onsets),
+            })
+    return pd.DataFrame(rows)
+
+
+def _onsets(onsets: tuple) -> str:
+    if not onsets:
+        return "not evaluated"
+    return ", ".join("none" if onset is None else str(onset) for onset in onsets)
+
+
+def comparison_table(comparison) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"layer": d.layer, f"mean {comparison.group_a}": d.mean_a, f"mean {comparison.group_b}": d.mean_b,
+         "difference": d.difference, "interval low": d.interval_low, "interval high": d.interval_high,
+         "runs a": d.n_a, "runs b": d.n_b}
+        for d in comparison.layers
+    ])
+
+
+def runs_table(report) -> pd.DataFrame:
+    rows = []
+    for run in report.runs:
+        for layer in run.layers:
+            for field in ("cor", "stable_rank", "effective_rank"):
+                stats = getattr(layer, field)
+                if stats is None:
+                    continue
+                rows.append({
+                    "run": run.run, "group": run.group, "layer": layer.layer, "series": field, "peak": stats.peak,
+                    "peak step": stats.peak_step, "final": stats.final, "final step": stats.final_step,
+                    "final / peak": stats.final_over_peak, "collapse onset": stats.collapse_onset,
+                    "trend per step": None if stats.trend is None else stats.trend.slope,
+                })
+    return pd.DataFrame(rows)
+
+
+def render(ctx: Context) -> None:
+    st.header("Rank collapse")
+    try:
+        from parallax_probe.analysis import render_json, render_markdown
+    except ImportError as error:
+        st.warning(f"The analysis layer (parallax_probe.analysis) cannot be imported yet ({error}); this page fills in once it can.")
+        return
+    if no_groups_message(ctx):
+        return
+    members = tuple((run.path, run.name, run.signature, group) for group in ctx.groups for run in ctx.members(group))
+    try:
+        report, thinned = build(members, ctx.grouping.key)
+    except (OSError, ValueError, KeyError) as error:
+        st.error(f"The report could not be built: {error}")
+        return
+    settings = report.settings
+    st.caption(
+        f"Collapse: the value stays below {settings.collapse_threshold:g} x its "
+        f"{settings.collapse_relative_to or 'absolute threshold'} to the end, for at least "
+        f"{'a tenth of the logged span' if settings.persistence is None else f'{settings.persistence:g} steps'}. "
+        f"Groups by `{ctx.grouping.key}`."
+    )
+    for problem in report.problems:
+        st.warning(f"{problem.run}: {problem.message}" if problem.run else problem.message)
+    if thinned:
+        st.info(
+            f"Long tables were thinned to about {MAX_ANALYSIS_ROWS:,} rows for the analysis (its Theil-Sen trend takes all pairs "
+            "of points). The last row and every layer's peak of COR and of the stable rank are kept, so final values and those "
+            "peaks are exact; trends and onsets are on the thinner grid: " + "; ".join(thinned)
+        )
+
+    st.subheader("Per group and layer")
+    show_table(group_table(report), "rank collapse per group")
+    for comparison in report.comparisons:
+        st.subheader(f"{comparison.group_a} - {comparison.group_b}: {comparison.statistic}")
+        table = comparison_table(comparison)
+        if comparison.across_layers is not None:
+            test = comparison.across_layers
+            st.markdown(
+                f"Across layers: {test.test}, {test.n_nonzero} non-zero of {test.n_layers} layers, "
+                f"p = {test.p_value:.3g} ({test.p_value_method}), rank-biserial {test.rank_biserial:+.2f}."
+            )
+        for note in comparison.notes:
+            st.caption(note)
+        fig = differences_figure(
+            table["layer"].to_numpy(),
+            table["difference"].astype(float).to_numpy(),
+            table["interval low"].astype(float).to_numpy(),
+            table["interval high"].astype(float).to_numpy(),
+            title=f"{comparison.group_a} - {comparison.group_b}, per layer"
+            + (f" ({comparison.confidence:.0%} interval: {comparison.interval_method})" if comparison.interval_method else " (no interval: too few seeds)"),
+            y_title=comparison.statistic,
+        )
+        show_figure(ctx, fig, f"collapse-{comparison.statistic}")
+        show_table(table, f"{comparison.statistic} differences")
+    st.subheader("Per run")
+    show_table(runs_table(report), "rank collapse per run")
+    for note in report.notes:
+        st.caption(note)
+    left, right = st.columns(2)
+    left.download_button("Download the report (Markdown)", render_markdown(report).encode(), "parallax-probe-report.md", "text/markdown", key="report-md")
+    right.download_button("Download the report (JSON)", render_json(report).encode(), "parallax-probe-report.json", "application/json", key="report-json")

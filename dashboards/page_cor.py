@@ -1,0 +1,186 @@
+"""COR: the correction-to-output ratio ||c|| / ||o_sm|| per layer over training, group against group.
+
+Four views: layer x step heatmaps of mean COR (groups side by side on one colour scale,
+and their difference); per-layer curves with EMA smoothing and a band; a head x step
+heatmap of one layer; and COR against depth at one step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from . import cache, reduce
+from .data import LayerSeries, RunSummary
+from .reduce import HEATMAP_BUCKETS, Aggregate
+from .figures import HeatPanel, Line, band_color, heatmaps_figure, lines_figure, panels_figure
+from .ui import Context, DepthAxis, depth_axis, load_per_group, no_groups_message, show_figure, show_table
+
+MEAN, P50, P90 = "attn/cor_mean", "attn/cor_p50", "attn/cor_p90"
+BAND_TOKENS = "p50-p90 over tokens"
+BAND_SEEDS = "min-max over seeds"
+BAND_NONE = "none"
+
+
+def group_aggregates(series: dict[str, list[tuple[RunSummary, LayerSeries]]], name: str) -> dict[str, Aggregate]:
+    """Per group: the seeds' (N, L) series of `name` as mean and min/max over runs."""
+    return {
+        group: reduce.aggregate([s.step for _, s in pairs], [s.values[name] for _, s in pairs])
+        for group, pairs in series.items()
+    }
+
+
+def heatmap_panels(ctx: Context, aggregates: dict[str, Aggregate], axis: DepthAxis) -> tuple[list[HeatPanel], HeatPanel | None]:
+    """One (L, B) panel per group, and the first group minus the second on their common steps."""
+    panels = []
+    for group, agg in aggregates.items():
+        x, z = reduce.bucket_mean(agg.step, agg.mean, HEATMAP_BUCKETS)
+        panels.append(HeatPanel(ctx.group_name(group), x, axis.positions(group), z.T))
+    difference = None
+    if len(aggregates) >= 2:
+        (a, agg_a), (b, agg_b) = list(aggregates.items())[:2]
+        common, ia, ib = np.intersect1d(agg_a.step, agg_b.step, assume_unique=True, return_indices=True)
+        if len(common):
+            values_a, values_b = agg_a.mean[ia], agg_b.mean[ib]
+            deeper = a if axis.depths[a] >= axis.depths[b] else b
+            if axis.relative:
+                # Pair every layer of the deeper model with the nearest relative depth of the other.
+                values_a = reduce.resample_layers(values_a, axis.depths[deeper])
+                values_b = reduce.resample_layers(values_b, axis.depths[deeper])
+            x, z = reduce.bucket_mean(common, values_a - values_b, HEATMAP_BUCKETS)
+            difference = HeatPanel(f"{a} - {b}", x, axis.positions(deeper), z.T)
+        else:
+            st.info(f"{a} and {b} share no logged step, so there is no difference map.")
+    return panels, difference
+
+
+def _default_layers(layers: int) -> list[int]:
+    return sorted({0, layers // 2, layers - 1})
+
+
+def token_quantiles(ctx: Context) -> dict[str, dict[str, Aggregate]]:
+    """p50 and p90 of COR per group: {P50: {group: Aggregate}, P90: {...}}."""
+    loaded = load_per_group(ctx, lambda r: (cache.layer_series(r, P50), cache.layer_series(r, P90)), "COR quantiles")
+    return {
+        name: {
+            group: reduce.aggregate([p[index].step for _, p in pairs], [p[index].values[name] for _, p in pairs])
+            for group, pairs in loaded.items()
+        }
+        for name, index in ((P50, 0), (P90, 1))
+    }
+
+
+def curves_figure(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis, layers: list[int], smoothing: float, band: str,
+                  quantiles: dict[str, dict[str, Aggregate]]):
+    panels = []
+    for layer in layers:
+        lines = []
+        for group, agg in means.items():
+            layer_g = axis.layer_of(group, layer)
+            low = high = None
+            if band == BAND_TOKENS and group in quantiles.get(P50, {}):
+                low = reduce.ema(reduce.on_steps(quantiles[P50][group], agg.step, layer_g), smoothing)
+                high = reduce.ema(reduce.on_steps(quantiles[P90][group], agg.step, layer_g), smoothing)
+            elif band == BAND_SEEDS:
+                low = reduce.ema(agg.low[:, layer_g], smoothing)
+                high = reduce.ema(agg.high[:, layer_g], smoothing)
+            lines.append(
+                Line(ctx.group_name(group), agg.step, reduce.ema(agg.mean[:, layer_g], smoothing), ctx.color(group),
+                     low=low, high=high, band_color=band_color(ctx.groups.index(group)), showlegend=not panels, legendgroup=group)
+            )
+        title = f"layer {layer}" + (f" (relative depth {reduce.relative_depth(axis.reference)[layer]:.2f})" if axis.relative else "")
+        panels.append((title, lines))
+    note = {BAND_TOKENS: "; band: p50 to p90 of the tokens (per-head quantiles, mean over heads and seeds)",
+            BAND_SEEDS: "; band: min to max over the group's runs", BAND_NONE: ""}[band]
+    return panels_figure(panels, title=f"mean COR per layer (mean over heads and seeds){note}", x_title="step", y_title="COR")
+
+
+def curves_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -> Callable[[], None] | None:
+    """The per-layer curves. With the token band, the figure is drawn first without it, and the
+    returned function, called once the rest of the page is drawn, reads the p50 and p90 columns
+    and draws the band in: on a large run not yet cached, those reads take longer than the rest."""
+    st.subheader("Per layer over training")
+    left, middle, right = st.columns([2, 1, 1])
+    layers = left.multiselect("Layers", list(range(axis.reference)), default=_default_layers(axis.reference), key="cor-layers")
+    smoothing = middle.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01, key="cor-ema", help="TensorBoard-style: 0 is off.")
+    band = right.radio("Band", [BAND_TOKENS, BAND_SEEDS, BAND_NONE], key="cor-band")
+    if not layers:
+        return None
+    place = st.empty()
+    if band != BAND_TOKENS:
+        show_figure(ctx, curves_figure(ctx, means, axis, sorted(layers), smoothing, band, {}), "cor-per-layer", where=place)
+        return None
+    show_figure(ctx, curves_figure(ctx, means, axis, sorted(layers), smoothing, band, {}), "cor-per-layer", where=place, keyed=False)
+
+    def draw_band() -> None:
+        fig = curves_figure(ctx, means, axis, sorted(layers), smoothing, band, token_quantiles(ctx))
+        show_figure(ctx, fig, "cor-per-layer", where=place)
+
+    return draw_band
+
+
+def heads_section(ctx: Context, series: dict, axis: DepthAxis) -> None:
+    st.subheader("Per head")
+    layer = st.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="cor-head-layer")
+    panels = []
+    for group, pairs in series.items():
+        layer_g = axis.layer_of(group, layer)
+        agg = reduce.aggregate([s.head_step for _, s in pairs], [s.head_values[:, layer_g, :] for _, s in pairs])
+        panels.append(HeatPanel(f"{ctx.group_name(group)}, layer {layer_g}", agg.step, np.arange(agg.mean.shape[1]), agg.mean.T))
+    fig = heatmaps_figure(panels, title="mean COR per head (mean over seeds)", value_title="COR", x_title="step", y_title="head")
+    show_figure(ctx, fig, "cor-per-head")
+
+
+def depth_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -> None:
+    st.subheader("Against depth")
+    steps = np.unique(np.concatenate([agg.step for agg in means.values()]))
+    left, right = st.columns([3, 1])
+    latest = right.checkbox("Last logged step", value=True, key="cor-depth-latest", help="Follows a live run.")
+    step = int(steps[-1])
+    if not latest and len(steps) > 1:
+        step = left.slider("Step", int(steps[0]), int(steps[-1]), int(steps[-1]), key="cor-depth-step")
+    lines, rows = [], []
+    for group, agg in means.items():
+        i = reduce.nearest_at_or_before(agg.step, step)
+        x = axis.positions(group)
+        index = ctx.groups.index(group)
+        lines.append(
+            Line(f"{ctx.group_name(group)} at step {agg.step[i]}", x, agg.mean[i], ctx.color(group),
+                 low=agg.low[i], high=agg.high[i], band_color=band_color(index))
+        )
+        for layer in range(len(x)):
+            rows.append({"group": group, "layer": layer, "relative depth": float(reduce.relative_depth(len(x))[layer]),
+                         "step": int(agg.step[i]), "mean COR": float(agg.mean[i, layer]),
+                         "min over runs": float(agg.low[i, layer]), "max over runs": float(agg.high[i, layer]), "runs": agg.n_runs})
+    fig = lines_figure(lines, title=f"mean COR against depth at step {step} (band: min-max over seeds)", x_title=axis.title, y_title="COR")
+    show_figure(ctx, fig, "cor-vs-depth")
+    show_table(pd.DataFrame(rows), "COR vs depth")
+
+
+def render(ctx: Context) -> None:
+    st.header("COR: correction-to-output ratio")
+    st.caption(
+        "Per token ||c|| / ||o_sm||: the correction branch against the softmax output (SPEC section 2). "
+        "Each layer's value is the mean over its heads of the per-head token mean (`attn/cor_mean`)."
+    )
+    if no_groups_message(ctx):
+        return
+    series = load_per_group(ctx, lambda r: cache.layer_series(r, MEAN, per_head=True), "COR statistics")
+    if not series:
+        return
+    axis = depth_axis(ctx, list(series))
+    means = group_aggregates(series, MEAN)
+    panels, difference = heatmap_panels(ctx, means, axis)
+    fig = heatmaps_figure(
+        panels, title="mean COR, layer x step (mean over heads and seeds; one colour scale)", value_title="COR",
+        x_title="step", y_title=axis.title, difference=difference,
+    )
+    show_figure(ctx, fig, "cor-heatmaps")
+    draw_band = curves_section(ctx, means, axis)
+    heads_section(ctx, series, axis)
+    depth_section(ctx, means, axis)
+    if draw_band is not None:
+        draw_band()

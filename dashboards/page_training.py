@@ -1,0 +1,70 @@
+"""Training: loss, held-out accuracy, learning rate (and gradient norm, throughput) per group.
+
+These are the run-level scalars of the store's "scalars" table; evaluation columns are NaN
+on rows without an evaluation, so each series is drawn over its own finite points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from . import cache, reduce
+from .data import RunSummary, Scalars
+from .figures import Line, band_color, panels_figure
+from .ui import Context, load_per_group, no_groups_message, show_figure
+
+# (panel title, [(scalar name, line label suffix, dash)], smooth it?)
+PANELS = (
+    ("loss (dotted: held-out)", [("loss", "", None), ("eval_loss", "held-out", "dot")], True),
+    ("held-out accuracy", [("eval_accuracy", "", None)], False),
+    ("learning rate (multiplier of the peak)", [("lr_multiplier", "", None), ("lr", "", None)], False),
+    ("gradient norm", [("grad_norm", "", None)], True),
+    ("tokens per second", [("tokens_per_second", "", None)], True),
+)
+
+
+def finite_series(pairs: list[tuple[RunSummary, Scalars]], name: str) -> reduce.Aggregate | None:
+    """Mean and min/max over runs of one scalar, each run over the rows where it is finite."""
+    steps, values = [], []
+    for _, scalars in pairs:
+        column = scalars.values.get(name)
+        if column is None:
+            continue
+        finite = np.isfinite(column)
+        if finite.any():
+            steps.append(scalars.step[finite])
+            values.append(column[finite])
+    return reduce.aggregate(steps, values) if steps else None
+
+
+def render(ctx: Context) -> None:
+    st.header("Training")
+    if no_groups_message(ctx):
+        return
+    series = load_per_group(ctx, cache.scalars, "training scalars")
+    if not series:
+        return
+    smoothing = st.slider("EMA smoothing (loss, gradient norm, throughput)", 0.0, 0.99, 0.6, 0.01, key="training-ema")
+    panels, shown = [], set()
+    for title, columns, smooth in PANELS:
+        lines = []
+        for group, pairs in series.items():
+            i = ctx.groups.index(group)
+            for name, suffix, dash in columns:
+                agg = finite_series(pairs, name)
+                if agg is None:
+                    continue
+                weight = smoothing if smooth else 0.0
+                label = f"{ctx.group_name(group)}" + (f" {suffix}" if suffix else "")
+                lines.append(Line(label, agg.step, reduce.ema(agg.mean, weight), ctx.color(group), low=reduce.ema(agg.low, weight),
+                                  high=reduce.ema(agg.high, weight), band_color=band_color(i), dash=dash, legendgroup=label,
+                                  showlegend=label not in shown))
+                shown.add(label)
+        if lines:
+            panels.append((title, lines))
+    if not panels:
+        st.info("These runs logged no training scalars.")
+        return
+    fig = panels_figure(panels, title="training (mean over seeds, band: min-max over seeds)", x_title="step", y_title="", panel_height=300)
+    show_figure(ctx, fig, "training")

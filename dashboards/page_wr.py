@@ -1,0 +1,164 @@
+"""W_R rank: does the probe's weight keep its rank? Ranks over training, spectra, heads, the W_RK circuit.
+
+Stable rank sum s^2 / s_max^2 and effective rank exp(entropy of s / sum s) of W_R
+(`r_proj.weight`, (H*D, d_model)), per layer and per head block; the W_RK circuit is
+W_R,h^T W_K,h per head (SPEC section 2). Spectra are logged less often than COR.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from . import cache, reduce
+from .data import RunSummary, Spectra
+from .reduce import Aggregate
+from .figures import HeatPanel, Line, band_color, heatmaps_figure, layer_color, lines_figure, panels_figure
+from .ui import Context, DepthAxis, depth_axis, load_per_group, no_groups_message, show_figure, show_table
+
+STABLE, EFFECTIVE, EFFECTIVE_NORMALISED = "stable rank", "effective rank", "effective rank / min(m, n)"
+
+
+def rank_values(spectra: Spectra, measure: str) -> np.ndarray:
+    """(M, L) of the chosen rank measure of the whole W_R."""
+    if measure == STABLE:
+        return spectra.stable_rank
+    if measure == EFFECTIVE_NORMALISED:
+        # min(m, n) of W_R is the number of singular values stored per row.
+        return spectra.effective_rank / spectra.singular_values.shape[-1]
+    return spectra.effective_rank
+
+
+def aggregate_ranks(pairs: list[tuple[RunSummary, Spectra]], measure: str) -> Aggregate:
+    return reduce.aggregate([s.step for _, s in pairs], [rank_values(s, measure) for _, s in pairs])
+
+
+def aggregate_head_ranks(pairs: list[tuple[RunSummary, Spectra]], measure: str) -> Aggregate:
+    """(M, L, H) per-head stable rank, or effective rank for either effective measure."""
+    values = [s.head_stable_rank if measure == STABLE else s.head_effective_rank for _, s in pairs]
+    return reduce.aggregate([s.step for _, s in pairs], values)
+
+
+def ranks_over_training(ctx: Context, spectra: dict, measure: str, axis: DepthAxis) -> None:
+    st.subheader("Rank over training, every layer")
+    panels = []
+    for group, pairs in spectra.items():
+        agg = aggregate_ranks(pairs, measure)
+        layers = agg.mean.shape[1]
+        lines = [
+            Line(f"layer {layer}", agg.step, agg.mean[:, layer], layer_color(layer, layers), legendgroup=f"layer {layer}",
+                 showlegend=not panels and layers <= 32, width=1.5)
+            for layer in range(layers)
+        ]
+        panels.append((ctx.group_name(group), lines))
+    fig = panels_figure(
+        panels, title=f"W_R {measure} per layer (mean over seeds; colour: depth, dark = first layer)", x_title="step",
+        y_title=measure, columns=len(panels), shared_y=True, panel_height=380,
+    )
+    show_figure(ctx, fig, "wr-rank-per-layer")
+
+    layer = st.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="wr-layer")
+    lines = []
+    for group, pairs in spectra.items():
+        layer_g = axis.layer_of(group, layer)
+        for name, dash in ((STABLE, None), (EFFECTIVE, "dot")):
+            agg = aggregate_ranks(pairs, name)
+            i = ctx.groups.index(group)
+            lines.append(Line(f"{ctx.group_name(group)}: {name}", agg.step, agg.mean[:, layer_g], ctx.color(group),
+                              low=agg.low[:, layer_g], high=agg.high[:, layer_g], band_color=band_color(i), dash=dash))
+    fig = lines_figure(lines, title=f"W_R stable and effective rank, layer {layer} (band: min-max over seeds)", x_title="step", y_title="rank")
+    show_figure(ctx, fig, "wr-rank-one-layer")
+
+
+def step_picker(where, spectra: dict, key: str) -> int:
+    """A step of the spectra tables (default: the last); each run then shows its last row at or before it."""
+    steps = np.unique(np.concatenate([s.step for pairs in spectra.values() for _, s in pairs]))
+    if len(steps) == 1:
+        return int(steps[0])
+    if len(steps) <= 2000:
+        return where.select_slider("Step", options=[int(s) for s in steps], value=int(steps[-1]), key=key)
+    # A select_slider sends every option to the browser; past a few thousand, a plain range slider.
+    return where.slider("Step", int(steps[0]), int(steps[-1]), int(steps[-1]), key=key)
+
+
+def spectrum_section(ctx: Context, spectra: dict, axis: DepthAxis) -> None:
+    st.subheader("Singular values of one layer")
+    left, middle, right = st.columns([1, 3, 1])
+    layer = left.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="wr-spectrum-layer")
+    step = step_picker(middle, spectra, "wr-spectrum-step")
+    log_y = right.checkbox("Log scale", value=True, key="wr-spectrum-log")
+    lines = []
+    for group, pairs in spectra.items():
+        layer_g = axis.layer_of(group, layer)
+        rows = [reduce.nearest_at_or_before(s.step, step) for _, s in pairs]
+        values = np.stack([s.singular_values[row, layer_g] for row, (_, s) in zip(rows, pairs)])  # (R, K)
+        at = sorted({int(s.step[row]) for row, (_, s) in zip(rows, pairs)})
+        lines.append(Line(f"{ctx.group_name(group)} at step {', '.join(map(str, at))}", np.arange(1, values.shape[1] + 1),
+                          values.mean(0), ctx.color(group), low=values.min(0), high=values.max(0),
+                          band_color=band_color(ctx.groups.index(group))))
+    fig = lines_figure(lines, title=f"W_R singular values, layer {layer} (band: min-max over seeds)", x_title="index k",
+                       y_title="singular value", log_y=log_y)
+    show_figure(ctx, fig, "wr-spectrum")
+
+
+def heads_section(ctx: Context, spectra: dict, measure: str) -> None:
+    st.subheader("Per head")
+    with_heads = {g: pairs for g, pairs in spectra.items() if all(s.head_stable_rank is not None for _, s in pairs)}
+    if not with_heads:
+        st.info("These runs hold no per-head ranks.")
+        return
+    head_measure = STABLE if measure == STABLE else EFFECTIVE
+    panels, rows = [], []
+    for group, pairs in with_heads.items():
+        agg = aggregate_head_ranks(pairs, head_measure)
+        values = agg.mean[-1]  # (L, H) at the group's last spectra step
+        panels.append(HeatPanel(f"{ctx.group_name(group)}, step {agg.step[-1]}", np.arange(values.shape[1]), np.arange(values.shape[0]), values))
+        rows += [{"group": group, "step": int(agg.step[-1]), "layer": layer, "head": head, head_measure: float(values[layer, head])}
+                 for layer in range(values.shape[0]) for head in range(values.shape[1])]
+    fig = heatmaps_figure(panels, title=f"W_R {head_measure} of each head block at the last spectra step (mean over seeds)",
+                          value_title=head_measure, x_title="head", y_title="layer")
+    show_figure(ctx, fig, "wr-per-head")
+    show_table(pd.DataFrame(rows), "per-head ranks")
+
+
+def circuit_section(ctx: Context, axis: DepthAxis) -> None:
+    st.subheader("W_RK circuit spectra")
+    st.caption("Singular values of W_R,h^T W_K,h (d_model x d_model, rank <= head dim): the bilinear form behind the probe scores r.k.")
+    circuits = load_per_group(ctx, lambda r: cache.spectra(r, "wrk"), "W_RK circuit spectra")
+    if not circuits:
+        return
+    left, right = st.columns([1, 3])
+    layer = left.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="wrk-layer")
+    step = step_picker(right, circuits, "wrk-step")
+    panels = []
+    for group, pairs in circuits.items():
+        layer_g = axis.layer_of(group, layer)
+        values = np.stack([s.singular_values[reduce.nearest_at_or_before(s.step, step), layer_g] for _, s in pairs]).mean(0)  # (H, K)
+        heads = values.shape[0]
+        x = np.arange(1, values.shape[1] + 1)
+        lines = [Line(f"head {h}", x, values[h], layer_color(h, heads), legendgroup=f"head {h}", showlegend=not panels and heads <= 32, width=1.2)
+                 for h in range(heads)]
+        panels.append((f"{ctx.group_name(group)}, layer {layer_g}", lines))
+    fig = panels_figure(panels, title=f"W_RK singular values per head at step {step} (mean over seeds; colour: head)", x_title="index k",
+                        y_title="singular value", columns=len(panels), shared_y=True, log_y=True, panel_height=380)
+    show_figure(ctx, fig, "wrk-spectra")
+
+
+def render(ctx: Context) -> None:
+    st.header("W_R rank")
+    st.caption(
+        "Rank collapse of W_R: its stable rank (sum s^2 / s_max^2) or effective rank falls and stays low. "
+        "The paper reports W_R keeping its rank under Muon and losing it under AdamW."
+    )
+    if no_groups_message(ctx):
+        return
+    spectra = load_per_group(ctx, lambda r: cache.spectra(r, "wr"), "W_R spectra")
+    if not spectra:
+        return
+    axis = depth_axis(ctx, list(spectra))
+    measure = st.radio("Rank measure", [STABLE, EFFECTIVE, EFFECTIVE_NORMALISED], horizontal=True, key="wr-measure")
+    ranks_over_training(ctx, spectra, measure, axis)
+    spectrum_section(ctx, spectra, axis)
+    heads_section(ctx, spectra, measure)
+    circuit_section(ctx, axis)

@@ -1,0 +1,255 @@
+"""The dashboard app in Streamlit's AppTest, on runs written by the real CLI, and on bad input."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import test_dashboard_support as support  # noqa: E402
+
+from parallax_probe.store import open_run  # noqa: E402
+
+PAGES = ("Runs", "COR", "W_R rank", "Probe norms", "Training", "Rank collapse")
+CHART_PAGES = PAGES[1:]
+TIMEOUT_S = 120
+
+
+def dashboard(runs_dir: str) -> None:
+    from parallax_probe.dashboards.app import main
+
+    main(runs_dir)
+
+
+def app(runs_dir: Path, **query) -> AppTest:
+    at = AppTest.from_function(dashboard, kwargs={"runs_dir": str(runs_dir)}, default_timeout=TIMEOUT_S)
+    at.query_params.update(query)
+    return at.run()
+
+
+def page(at: AppTest, name: str) -> AppTest:
+    return at.radio(key="page").set_value(name).run()
+
+
+def messages(at: AppTest) -> str:
+    return "\n".join(str(e.value) for kind in (at.error, at.warning, at.info) for e in kind)
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> Path:
+    return support.train_runs(tmp_path_factory.getbasetemp() / "dashboard-runs")
+
+
+@pytest.fixture(scope="module")
+def at(runs) -> AppTest:
+    return app(runs)
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_renders(at, name):
+    page(at, name)
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    if name in CHART_PAGES:
+        assert len(at.get("plotly_chart")) >= 1
+
+
+def test_runs_table_lists_every_run_with_its_metadata(at):
+    page(at, "Runs")
+    table = at.dataframe[0].value
+    assert sorted(table["run"]) == ["adamw-s0", "adamw-s1", "muon-s0", "muon-s1"]
+    row = table.set_index("run").loc["muon-s1"]
+    assert (row["optimizer"], row["seed"], row["preset"], row["attention"], row["status"]) == ("muon", "1", "tiny", "parallax", "closed")
+    assert (row["layers"], row["steps logged"], row["last step"]) == (2, 8, 35)
+    assert set(table["group"]) == {"muon", "adamw"}
+
+
+def test_cor_heatmap_holds_the_files_values(at, runs):
+    page(at, "COR")
+    fig = support.chart(at, "layer x step")
+    panels = [trace for trace in fig["data"] if trace["type"] == "heatmap"]
+    assert [p["name"] for p in panels] == ["adamw (2 runs)", "muon (2 runs)", "adamw - muon"]
+    expected = {}
+    for optimizer in ("adamw", "muon"):
+        per_seed = []
+        for seed in (0, 1):
+            run = open_run(runs / f"{optimizer}-s{seed}")
+            per_seed.append(run["attn/cor_mean"].astype(np.float64).mean(axis=2))  # (N, L): mean over heads
+            steps = run["step"]
+        expected[optimizer] = np.mean(per_seed, axis=0).T  # (L, N), the seeds' mean
+        panel = panels[0 if optimizer == "adamw" else 1]
+        np.testing.assert_allclose(support.decode(panel["z"]), expected[optimizer], rtol=1e-5)
+        np.testing.assert_array_equal(support.decode(panel["x"]), steps)
+    np.testing.assert_allclose(support.decode(panels[2]["z"]), expected["adamw"] - expected["muon"], rtol=1e-4, atol=1e-5)
+    # One colour scale for the groups; the difference has its own, centred on zero.
+    assert panels[0]["coloraxis"] == panels[1]["coloraxis"] == "coloraxis" and panels[2]["coloraxis"] == "coloraxis2"
+    high = max(expected["adamw"].max(), expected["muon"].max())
+    assert fig["layout"]["coloraxis"]["cmax"] == pytest.approx(high, rel=1e-5)
+
+
+def test_changing_the_groups_changes_the_traces(runs):
+    at = page(app(runs), "COR")
+    names = {t["name"] for t in support.chart(at, "layer x step")["data"]}
+    assert names == {"adamw (2 runs)", "muon (2 runs)", "adamw - muon"}
+
+    at.multiselect(key="groups-optimizer").set_value(["muon"]).run()
+    assert {t["name"] for t in support.chart(at, "layer x step")["data"]} == {"muon (2 runs)"}
+
+    at.selectbox(key="group_by").set_value("seed").run()
+    names = {t["name"] for t in support.chart(at, "layer x step")["data"]}
+    assert names == {"0 (2 runs)", "1 (2 runs)", "0 - 1"}
+    curves = {t.get("name") for t in support.chart(at, "per layer")["data"] if t.get("name")}
+    assert curves == {"0 (2 runs)", "1 (2 runs)"}
+
+
+def test_wr_page_spectrum_is_the_files_last_spectrum(at, runs):
+    page(at, "W_R rank")
+    fig = support.chart(at, "singular values, layer")
+    lines = [t for t in fig["data"] if t.get("name")]
+    values = np.mean([open_run(runs / f"muon-s{seed}")["wr/singular_values"][-1, -1] for seed in (0, 1)], axis=0)
+    muon = next(t for t in lines if t["name"].startswith("muon"))
+    np.testing.assert_allclose(support.decode(muon["y"]), values, rtol=1e-5)
+    assert fig["layout"]["yaxis"]["type"] == "log"
+
+
+def test_figures_export_as_png_or_svg_and_tables_as_csv(at):
+    page(at, "COR")
+    config = at.get("plotly_chart")[0].proto.config
+    assert '"format": "png"' in config or '"format":"png"' in config
+    at.radio(key="image_format").set_value("svg").run()
+    config = at.get("plotly_chart")[0].proto.config
+    assert '"format": "svg"' in config or '"format":"svg"' in config
+    assert any(b.proto.label.startswith("Download COR vs depth (CSV)") for b in at.get("download_button"))
+
+
+def test_rank_collapse_page_shows_the_analysis(at):
+    page(at, "Rank collapse")
+    tables = [df.value for df in at.dataframe]
+    per_group = tables[0]
+    assert set(per_group["group"]) == {"adamw", "muon"} and set(per_group["layer"]) == {0, 1}
+    assert any("Download the report (Markdown)" == b.proto.label for b in at.get("download_button"))
+
+
+def test_rank_collapse_page_says_so_without_the_analysis_layer(runs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "parallax_probe.analysis", None)  # import raises ImportError
+    at = page(app(runs), "Rank collapse")
+    assert not at.exception
+    assert "analysis layer" in messages(at)
+
+
+def test_empty_folder(tmp_path):
+    at = app(tmp_path)
+    assert not at.exception
+    assert "No runs in" in messages(at)
+    for name in CHART_PAGES:
+        page(at, name)
+        assert not at.exception and "No runs found" in messages(at)
+
+
+def test_non_run_files_are_listed_as_skipped(runs, tmp_path):
+    shutil.copytree(runs / "muon-s0", tmp_path / "muon-s0")
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "stray.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    (tmp_path / "empty").mkdir()
+    at = app(tmp_path)
+    skipped = at.dataframe[1].value
+    assert set(skipped["entry"]) == {"notes.txt", "stray.h5", "empty"}
+    assert all(skipped["reason"].str.len() > 10)
+
+
+@pytest.fixture()
+def damaged(runs, tmp_path) -> Path:
+    """The four real runs plus a truncated copy and a file of garbage, side by side."""
+    for name in ("muon-s0", "muon-s1", "adamw-s0", "adamw-s1"):
+        shutil.copytree(runs / name, tmp_path / name)
+    shutil.copytree(runs / "muon-s0", tmp_path / "truncated")
+    segment = tmp_path / "truncated" / "segment-00000.h5"
+    segment.write_bytes(segment.read_bytes()[: segment.stat().st_size // 2])
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "segment-00000.h5").write_bytes(np.random.default_rng(0).bytes(4096))
+    return tmp_path
+
+
+def test_a_damaged_run_gets_its_error_on_its_row_and_the_others_still_work(damaged):
+    at = app(damaged)
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc["truncated", "status"] == "error" and "truncated" in table.loc["truncated", "error"]
+    assert table.loc["garbage", "status"] == "error" and "not an HDF5 file" in table.loc["garbage", "error"]
+    assert table.loc["muon-s0", "error"] == ""
+    for name in CHART_PAGES:
+        page(at, name)
+        assert not at.exception
+        assert len(at.get("plotly_chart")) >= 1
+
+
+def _add(segment: Path, how: str) -> None:
+    """Give a closed segment one of the HDF5 features that would make a reader open other files."""
+    with h5py.File(segment, "a") as f:
+        if how == "external link":
+            f["attn/elsewhere"] = h5py.ExternalLink("/etc/other.h5", "/data")
+        elif how == "external storage":
+            raw = segment.parent / "raw.bin"
+            raw.write_bytes(bytes(64))
+            f.create_dataset("attn/outside", shape=(16,), dtype="f4", external=[(str(raw), 0, 64)])
+        else:
+            layout = h5py.VirtualLayout(shape=(4,), dtype="f4")
+            layout[:] = h5py.VirtualSource("/etc/other.h5", "data", shape=(4,))
+            f.create_virtual_dataset("attn/virtual", layout, fillvalue=0)
+
+
+@pytest.mark.parametrize("how,message", [
+    ("external link", "external link"), ("external storage", "external file"), ("virtual dataset", "virtual dataset"),
+])
+def test_hdf5_that_reaches_other_files_is_refused(runs, tmp_path, how, message):
+    shutil.copytree(runs / "muon-s0", tmp_path / "muon-s0")
+    shutil.copytree(runs / "adamw-s0", tmp_path / "evil")
+    _add(tmp_path / "evil" / "segment-00000.h5", how)
+    at = app(tmp_path)
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc["evil", "status"] == "error"
+    assert message in table.loc["evil", "error"] and "refusing" in table.loc["evil", "error"]
+
+
+def test_runs_of_different_depths_are_compared_by_relative_depth(tmp_path):
+    support.write_run(tmp_path / "muon", layers=4, heads=2, optimizer="muon")
+    support.write_run(tmp_path / "adamw", layers=2, heads=3, optimizer="adamw")
+    support.write_run(tmp_path / "muon-deep", layers=6, heads=2, optimizer="muon", seed=1)
+    support.write_run(tmp_path / "muon-again", layers=4, heads=2, optimizer="muon", seed=2)
+    at = app(tmp_path)
+    left_out = at.dataframe[1].value.set_index("run")
+    assert "6 layers x 2 heads" in left_out.loc["muon-deep", "reason"]
+    for name in CHART_PAGES:
+        page(at, name)
+        assert not at.exception, (name, [e.value for e in at.exception])
+    page(at, "COR")
+    assert "relative depth" in messages(at)
+    heatmaps = [t for t in support.chart(at, "layer x step")["data"] if t["type"] == "heatmap"]
+    np.testing.assert_allclose(support.decode(heatmaps[0]["y"]), [0, 1])  # adamw: 2 layers
+    np.testing.assert_allclose(support.decode(heatmaps[1]["y"]), [0, 1 / 3, 2 / 3, 1])  # muon: 4 layers
+    assert support.decode(heatmaps[2]["z"]).shape[0] == 4  # the difference on the deeper grid
+
+
+def test_run_names_in_the_url_leading_outside_are_refused(runs):
+    at = app(runs, run=["../../etc", "/etc/passwd", "muon-s0"])
+    errors = [e.value for e in at.error]
+    assert len(errors) == 2 and all("refused" in e and "outside the runs folder" in e for e in errors)
+    assert at.multiselect(key="runs").value == ["muon-s0"]
+    page(at, "COR")
+    assert not at.exception
+    assert {t["name"] for t in support.chart(at, "layer x step")["data"]} == {"muon"}
+
+
+def test_a_run_that_appears_is_included(runs, tmp_path):
+    shutil.copytree(runs / "muon-s0", tmp_path / "muon-s0")
+    at = app(tmp_path)
+    at.multiselect(key="runs").set_value(["muon-s0"]).run()
+    shutil.copytree(runs / "adamw-s0", tmp_path / "adamw-s0")
+    at.run()
+    assert at.multiselect(key="runs").value == ["muon-s0", "adamw-s0"]
+    assert not at.warning and not at.exception

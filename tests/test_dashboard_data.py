@@ -1,0 +1,218 @@
+"""The dashboard's pure parts: finding runs, refusing paths, grouping, downsampling, smoothing, serving flags."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import test_dashboard_support as support  # noqa: E402
+
+from parallax_probe.dashboards import data, reduce, serve  # noqa: E402
+from parallax_probe.dashboards.figures import integer_ticks  # noqa: E402
+from parallax_probe.store import RunWriter  # noqa: E402
+
+
+def test_discover_lists_runs_and_says_why_others_are_skipped(tmp_path):
+    support.write_run(tmp_path / "muon-s0", layers=2, heads=2)
+    support.write_run(tmp_path / "sweep" / "adamw-s0", layers=2, heads=2, optimizer="adamw")
+    (tmp_path / "notes.txt").write_text("not a run")
+    (tmp_path / "stray.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    starting = tmp_path / "starting"
+    starting.mkdir()
+    (starting / "segment-00000.h5.tmp").write_bytes(b"")
+
+    found = data.discover_runs(tmp_path)
+
+    assert [r.name for r in found.runs] == ["muon-s0", "sweep/adamw-s0"]
+    reasons = {s.name: s.reason for s in found.skipped}
+    assert set(reasons) == {"notes.txt", "stray.h5", "empty", "starting"}
+    assert "not a run" in reasons["notes.txt"]
+    assert "HDF5 file outside a run folder" in reasons["stray.h5"]
+    assert "no segment-NNNNN.h5" in reasons["empty"]
+    assert "no published segment yet" in reasons["starting"]
+
+
+def test_discover_refuses_symlinks_leading_outside(tmp_path):
+    outside = support.write_run(tmp_path / "outside" / "run", layers=2, heads=2)
+    root = tmp_path / "runs"
+    root.mkdir()
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    inner = support.write_run(tmp_path / "runs" / "real", layers=2, heads=2)
+    (root / "alias").symlink_to(inner, target_is_directory=True)
+
+    found = data.discover_runs(root)
+
+    assert sorted(r.name for r in found.runs) == ["alias", "real"]
+    assert [s.name for s in found.skipped] == ["escape"]
+    assert "outside the runs folder" in found.skipped[0].reason
+
+
+def test_discover_a_missing_folder_and_a_run_folder_itself(tmp_path):
+    assert "is not a folder" in data.discover_runs(tmp_path / "nope").error
+    run = support.write_run(tmp_path / "one", layers=2, heads=2)
+    assert [r.name for r in data.discover_runs(run).runs] == ["one"]
+
+
+@pytest.mark.parametrize("name", ["../outside", "/etc", "a/../../b", "", "muon-s0/../../x"])
+def test_run_names_leading_outside_are_refused(tmp_path, name):
+    support.write_run(tmp_path / "muon-s0", layers=2, heads=2)
+    found = data.discover_runs(tmp_path)
+    with pytest.raises(data.RunNameError, match="outside the runs folder"):
+        data.resolve_run_name(found, name)
+    assert data.resolve_run_name(found, "muon-s0").name == "muon-s0"
+    with pytest.raises(data.RunNameError, match="not found"):
+        data.resolve_run_name(found, "adamw-s9")
+
+
+def test_signature_changes_when_a_writer_commits(tmp_path):
+    writer = RunWriter(tmp_path / "live", tables=support.probe_tables(2, 2), meta={"optimizer": "muon"}, start_step=0, fsync_every_s=None)
+    try:
+        support.append_rows(writer, range(5), 2, 2)
+        before = data.segment_signature(tmp_path / "live")
+        support.append_rows(writer, range(5, 600), 2, 2)
+        after = data.segment_signature(tmp_path / "live")
+        assert before != after
+        summary = data.load_summary(data.RunEntry("live", tmp_path / "live", after))
+        assert summary.status == "live" and summary.last_step == 599
+    finally:
+        writer.close()
+
+
+def test_a_broken_run_becomes_an_error_summary(tmp_path):
+    run = tmp_path / "broken"
+    run.mkdir()
+    (run / "segment-00000.h5").write_bytes(b"garbage" * 100)
+    summary = data.load_summary(data.RunEntry("broken", run, data.segment_signature(run)))
+    assert summary.status == "error" and not summary.ok
+    assert "not an HDF5 file" in summary.error
+
+
+def _summary(name, layers=2, heads=2, **meta):
+    return data.RunSummary(name=name, path=Path(name), signature=(), status="closed", meta=meta, layers=layers, heads=heads)
+
+
+def test_group_runs_by_metadata_and_config_path_keeping_one_shape():
+    runs = [
+        _summary("a", optimizer="muon", config={"train_config": {"lr": 1}}),
+        _summary("b", optimizer="muon", config={"train_config": {"lr": 2}}),
+        _summary("c", optimizer="adamw", config={"train_config": {"lr": 1}}),
+        _summary("d", layers=4, optimizer="muon"),
+        _summary("e"),
+    ]
+    grouping = data.group_runs(runs, "optimizer")
+    assert list(grouping.groups) == ["adamw", "muon"]
+    assert [r.name for r in grouping.groups["muon"]] == ["a", "b"]
+    left_out = {s.name: s.reason for s in grouping.left_out}
+    assert "4 layers x 2 heads" in left_out["d"] and "no scalar 'optimizer'" in left_out["e"]
+
+    by_lr = data.group_runs(runs[:3], "train_config.lr")
+    assert {k: [r.name for r in v] for k, v in by_lr.groups.items()} == {"1": ["a", "c"], "2": ["b"]}
+    assert list(data.group_runs(runs[:3], "run").groups) == ["a", "b", "c"]
+
+
+def test_aggregate_aligns_runs_on_their_steps():
+    a = reduce.aggregate([np.array([0, 10, 20]), np.array([10, 20, 30])], [np.array([1.0, 2.0, 3.0]), np.array([4.0, 6.0, 8.0])])
+    np.testing.assert_array_equal(a.step, [0, 10, 20, 30])
+    np.testing.assert_allclose(a.mean, [1, 3, 4.5, 8])
+    np.testing.assert_allclose(a.low, [1, 2, 3, 8])
+    np.testing.assert_allclose(a.high, [1, 4, 6, 8])
+    assert a.n_runs == 2
+
+
+def test_bucket_mean_is_exact_on_whole_buckets_and_identity_on_short_series():
+    steps = np.arange(10) * 5
+    values = np.arange(20, dtype=np.float32).reshape(10, 2)
+    same_steps, same = reduce.bucket_mean(steps, values, 10)
+    assert same_steps is steps and same is values
+    bucket_steps, means = reduce.bucket_mean(steps, values, 4)  # buckets of 3 rows, the last of 1
+    np.testing.assert_array_equal(bucket_steps, [0, 15, 30, 45])
+    np.testing.assert_allclose(means[:, 0], [2, 8, 14, 18])
+    values[1, 0] = np.nan
+    np.testing.assert_allclose(reduce.bucket_mean(steps, values, 4)[1][0, 0], 2)  # NaN ignored: mean of 0 and 4
+
+
+def test_minmax_indices_keep_every_extreme_and_both_ends():
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal(100_000)
+    y[12_345], y[67_890] = 50.0, -50.0
+    keep = reduce.minmax_indices(y, points=1000)
+    assert len(keep) <= 1002 and keep[0] == 0 and keep[-1] == len(y) - 1
+    assert {12_345, 67_890} <= set(keep.tolist())
+    assert np.all(np.diff(keep) > 0)
+    low, high = y - 1, y + 1
+    high[999] = 100.0
+    assert 999 in reduce.minmax_indices(y, low, high, points=3000)
+    np.testing.assert_array_equal(reduce.minmax_indices(y[:50], points=1000), np.arange(50))
+
+
+def test_ema_matches_a_loop_and_skips_nan():
+    x = np.array([1.0, 2.0, np.nan, 4.0, 8.0])
+    weight = 0.5
+    expected, average, count = [], 0.0, 0
+    for value in x:
+        if np.isnan(value):
+            expected.append(np.nan)
+            continue
+        count += 1
+        average = weight * average + (1 - weight) * value
+        expected.append(average / (1 - weight**count))
+    np.testing.assert_allclose(reduce.ema(x, weight), expected)
+    np.testing.assert_array_equal(reduce.ema(x, 0.0), x)
+
+
+def test_relative_depth_pairs_layers_of_different_depths():
+    np.testing.assert_allclose(reduce.relative_depth(3), [0, 0.5, 1])
+    values = np.array([[10.0, 20.0, 30.0]])  # 3 layers
+    np.testing.assert_allclose(reduce.resample_layers(values, 4), [[10, 20, 20, 30]])
+
+
+def test_integer_axes_tick_every_layer():
+    assert integer_ticks(np.arange(4))["tickvals"] == [0, 1, 2, 3]
+    assert integer_ticks(np.linspace(0, 1, 4)) == {}
+    assert integer_ticks(np.arange(100)) == {}
+
+
+def test_streamlit_command_binds_loopback_and_limits_hosts(tmp_path):
+    command = serve.streamlit_command(tmp_path, port=8765, host="127.0.0.1")
+    assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert command[-3:] == [str(serve.APP), "--", str(tmp_path)]
+    flags = [c for c in command if c.startswith("--")]
+    for flag in (
+        "--server.address=127.0.0.1", "--server.port=8765", "--server.headless=true", "--browser.gatherUsageStats=false",
+        "--client.showErrorDetails=none", "--server.enableCORS=true", "--server.enableXsrfProtection=true",
+    ):
+        assert flag in flags
+    hosts = sorted(c.split("=", 1)[1] for c in flags if c.startswith("--server.allowedHosts="))
+    assert hosts == sorted(serve.LOOPBACK_NAMES)
+
+
+def test_an_explicit_host_is_allowed_and_announced():
+    assert "10.1.2.3" in serve.allowed_hosts("10.1.2.3")
+    assert serve.allowed_hosts("0.0.0.0")[:3] == list(serve.LOOPBACK_NAMES) and len(serve.allowed_hosts("0.0.0.0")) > 3
+    assert serve.url("::1", 80) == "http://[::1]:80/"
+
+
+def test_dashboard_cli_refuses_a_missing_folder(tmp_path):
+    result = subprocess.run([str(support.CLI), "dashboard", str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "is not a folder" in result.stderr
+
+
+def test_dashboards_and_analysis_never_import_torch():
+    code = """
+import sys
+import parallax_probe.dashboards.app, parallax_probe.dashboards.serve, parallax_probe.analysis
+from parallax_probe.dashboards import data, figures, cache, ui
+from parallax_probe.dashboards import page_runs, page_cor, page_wr, page_probe, page_training, page_collapse
+assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert result.returncode == 0, result.stderr
