@@ -37,36 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from parallax_probe.store import Column, RunWriter, open_run
+from parallax_probe.probe_schema import probe_tables as probe_schema
+from parallax_probe.store import RunWriter, open_run
 
-ATTN_STATS = (
-    "cor_mean", "cor_p50", "cor_p90", "cor_max", "sum_osm_sq", "sum_c_sq", "sum_osm_c", "tokens",
-    "probe_norm_mean", "probe_norm_p50", "probe_norm_p90", "probe_norm_max", "nonfinite",
-)
-INTEGER_STATS = ("tokens", "nonfinite")
 PAGES = ("Runs", "COR", "W_R rank", "Probe norms", "Training", "Rank collapse")
 BUDGET_S = 2.0
-
-
-def probe_schema(L: int, H: int, D: int, C: int) -> dict[str, dict[str, Column]]:
-    """The probe's tables (hooks/probe.py `Probe._schema`), written out here so no torch is needed."""
-    k = min(H * D, C)
-    attn = {n: Column(n, (L, H), ("layer", "head"), "i8" if n in INTEGER_STATS else "f4") for n in ATTN_STATS}
-    attn["probe_gain_norm"] = Column("probe_gain_norm", (L,), ("layer",), "f4")
-    wr = {
-        "singular_values": Column("singular_values", (L, k), ("layer", "sv"), "f4"),
-        "stable_rank": Column("stable_rank", (L,), ("layer",), "f4"),
-        "effective_rank": Column("effective_rank", (L,), ("layer",), "f4"),
-        "head_singular_values": Column("head_singular_values", (L, H, min(D, C)), ("layer", "head", "head_sv"), "f4"),
-        "head_stable_rank": Column("head_stable_rank", (L, H), ("layer", "head"), "f4"),
-        "head_effective_rank": Column("head_effective_rank", (L, H), ("layer", "head"), "f4"),
-    }
-    wrk = {
-        "singular_values": Column("singular_values", (L, H, min(D, C)), ("layer", "head", "circuit_sv"), "f4"),
-        "stable_rank": Column("stable_rank", (L, H), ("layer", "head"), "f4"),
-        "effective_rank": Column("effective_rank", (L, H), ("layer", "head"), "f4"),
-    }
-    return {"attn": attn, "wr": wr, "wrk": wrk}
 
 
 def _ranks(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -35,11 +35,12 @@ import torch
 import torch.nn as nn
 
 from parallax_probe.kernels import AttentionStats, parallax_attention
+from parallax_probe.probe_schema import ATTN_STAT_NAMES, INTEGER_STATS, probe_tables
 from parallax_probe.store import Column, RunWriter
 
 from .discovery import AttentionSite, Selector, find_attention_sites
 from .spectra import circuit_singular_values, effective_rank, singular_values, stable_rank
-from .statistics import ATTN_STAT_NAMES, FLOAT64_STATS, INTEGER_STATS, reduce_attention_stats
+from .statistics import reduce_attention_stats
 
 QUEUE_DEPTH = 64
 MAX_ROWS_PER_COMMIT = 32
@@ -100,26 +101,7 @@ class Probe:
 
     # ---- schema and metadata -------------------------------------------------------------
     def _schema(self) -> dict[str, dict[str, Column]]:
-        L, H, D = self.n_layers, self.n_heads, self.head_dim
-        C = self.sites[0].module.r_proj.in_features
-        k = min(H * D, C)
-        dtype = {**{n: "i8" for n in INTEGER_STATS}, **{n: "f8" for n in FLOAT64_STATS}}
-        attn = {name: Column(name, (L, H), ("layer", "head"), dtype.get(name, "f4")) for name in ATTN_STAT_NAMES}
-        attn["probe_gain_norm"] = Column("probe_gain_norm", (L,), ("layer",), "f4", doc="||r_norm.weight|| (NaN without an r-norm)")
-        wr = {
-            "singular_values": Column("singular_values", (L, k), ("layer", "sv"), "f4"),
-            "stable_rank": Column("stable_rank", (L,), ("layer",), "f4"),
-            "effective_rank": Column("effective_rank", (L,), ("layer",), "f4"),
-            "head_singular_values": Column("head_singular_values", (L, H, min(D, C)), ("layer", "head", "head_sv"), "f4"),
-            "head_stable_rank": Column("head_stable_rank", (L, H), ("layer", "head"), "f4"),
-            "head_effective_rank": Column("head_effective_rank", (L, H), ("layer", "head"), "f4"),
-        }
-        wrk = {
-            "singular_values": Column("singular_values", (L, H, min(D, C)), ("layer", "head", "circuit_sv"), "f4"),
-            "stable_rank": Column("stable_rank", (L, H), ("layer", "head"), "f4"),
-            "effective_rank": Column("effective_rank", (L, H), ("layer", "head"), "f4"),
-        }
-        return {"attn": attn, "wr": wr, "wrk": wrk}
+        return probe_tables(self.n_layers, self.n_heads, self.head_dim, self.sites[0].module.r_proj.in_features)
 
     def _meta(self, meta: Mapping[str, Any] | None) -> dict[str, Any]:
         info = {k: v for k, v in (meta or {}).items() if v is not None}  # HDF5 attributes have no None

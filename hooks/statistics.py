@@ -1,7 +1,7 @@
 """Reduce one attention pass's per-row statistics to per-head numbers, on the device.
 
 Input: an `AttentionStats` of (B, T, HQ) rows. Output: a (N_STATS, HQ) float32 tensor whose
-rows are named by `ATTN_STAT_NAMES`. Nothing here syncs with the host; the probe stacks
+rows are named by `parallax_probe.probe_schema.ATTN_STAT_NAMES`. Nothing here syncs with the host; the probe stacks
 every layer's tensor and moves them to the host once per logging step.
 
 COR per token is ||c|| / ||o_sm|| (SPEC section 2). A token with a non-finite statistic
@@ -14,16 +14,6 @@ from __future__ import annotations
 import torch
 
 from parallax_probe.kernels import AttentionStats
-
-ATTN_STAT_NAMES = (
-    "cor_mean", "cor_p50", "cor_p90", "cor_max",
-    "sum_osm_sq", "sum_c_sq", "sum_osm_c", "tokens",
-    "probe_norm_mean", "probe_norm_p50", "probe_norm_p90", "probe_norm_max",
-    "nonfinite",
-)
-INTEGER_STATS = frozenset({"tokens", "nonfinite"})
-# The exact aggregates stay float64 end to end, so ratios derived from them are not re-estimated.
-FLOAT64_STATS = frozenset({"sum_osm_sq", "sum_c_sq", "sum_osm_c"})
 
 
 def correction_to_output_ratio(stats: AttentionStats) -> torch.Tensor:

@@ -1,0 +1,39 @@
+"""The probe's tables in the run store: one definition for the probe and for anything that
+writes probe-shaped runs without torch (synthetic benchmark runs). See docs/file-format.md."""
+
+from __future__ import annotations
+
+from .store import Column
+
+ATTN_STAT_NAMES = (
+    "cor_mean", "cor_p50", "cor_p90", "cor_max",
+    "sum_osm_sq", "sum_c_sq", "sum_osm_c", "tokens",
+    "probe_norm_mean", "probe_norm_p50", "probe_norm_p90", "probe_norm_max",
+    "nonfinite",
+)
+INTEGER_STATS = frozenset({"tokens", "nonfinite"})
+# The exact aggregates stay float64 end to end, so ratios derived from them are not re-estimated.
+FLOAT64_STATS = frozenset({"sum_osm_sq", "sum_c_sq", "sum_osm_c"})
+
+
+def probe_tables(layers: int, heads: int, head_dim: int, d_model: int) -> dict[str, dict[str, Column]]:
+    """Tables attn (per logging step), wr and wrk (per spectra step) for a model of this shape."""
+    L, H, D, C = layers, heads, head_dim, d_model
+    k = min(H * D, C)
+    dtype = {**{n: "i8" for n in INTEGER_STATS}, **{n: "f8" for n in FLOAT64_STATS}}
+    attn = {name: Column(name, (L, H), ("layer", "head"), dtype.get(name, "f4")) for name in ATTN_STAT_NAMES}
+    attn["probe_gain_norm"] = Column("probe_gain_norm", (L,), ("layer",), "f4", doc="||r_norm.weight|| (NaN without an r-norm)")
+    wr = {
+        "singular_values": Column("singular_values", (L, k), ("layer", "sv"), "f4"),
+        "stable_rank": Column("stable_rank", (L,), ("layer",), "f4"),
+        "effective_rank": Column("effective_rank", (L,), ("layer",), "f4"),
+        "head_singular_values": Column("head_singular_values", (L, H, min(D, C)), ("layer", "head", "head_sv"), "f4"),
+        "head_stable_rank": Column("head_stable_rank", (L, H), ("layer", "head"), "f4"),
+        "head_effective_rank": Column("head_effective_rank", (L, H), ("layer", "head"), "f4"),
+    }
+    wrk = {
+        "singular_values": Column("singular_values", (L, H, min(D, C)), ("layer", "head", "circuit_sv"), "f4"),
+        "stable_rank": Column("stable_rank", (L, H), ("layer", "head"), "f4"),
+        "effective_rank": Column("effective_rank", (L, H), ("layer", "head"), "f4"),
+    }
+    return {"attn": attn, "wr": wr, "wrk": wrk}
