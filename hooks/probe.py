@@ -167,13 +167,17 @@ class Probe:
             yield self
         finally:
             logging, self._logging = self._logging, False
-            for site in self.sites:
-                if site.native:
-                    site.module.stats_site.wanted = False
             if logging:
+                # only a logging step turned the flags on; a non-logging step costs a flag check
+                self._stop_wanting_stats()
                 self._emit_attention_row(step)
             if step % self.spectra_every == 0:
                 self.record_spectra(step)
+
+    def _stop_wanting_stats(self) -> None:
+        for site in self.sites:
+            if site.native:
+                site.module.stats_site.wanted = False
 
     def _emit_attention_row(self, step: int) -> None:
         rows = self._layer_rows
@@ -284,9 +288,7 @@ class Probe:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        for site in self.sites:
-            if site.native:
-                site.module.stats_site.wanted = False
+        self._stop_wanting_stats()
         self._queue.put(None)
         self._thread.join()
         if self._writer is not None:
@@ -355,19 +357,17 @@ def recompute_foreign_stats(module: nn.Module, x_BTC: torch.Tensor, site: Attent
     r = module.r_proj(x_BTC).view(B, T, H, D)
     k = module.k_proj(x_BTC).view(B, T, G, D)
     v = module.v_proj(x_BTC).view(B, T, G, D)
-    for name, t in (("q_norm", "q"), ("r_norm", "r"), ("k_norm", "k")):
-        norm = getattr(module, name, None)
-        if norm is not None and callable(norm):
-            if t == "q":
-                q = norm(q)
-            elif t == "r":
-                r = norm(r)
-            else:
-                k = norm(k)
+    q, r, k = (_apply_if_present(module, name, t) for name, t in (("q_norm", q), ("r_norm", r), ("k_norm", k)))
     q, r, k, v = (t.to(v.dtype) for t in (q, r, k, v))
     window = getattr(module, "window_size", None) or getattr(module, "window", None)
     _, stats = parallax_attention(q, r, k, v, window=window, return_stats=True)
     return stats
+
+
+def _apply_if_present(module: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
+    """fla applies its per-head q/r/k norms only when built with qk_norm: use them where they exist."""
+    norm = getattr(module, name, None)
+    return norm(x) if callable(norm) else x
 
 
 def gather_rows(stats: AttentionStats) -> AttentionStats:

@@ -33,7 +33,7 @@ def reduce_attention_stats(stats: AttentionStats) -> torch.Tensor:
     """
     HQ = stats.osm_sq.shape[-1]
     osm_sq, c_sq, osm_c, r_sq = (s.reshape(-1, HQ).float() for s in stats)  # (N, HQ) each
-    cor = (c_sq / osm_sq).sqrt()
+    cor = correction_to_output_ratio(AttentionStats(osm_sq, c_sq, osm_c, r_sq))
     probe_norm = r_sq.sqrt()
     finite = torch.isfinite(osm_sq) & torch.isfinite(c_sq) & torch.isfinite(osm_c) & torch.isfinite(r_sq)
     rows = [

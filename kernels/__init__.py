@@ -5,7 +5,7 @@ definition every fast path is checked against.
 """
 
 from .attention import parallax_attention, resolve_backend
-from .reference import parallax_attention_reference
+from .reference import allowed_keys_mask, parallax_attention_reference
 from .stats import AttentionStats
 
-__all__ = ["AttentionStats", "parallax_attention", "parallax_attention_reference", "resolve_backend"]
+__all__ = ["AttentionStats", "allowed_keys_mask", "parallax_attention", "parallax_attention_reference", "resolve_backend"]

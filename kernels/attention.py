@@ -73,11 +73,14 @@ def _triton_kernel_covers(q: torch.Tensor, causal: bool) -> bool:
     return causal
 
 
-def resolve_backend(q: torch.Tensor, backend: Backend) -> Literal["triton", "reference"]:
-    """The one place that decides which implementation runs."""
-    if backend == "auto":
-        return "triton" if triton_runs_on(q.device) else "reference"
-    return backend
+def resolve_backend(q: torch.Tensor, backend: Backend, causal: bool = True) -> Literal["triton", "reference"]:
+    """The one place that decides which implementation runs for this call.
+
+    'auto' asks for Triton on compute capability 9.0; either way a call the kernel does not
+    cover (`_triton_kernel_covers`) runs on the reference.
+    """
+    wanted = ("triton" if triton_runs_on(q.device) else "reference") if backend == "auto" else backend
+    return "triton" if wanted == "triton" and _triton_kernel_covers(q, causal) else "reference"
 
 
 def parallax_attention(
@@ -106,7 +109,7 @@ def parallax_attention(
     _validate(q, r, k, v, scale, causal, window, backend)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    if resolve_backend(q, backend) == "triton" and _triton_kernel_covers(q, causal):
+    if resolve_backend(q, backend, causal) == "triton":
         if q.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError(
                 "parallax_attention: backend='triton' with CPU tensors runs only in Triton's "

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig, resolve_model_config
-from parallax_probe.kernels import AttentionStats, parallax_attention
+from parallax_probe.kernels import AttentionStats, allowed_keys_mask, parallax_attention
 
 
 def rope_angles(T: int, D: int, theta: float, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,9 +100,7 @@ class ParallaxAttention(nn.Module):
         if self.window is None:
             o = F.scaled_dot_product_attention(q_, k_, v_, is_causal=True, enable_gqa=gqa)
         else:
-            i = torch.arange(T, device=q.device)[:, None]
-            j = torch.arange(T, device=q.device)[None, :]
-            allowed = (j <= i) & (j > i - self.window)
+            allowed = allowed_keys_mask(T, causal=True, window=self.window, device=q.device)
             o = F.scaled_dot_product_attention(q_, k_, v_, attn_mask=allowed, enable_gqa=gqa)
         return o.transpose(1, 2)
 

@@ -232,9 +232,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                   f"{f', world size {dist.world_size}' if dist.enabled else ''}", file=sys.stderr)
             print(f"[parallax-probe] parameter groups:\n{groups.describe()}", file=sys.stderr)
 
-
-    use_autocast = device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else nullcontext()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     chance = chance_accuracy(task)
     tokens_per_step = cfg.batch_size * task.seq_len
     bar = tqdm(total=cfg.steps, initial=start_step, disable=not (cfg.progress and dist.is_main), dynamic_ncols=True, unit="step", file=sys.stderr)

@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .mad import MAD_TASKS, mad_accuracy, mad_baseline, make_mad_dataset
-
-IGNORE_INDEX = -100
+from .mad import IGNORE_INDEX, MAD_TASKS, mad_accuracy, mad_baseline, make_mad_dataset
 
 # modded-nanogpt shard header: 256 int32, [0] magic, [1] version, [2] token count
 BIN_MAGIC = 20240520
@@ -37,26 +35,33 @@ class TaskData:
     train_stream: np.ndarray | None = None  # 1-D token stream, for language modelling
     test_stream: np.ndarray | None = None
     details: dict = field(default_factory=dict)
+    _orders: dict = field(default_factory=dict, repr=False)  # epoch orders drawn so far (see _epoch_order)
 
     def train_batch(self, step: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1):
         """Rank `rank`'s contiguous slice of global batch `step`, as int64 tensors (inputs, targets)."""
-        rng = np.random.default_rng([seed, step, 0x7A11])
         if self.train_inputs is not None:
             n = len(self.train_inputs)
             # epoch-wise permutations keyed by (seed, epoch): every example once per epoch
             first, last = step * global_batch, (step + 1) * global_batch
             idx = np.concatenate([
-                np.random.default_rng([seed, epoch, 0xE90C]).permutation(n)
-                for epoch in range(first // n, (last - 1) // n + 1)
+                self._epoch_order(seed, epoch) for epoch in range(first // n, (last - 1) // n + 1)
             ])[first - (first // n) * n:][:global_batch]
             inputs, targets = self.train_inputs[idx], self.train_targets[idx]
         else:
+            rng = np.random.default_rng([seed, step, 0x7A11])
             starts = rng.integers(0, len(self.train_stream) - self.seq_len - 1, size=global_batch)
             windows = np.stack([self.train_stream[s : s + self.seq_len + 1] for s in starts]).astype(np.int64)
             inputs, targets = windows[:, :-1], windows[:, 1:]
         per_rank = global_batch // world_size
         part = slice(rank * per_rank, (rank + 1) * per_rank)
         return torch.from_numpy(np.ascontiguousarray(inputs[part])), torch.from_numpy(np.ascontiguousarray(targets[part]))
+
+    def _epoch_order(self, seed: int, epoch: int) -> np.ndarray:
+        """The example order of one epoch, drawn once and kept until a batch reaches the next epoch."""
+        key = (seed, epoch)
+        if key not in self._orders:
+            self._orders = {key: np.random.default_rng([seed, epoch, 0xE90C]).permutation(len(self.train_inputs))}
+        return self._orders[key]
 
     def eval_batches(self, batch_size: int, max_examples: int = 1024):
         """The held-out set in order (the first `max_examples` examples or windows)."""
