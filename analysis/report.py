@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 COR_NAME = "attn/cor_mean"
+LAYER_COR_NAME = "attn/layer_cor_mean"  # its mean over heads, per layer (probe_schema.HEAD_MEAN_STATS)
 COR_STEP_NAME = "step"
 STABLE_RANK_NAME = "wr/stable_rank"
 EFFECTIVE_RANK_NAME = "wr/effective_rank"
@@ -262,6 +263,21 @@ def _head_mean(cor_mean: np.ndarray) -> np.ndarray:
         return np.nanmean(cor_mean.astype(np.float64), axis=2)
 
 
+def _layer_cor(reader: _RunReader) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps (N,), COR (N, L) as the mean over heads of each head's token mean).
+
+    The probe stores that mean itself (LAYER_COR_NAME): L values per step instead of L x H.
+    A row without it (an older run's segment, resumed by a newer probe, reads as NaN) sends
+    the reader back to the per-head column, which gives the same numbers, only slower.
+    """
+    if LAYER_COR_NAME in reader.available:
+        layer = reader.series(COR_STEP_NAME, LAYER_COR_NAME, ndim=2)
+        if layer is not None and not np.isnan(layer[1]).all(axis=1).any():
+            return layer[0], layer[1].astype(np.float64)
+    cor = reader.series(COR_STEP_NAME, COR_NAME, ndim=3)
+    return None if cor is None else (cor[0], _head_mean(cor[1]))
+
+
 def _per_layer_stats(steps, values, label: str, values_name: str, problems: list[Problem], settings: ReportSettings):
     """trajectory_stats for each column of values (N, L); None for all on invalid steps."""
     try:
@@ -283,7 +299,7 @@ def _per_layer_stats(steps, values, label: str, values_name: str, problems: list
 
 def _summarize_run(run: RunLike, label: str, group, settings: ReportSettings, problems: list[Problem]):
     reader = _RunReader(run, label, problems)
-    cor = reader.series(COR_STEP_NAME, COR_NAME, ndim=3)
+    cor = _layer_cor(reader)
     stable = reader.series(SPECTRA_STEP_NAME, STABLE_RANK_NAME, ndim=2)
     effective = reader.series(SPECTRA_STEP_NAME, EFFECTIVE_RANK_NAME, ndim=2)
 
@@ -302,7 +318,7 @@ def _summarize_run(run: RunLike, label: str, group, settings: ReportSettings, pr
 
     cor_stats = stable_stats = effective_stats = None
     if cor is not None:
-        cor_stats = _per_layer_stats(cor[0], _head_mean(cor[1]), label, COR_NAME, problems, settings)
+        cor_stats = _per_layer_stats(*cor, label, COR_NAME, problems, settings)
     if stable is not None:
         stable_stats = _per_layer_stats(*stable, label, STABLE_RANK_NAME, problems, settings)
     if effective is not None:

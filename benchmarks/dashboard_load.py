@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from parallax_probe.probe_schema import head_means
 from parallax_probe.probe_schema import probe_tables as probe_schema
 from parallax_probe.store import RunWriter, open_run
 
@@ -73,12 +74,13 @@ def write_run(path: Path, *, optimizer: str, steps: int, spectra_rows: int, L: i
             for i, step in enumerate(rows):
                 step = int(step)
                 c = cor[i]
-                writer.append(
-                    "attn", step, cor_mean=c, cor_p50=0.8 * c, cor_p90=1.6 * c, cor_max=3 * c,
+                row = dict(
+                    cor_mean=c, cor_p50=0.8 * c, cor_p90=1.6 * c, cor_max=3 * c,
                     sum_osm_sq=np.full((L, H), 512.0, np.float32), sum_c_sq=512 * c**2, sum_osm_c=np.zeros((L, H), np.float32),
                     tokens=np.full((L, H), 512), probe_norm_mean=norm[i], probe_norm_p50=0.9 * norm[i], probe_norm_p90=1.3 * norm[i],
                     probe_norm_max=2 * norm[i], nonfinite=np.zeros((L, H), np.int64), probe_gain_norm=np.full(L, 11.3, np.float32),
                 )
+                writer.append("attn", step, **row, **head_means(row))
                 if step % 10 == 0:
                     lr = min(1.0, step / 1000) * 0.5 * (1 + np.cos(np.pi * step / steps))
                     writer.append("scalars", step, loss=float(3 * np.exp(-3 * step / steps) + 0.1 * rng.random()), lr_multiplier=lr,
@@ -102,7 +104,8 @@ def ensure_runs(folder: Path, steps: int, spectra_rows: int) -> list[Path]:
         path = folder / f"{optimizer}-s{seed}"
         try:
             run = open_run(path)
-            ready = run.status == "closed" and run.steps_logged == steps and run.layers == shape["L"]
+            # Runs written before the per-layer head-mean columns existed are written again.
+            ready = run.status == "closed" and run.steps_logged == steps and run.layers == shape["L"] and "attn/layer_cor_mean" in run
         except (FileNotFoundError, ValueError):
             ready = False
         if not ready:
@@ -118,11 +121,15 @@ def read_columns(path: str) -> dict:
     from parallax_probe.dashboards import data
 
     loads = {
-        "attn/cor_mean (+ per-head buckets)": lambda: data.load_layer_series(Path(path), ("attn/cor_mean",), per_head="attn/cor_mean"),
-        "attn/cor_p50": lambda: data.load_layer_series(Path(path), ("attn/cor_p50",)),
-        "attn/probe_norm_mean": lambda: data.load_layer_series(Path(path), ("attn/probe_norm_mean",)),
-        "wr (spectra, ranks)": lambda: data.load_spectra(Path(path), "wr"),
-        "wrk (circuit spectra)": lambda: data.load_spectra(Path(path), "wrk"),
+        "attn/cor_mean, head means": lambda: data.load_layer_series(Path(path), ("attn/cor_mean",)),
+        "attn/cor_mean, one layer's heads": lambda: data.load_head_buckets(Path(path), "attn/cor_mean", 27),
+        "attn/cor_p50, head means": lambda: data.load_layer_series(Path(path), ("attn/cor_p50",)),
+        "attn/probe_norm_mean, head means": lambda: data.load_layer_series(Path(path), ("attn/probe_norm_mean",)),
+        "wr ranks": lambda: data.load_spectra(Path(path), "wr"),
+        "wr spectra, one layer": lambda: data.load_spectrum(Path(path), "wr", 27),
+        "wrk ranks": lambda: data.load_spectra(Path(path), "wrk"),
+        "wrk spectra, one layer": lambda: data.load_spectrum(Path(path), "wrk", 27),
+        "attn/cor_mean, every head (older runs' path)": lambda: open_run(Path(path))["attn/cor_mean"],
         "scalars": lambda: data.load_scalars(Path(path)),
     }
     out = {}

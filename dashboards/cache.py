@@ -17,7 +17,7 @@ from pathlib import Path
 import streamlit as st
 
 from . import data
-from .data import LayerSeries, RunEntry, RunSummary, Scalars, Spectra
+from .data import HeadBuckets, LayerSeries, RunEntry, RunSummary, Scalars, Spectra, Spectrum
 
 # A run's status ("live" or "crashed") can change without its files changing (the writer
 # died): a summary is trusted for this long, then the run is opened again (a few ms).
@@ -34,13 +34,23 @@ def summary(entry: RunEntry) -> RunSummary:
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
-def _layer_series(path: Path, signature: tuple, name: str, per_head: bool) -> LayerSeries:
-    return data.load_layer_series(path, (name,), per_head=name if per_head else None)
+def _layer_series(path: Path, signature: tuple, name: str) -> LayerSeries:
+    return data.load_layer_series(path, (name,))
 
 
-def layer_series(run: RunSummary, name: str, *, per_head: bool = False) -> LayerSeries:
-    """One attn column of the run, as (N, L) means over heads (and (B, L, H) bucket means if per_head)."""
-    return _layer_series(run.path, run.signature, name, per_head)
+def layer_series(run: RunSummary, name: str) -> LayerSeries:
+    """One attn column of the run, as (N, L) means over heads."""
+    return _layer_series(run.path, run.signature, name)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _head_buckets(path: Path, signature: tuple, name: str, layer: int) -> HeadBuckets:
+    return data.load_head_buckets(path, name, layer)
+
+
+def head_buckets(run: RunSummary, name: str, layer: int) -> HeadBuckets:
+    """One layer of an (N, L, H) attn column as bucket means over steps, (B, H)."""
+    return _head_buckets(run.path, run.signature, name, layer)
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
@@ -49,7 +59,18 @@ def _spectra(path: Path, signature: tuple, table: str) -> Spectra | None:
 
 
 def spectra(run: RunSummary, table: str) -> Spectra | None:
+    """The run's "wr" or "wrk" ranks (None without that table)."""
     return _spectra(run.path, run.signature, table)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _spectrum(path: Path, signature: tuple, table: str, layer: int) -> Spectrum:
+    return data.load_spectrum(path, table, layer)
+
+
+def spectrum(run: RunSummary, table: str, layer: int) -> Spectrum:
+    """One layer's singular values of table "wr" or "wrk" at every spectra step."""
+    return _spectrum(run.path, run.signature, table, layer)
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)

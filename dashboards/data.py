@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from parallax_probe.store import RunFileError, open_run
+from parallax_probe.probe_schema import HEAD_MEAN_PREFIX, HEAD_MEAN_STATS
+from parallax_probe.store import Run, RunFileError, open_run
 from parallax_probe.store_format import SEGMENT_RE, STORE_FILE_RE
 
 from .reduce import HEATMAP_BUCKETS, bucket_mean, finite_mean
@@ -283,74 +284,117 @@ def _frozen(*arrays: np.ndarray | None) -> None:
             array.flags.writeable = False
 
 
+def _stored_in_every_segment(run: Run, name: str) -> bool:
+    """True if every segment of the run has the column (a resumed older run may lack it in early segments)."""
+    table_name, _, column = name.partition("/")
+    return all(
+        table_name in segment.tables and segment.tables[table_name].column(column) is not None for segment in run.segments
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class LayerSeries:
-    """Per-layer series of one run: `values[name]` is (N, L), the mean over heads of a per-head column.
-
-    head_step / head_values: the first name's per-head values, bucket means over steps:
-    (B,) and (B, L, H), so a per-head heatmap never needs the full (N, L, H) array again.
-    """
+    """Per-layer series of one run: `values[name]` is (N, L), the mean over heads of a per-head column."""
 
     step: np.ndarray
     values: dict[str, np.ndarray]
-    head_step: np.ndarray | None = None
-    head_values: np.ndarray | None = None
 
 
-def load_layer_series(path: Path, names: Sequence[str], *, per_head: str | None = None) -> LayerSeries:
-    """Read attn columns `names` ((N, L, H) each, or (N, L)) and reduce them over heads."""
+def load_layer_series(path: Path, names: Sequence[str]) -> LayerSeries:
+    """Attn columns `names` ((N, L, H) each, or (N, L)) as (N, L) means over heads.
+
+    The probe also stores each per-head statistic's mean over heads ("attn/layer_<stat>",
+    `probe_schema.HEAD_MEAN_STATS`); where every segment has it, that is read: L values per
+    step instead of L x H. Older runs are reduced here, with the same NaN-skipping mean.
+    """
     run = open_run(path)
-    raw = run.read("step", *names)
-    values = {}
-    head_step = head_values = None
+    stored = {}
     for name in names:
-        array = raw.pop(name)
-        if name == per_head:
-            head_step, head_values = bucket_mean(raw["step"], array, HEATMAP_BUCKETS)
+        table, _, column = name.partition("/")
+        head_mean = f"{table}/{HEAD_MEAN_PREFIX}{column}"
+        stored[name] = head_mean if column in HEAD_MEAN_STATS and _stored_in_every_segment(run, head_mean) else name
+    raw = run.read("step", *stored.values())
+    values = {}
+    for name, source in stored.items():
+        array = raw.pop(source)
         values[name] = finite_mean(array, axis=2) if array.ndim == 3 else array.astype(np.float32)
         del array
-    _frozen(raw["step"], head_step, head_values, *values.values())
-    return LayerSeries(raw["step"], values, head_step, head_values)
+    _frozen(raw["step"], *values.values())
+    return LayerSeries(raw["step"], values)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadBuckets:
+    """One layer's per-head values of a column, bucket means over steps: step (B,), values (B, H)."""
+
+    step: np.ndarray
+    values: np.ndarray
+
+
+def load_head_buckets(path: Path, name: str, layer: int) -> HeadBuckets:
+    """Layer `layer` of the (N, L, H) column `name`, reduced to HEATMAP_BUCKETS buckets of steps.
+
+    Reads only that layer (closed segments chunk per layer): a per-head view never needs the
+    whole (N, L, H) array.
+    """
+    raw = open_run(path).read("step", name, select=(layer,))
+    step, values = bucket_mean(raw["step"], raw[name], HEATMAP_BUCKETS)
+    _frozen(step, values)
+    return HeadBuckets(step, values)
 
 
 @dataclass(frozen=True, slots=True)
 class Spectra:
-    """W_R (table "wr") or W_RK circuit (table "wrk") spectra and ranks of one run.
+    """W_R (table "wr") or W_RK circuit (table "wrk") ranks of one run, without the spectra themselves.
 
-    step (M,); singular_values (M, L, K) for "wr", (M, L, H, K) for "wrk";
-    stable_rank / effective_rank (M, L) for "wr", (M, L, H) for "wrk";
-    head_stable_rank / head_effective_rank (M, L, H) for "wr" only.
+    step (M,); stable_rank / effective_rank (M, L) for "wr", (M, L, H) for "wrk";
+    head_stable_rank / head_effective_rank (M, L, H) for "wr" only; k: singular values per
+    spectrum (min(m, n) of the matrix). The spectra are read per layer by `load_spectrum`.
     """
 
     table: str
     step: np.ndarray
-    singular_values: np.ndarray
     stable_rank: np.ndarray
     effective_rank: np.ndarray
+    k: int
     head_stable_rank: np.ndarray | None = None
     head_effective_rank: np.ndarray | None = None
 
 
 def load_spectra(path: Path, table: str) -> Spectra | None:
-    """The run's "wr" or "wrk" table; None when the run has none (a softmax model, or no spectra logged)."""
+    """The run's "wr" or "wrk" ranks; None when the run has none (a softmax model, or no spectra logged)."""
     run = open_run(path)
-    names = [f"{table}/step", f"{table}/singular_values", f"{table}/stable_rank", f"{table}/effective_rank"]
+    names = [f"{table}/step", f"{table}/stable_rank", f"{table}/effective_rank"]
     if table == "wr":
         names += ["wr/head_stable_rank", "wr/head_effective_rank"]
     present = [n for n in names if n in run]
-    if f"{table}/stable_rank" not in present:
+    if f"{table}/stable_rank" not in present or f"{table}/singular_values" not in run:
         return None
     raw = run.read(*present)
     _frozen(*raw.values())
     return Spectra(
         table=table,
         step=raw[f"{table}/step"],
-        singular_values=raw.get(f"{table}/singular_values"),
         stable_rank=raw[f"{table}/stable_rank"],
         effective_rank=raw.get(f"{table}/effective_rank"),
+        k=run.tables[table].column("singular_values").shape[-1],
         head_stable_rank=raw.get("wr/head_stable_rank"),
         head_effective_rank=raw.get("wr/head_effective_rank"),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Spectrum:
+    """One layer's singular values at every spectra step: step (M,), values (M, K) for "wr", (M, H, K) for "wrk"."""
+
+    step: np.ndarray
+    values: np.ndarray
+
+
+def load_spectrum(path: Path, table: str, layer: int) -> Spectrum:
+    raw = open_run(path).read(f"{table}/step", f"{table}/singular_values", select=(layer,))
+    _frozen(*raw.values())
+    return Spectrum(raw[f"{table}/step"], raw[f"{table}/singular_values"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,10 +22,14 @@ from .ui import Context, no_groups_message, show_figure, show_table
 # scipy's Theil-Sen slope, inside the analysis, builds all n^2 pairs of points: 100,000
 # logged steps would need about 80 GB. Longer tables are thinned for the report to this
 # many rows, keeping the last row and every layer's peak of COR and of the stable rank,
-# so those peaks and all final values stay exact.
-MAX_ANALYSIS_ROWS = 1000
+# so those peaks and all final values stay exact. Theil-Sen's cost grows with the square of
+# the rows: 1000 rows took 3 s for two 28-layer runs, 400 take about 0.5 s; the trends of a
+# few hundred evenly spaced points are what a page can show. `parallax-probe analyze` reads
+# everything.
+MAX_ANALYSIS_ROWS = 400
 # The per-layer series of each table whose peaks the thinning keeps.
-PEAK_COLUMNS = {"attn": "attn/cor_mean", "wr": "wr/stable_rank", "wrk": "wrk/stable_rank"}
+# For attn, the probe's per-layer head mean where the run has it (what the analysis reads too).
+PEAK_COLUMNS = {"attn": ("attn/layer_cor_mean", "attn/cor_mean"), "wr": ("wr/stable_rank",), "wrk": ("wrk/stable_rank",)}
 
 
 class GroupedRun:
@@ -63,8 +67,8 @@ class GroupedRun:
     def _thin(self, table: str, n: int) -> np.ndarray:
         """An even grid of rows plus, for each layer, the row of its peak, plus the last row."""
         rows = [np.linspace(0, n - 1, MAX_ANALYSIS_ROWS).astype(np.int64), np.array([n - 1])]
-        peaks_of = PEAK_COLUMNS.get(table)
-        if peaks_of is not None and peaks_of in self._run:
+        peaks_of = next((name for name in PEAK_COLUMNS.get(table, ()) if name in self._run), None)
+        if peaks_of is not None:
             values = self._read(peaks_of)
             per_layer = values.reshape(n, values.shape[1], -1).mean(axis=2)  # (N, L): heads averaged, as the analysis does
             rows.append(np.argmax(np.where(np.isfinite(per_layer), per_layer, -np.inf), axis=0))

@@ -7,8 +7,6 @@ heatmap of one layer; and COR against depth at one step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -17,9 +15,11 @@ from . import cache, reduce
 from .data import LayerSeries, RunSummary
 from .reduce import HEATMAP_BUCKETS, Aggregate
 from .figures import HeatPanel, Line, band_color, heatmaps_figure, lines_figure, panels_figure
-from .ui import Context, DepthAxis, depth_axis, load_per_group, no_groups_message, show_figure, show_table
+from .ui import Context, DepthAxis, depth_axis, load_per_group, no_groups_message, open_view, show_figure, show_table
 
 MEAN, P50, P90 = "attn/cor_mean", "attn/cor_p50", "attn/cor_p90"
+HEATMAPS, CURVES, HEADS, DEPTH = "Layer x step", "Per layer", "Per head", "Against depth"
+VIEWS = (HEATMAPS, CURVES, HEADS, DEPTH)
 BAND_TOKENS = "p50-p90 over tokens"
 BAND_SEEDS = "min-max over seeds"
 BAND_NONE = "none"
@@ -31,6 +31,15 @@ def group_aggregates(series: dict[str, list[tuple[RunSummary, LayerSeries]]], na
         group: reduce.aggregate([s.step for _, s in pairs], [s.values[name] for _, s in pairs])
         for group, pairs in series.items()
     }
+
+
+def heatmaps_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -> None:
+    panels, difference = heatmap_panels(ctx, means, axis)
+    fig = heatmaps_figure(
+        panels, title="mean COR, layer x step (mean over heads and seeds; one colour scale)", value_title="COR",
+        x_title="step", y_title=axis.title, difference=difference,
+    )
+    show_figure(ctx, fig, "cor-heatmaps")
 
 
 def heatmap_panels(ctx: Context, aggregates: dict[str, Aggregate], axis: DepthAxis) -> tuple[list[HeatPanel], HeatPanel | None]:
@@ -98,44 +107,31 @@ def curves_figure(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis, la
     return panels_figure(panels, title=f"mean COR per layer (mean over heads and seeds){note}", x_title="step", y_title="COR")
 
 
-def curves_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -> Callable[[], None] | None:
-    """The per-layer curves. With the token band, the figure is drawn first without it, and the
-    returned function, called once the rest of the page is drawn, reads the p50 and p90 columns
-    and draws the band in: on a large run not yet cached, those reads take longer than the rest."""
-    st.subheader("Per layer over training")
+def curves_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -> None:
     left, middle, right = st.columns([2, 1, 1])
     layers = left.multiselect("Layers", list(range(axis.reference)), default=_default_layers(axis.reference), key="cor-layers")
     smoothing = middle.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01, key="cor-ema", help="TensorBoard-style: 0 is off.")
     band = right.radio("Band", [BAND_TOKENS, BAND_SEEDS, BAND_NONE], key="cor-band")
     if not layers:
-        return None
-    place = st.empty()
-    if band != BAND_TOKENS:
-        show_figure(ctx, curves_figure(ctx, means, axis, sorted(layers), smoothing, band, {}), "cor-per-layer", where=place)
-        return None
-    show_figure(ctx, curves_figure(ctx, means, axis, sorted(layers), smoothing, band, {}), "cor-per-layer", where=place, keyed=False)
-
-    def draw_band() -> None:
-        fig = curves_figure(ctx, means, axis, sorted(layers), smoothing, band, token_quantiles(ctx))
-        show_figure(ctx, fig, "cor-per-layer", where=place)
-
-    return draw_band
+        return
+    quantiles = token_quantiles(ctx) if band == BAND_TOKENS else {}
+    show_figure(ctx, curves_figure(ctx, means, axis, sorted(layers), smoothing, band, quantiles), "cor-per-layer")
 
 
 def heads_section(ctx: Context, series: dict, axis: DepthAxis) -> None:
-    st.subheader("Per head")
     layer = st.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="cor-head-layer")
+    buckets = load_per_group(ctx, lambda r: cache.head_buckets(r, MEAN, axis.layer_of(ctx.group_of(r), layer)), "per-head COR",
+                             among=series)
     panels = []
-    for group, pairs in series.items():
+    for group, pairs in buckets.items():
         layer_g = axis.layer_of(group, layer)
-        agg = reduce.aggregate([s.head_step for _, s in pairs], [s.head_values[:, layer_g, :] for _, s in pairs])
+        agg = reduce.aggregate([b.step for _, b in pairs], [b.values for _, b in pairs])
         panels.append(HeatPanel(f"{ctx.group_name(group)}, layer {layer_g}", agg.step, np.arange(agg.mean.shape[1]), agg.mean.T))
     fig = heatmaps_figure(panels, title="mean COR per head (mean over seeds)", value_title="COR", x_title="step", y_title="head")
     show_figure(ctx, fig, "cor-per-head")
 
 
 def depth_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -> None:
-    st.subheader("Against depth")
     steps = np.unique(np.concatenate([agg.step for agg in means.values()]))
     left, right = st.columns([3, 1])
     latest = right.checkbox("Last logged step", value=True, key="cor-depth-latest", help="Follows a live run.")
@@ -168,19 +164,17 @@ def render(ctx: Context) -> None:
     )
     if no_groups_message(ctx):
         return
-    series = load_per_group(ctx, lambda r: cache.layer_series(r, MEAN, per_head=True), "COR statistics")
+    series = load_per_group(ctx, lambda r: cache.layer_series(r, MEAN), "COR statistics")
     if not series:
         return
     axis = depth_axis(ctx, list(series))
     means = group_aggregates(series, MEAN)
-    panels, difference = heatmap_panels(ctx, means, axis)
-    fig = heatmaps_figure(
-        panels, title="mean COR, layer x step (mean over heads and seeds; one colour scale)", value_title="COR",
-        x_title="step", y_title=axis.title, difference=difference,
-    )
-    show_figure(ctx, fig, "cor-heatmaps")
-    draw_band = curves_section(ctx, means, axis)
-    heads_section(ctx, series, axis)
-    depth_section(ctx, means, axis)
-    if draw_band is not None:
-        draw_band()
+    view = open_view(VIEWS, "cor-view")
+    if view == HEATMAPS:
+        heatmaps_section(ctx, means, axis)
+    elif view == CURVES:
+        curves_section(ctx, means, axis)
+    elif view == HEADS:
+        heads_section(ctx, series, axis)
+    else:
+        depth_section(ctx, means, axis)

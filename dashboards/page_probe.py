@@ -12,11 +12,13 @@ import streamlit as st
 from . import cache, reduce
 from .reduce import HEATMAP_BUCKETS
 from .figures import HeatPanel, Line, band_color, heatmaps_figure, layer_color, panels_figure
-from .ui import Context, depth_axis, load_per_group, no_groups_message, show_figure
+from .ui import Context, depth_axis, load_per_group, no_groups_message, open_view, show_figure
 
 STATS = ("mean", "p50", "p90", "max")
 NAMES = {stat: f"attn/probe_norm_{stat}" for stat in STATS}
 GAIN = "attn/probe_gain_norm"
+HEATMAP, DISTRIBUTION, GAINS = "Layer x step", "Distribution per layer", "r-norm gain"
+VIEWS = (HEATMAP, DISTRIBUTION, GAINS)
 
 
 def aggregates(ctx: Context, stats: tuple[str, ...]) -> dict[str, dict[str, reduce.Aggregate]]:
@@ -61,8 +63,9 @@ def gain_section(ctx: Context) -> None:
                  showlegend=not gain_panels and layers_g <= 32, width=1.5)
             for layer in range(layers_g)
         ]))
-    if gain_panels:
-        st.subheader("r-norm gain")
+    if not gain_panels:
+        st.info("No r-norm gain in these runs (the model has no r-norm).")
+    else:
         fig = panels_figure(gain_panels, title="||r_norm.weight|| per layer (mean over seeds; colour: depth)", x_title="step",
                             y_title="gain norm", columns=len(gain_panels), shared_y=True, panel_height=340)
         show_figure(ctx, fig, "probe-gain-norm")
@@ -77,6 +80,16 @@ def render(ctx: Context) -> None:
     if not means:
         return
     axis = depth_axis(ctx, list(means))
+    view = open_view(VIEWS, "probe-view")
+    if view == HEATMAP:
+        heatmap_section(ctx, means, axis)
+    elif view == DISTRIBUTION:
+        distribution_section(ctx, axis)
+    else:
+        gain_section(ctx)
+
+
+def heatmap_section(ctx: Context, means: dict, axis) -> None:
     panels = []
     for group, by_stat in means.items():
         x, z = reduce.bucket_mean(by_stat["mean"].step, by_stat["mean"].mean, HEATMAP_BUCKETS)
@@ -85,16 +98,11 @@ def render(ctx: Context) -> None:
                           value_title="||r||", x_title="step", y_title=axis.title)
     show_figure(ctx, fig, "probe-norm-heatmaps")
 
-    st.subheader("Distribution per layer over training")
+
+def distribution_section(ctx: Context, axis) -> None:
     left, right = st.columns([3, 1])
     default = sorted({0, axis.reference // 2, axis.reference - 1})
     layers = sorted(left.multiselect("Layers", list(range(axis.reference)), default=default, key="probe-layers"))
     smoothing = right.slider("EMA smoothing", 0.0, 0.99, 0.0, 0.01, key="probe-ema")
-    place = st.empty()
     if layers:
-        # The means first; p50, p90 and max are three more column reads, drawn in at the end.
-        show_figure(ctx, distribution_figure(ctx, means, axis, layers, smoothing), "probe-norm-per-layer", where=place, keyed=False)
-    gain_section(ctx)
-    if layers:
-        full = aggregates(ctx, STATS)
-        show_figure(ctx, distribution_figure(ctx, full, axis, layers, smoothing), "probe-norm-per-layer", where=place)
+        show_figure(ctx, distribution_figure(ctx, aggregates(ctx, STATS), axis, layers, smoothing), "probe-norm-per-layer")

@@ -15,9 +15,11 @@ from . import cache, reduce
 from .data import RunSummary, Spectra
 from .reduce import Aggregate
 from .figures import HeatPanel, Line, band_color, heatmaps_figure, layer_color, lines_figure, panels_figure
-from .ui import Context, DepthAxis, depth_axis, load_per_group, no_groups_message, show_figure, show_table
+from .ui import Context, DepthAxis, depth_axis, load_per_group, no_groups_message, open_view, show_figure, show_table
 
 STABLE, EFFECTIVE, EFFECTIVE_NORMALISED = "stable rank", "effective rank", "effective rank / min(m, n)"
+RANKS, SPECTRUM, HEADS, CIRCUIT = "Rank over training", "Spectrum", "Per head", "W_RK circuit"
+VIEWS = (RANKS, SPECTRUM, HEADS, CIRCUIT)
 
 
 def rank_values(spectra: Spectra, measure: str) -> np.ndarray:
@@ -26,7 +28,7 @@ def rank_values(spectra: Spectra, measure: str) -> np.ndarray:
         return spectra.stable_rank
     if measure == EFFECTIVE_NORMALISED:
         # min(m, n) of W_R is the number of singular values stored per row.
-        return spectra.effective_rank / spectra.singular_values.shape[-1]
+        return spectra.effective_rank / spectra.k
     return spectra.effective_rank
 
 
@@ -41,7 +43,6 @@ def aggregate_head_ranks(pairs: list[tuple[RunSummary, Spectra]], measure: str) 
 
 
 def ranks_over_training(ctx: Context, spectra: dict, measure: str, axis: DepthAxis) -> None:
-    st.subheader("Rank over training, every layer")
     panels = []
     for group, pairs in spectra.items():
         agg = aggregate_ranks(pairs, measure)
@@ -83,16 +84,15 @@ def step_picker(where, spectra: dict, key: str) -> int:
 
 
 def spectrum_section(ctx: Context, spectra: dict, axis: DepthAxis) -> None:
-    st.subheader("Singular values of one layer")
     left, middle, right = st.columns([1, 3, 1])
     layer = left.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="wr-spectrum-layer")
     step = step_picker(middle, spectra, "wr-spectrum-step")
     log_y = right.checkbox("Log scale", value=True, key="wr-spectrum-log")
+    layers = load_per_group(ctx, lambda r: cache.spectrum(r, "wr", axis.layer_of(ctx.group_of(r), layer)), "W_R spectra", among=spectra)
     lines = []
-    for group, pairs in spectra.items():
-        layer_g = axis.layer_of(group, layer)
+    for group, pairs in layers.items():
         rows = [reduce.nearest_at_or_before(s.step, step) for _, s in pairs]
-        values = np.stack([s.singular_values[row, layer_g] for row, (_, s) in zip(rows, pairs)])  # (R, K)
+        values = np.stack([s.values[row] for row, (_, s) in zip(rows, pairs)])  # (R, K)
         at = sorted({int(s.step[row]) for row, (_, s) in zip(rows, pairs)})
         lines.append(Line(f"{ctx.group_name(group)} at step {', '.join(map(str, at))}", np.arange(1, values.shape[1] + 1),
                           values.mean(0), ctx.color(group), low=values.min(0), high=values.max(0),
@@ -103,7 +103,6 @@ def spectrum_section(ctx: Context, spectra: dict, axis: DepthAxis) -> None:
 
 
 def heads_section(ctx: Context, spectra: dict, measure: str) -> None:
-    st.subheader("Per head")
     with_heads = {g: pairs for g, pairs in spectra.items() if all(s.head_stable_rank is not None for _, s in pairs)}
     if not with_heads:
         st.info("These runs hold no per-head ranks.")
@@ -123,7 +122,6 @@ def heads_section(ctx: Context, spectra: dict, measure: str) -> None:
 
 
 def circuit_section(ctx: Context, axis: DepthAxis) -> None:
-    st.subheader("W_RK circuit spectra")
     st.caption("Singular values of W_R,h^T W_K,h (d_model x d_model, rank <= head dim): the bilinear form behind the probe scores r.k.")
     circuits = load_per_group(ctx, lambda r: cache.spectra(r, "wrk"), "W_RK circuit spectra")
     if not circuits:
@@ -131,10 +129,12 @@ def circuit_section(ctx: Context, axis: DepthAxis) -> None:
     left, right = st.columns([1, 3])
     layer = left.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="wrk-layer")
     step = step_picker(right, circuits, "wrk-step")
+    layers = load_per_group(ctx, lambda r: cache.spectrum(r, "wrk", axis.layer_of(ctx.group_of(r), layer)), "W_RK circuit spectra",
+                            among=circuits)
     panels = []
-    for group, pairs in circuits.items():
+    for group, pairs in layers.items():
         layer_g = axis.layer_of(group, layer)
-        values = np.stack([s.singular_values[reduce.nearest_at_or_before(s.step, step), layer_g] for _, s in pairs]).mean(0)  # (H, K)
+        values = np.stack([s.values[reduce.nearest_at_or_before(s.step, step)] for _, s in pairs]).mean(0)  # (H, K)
         heads = values.shape[0]
         x = np.arange(1, values.shape[1] + 1)
         lines = [Line(f"head {h}", x, values[h], layer_color(h, heads), legendgroup=f"head {h}", showlegend=not panels and heads <= 32, width=1.2)
@@ -157,8 +157,14 @@ def render(ctx: Context) -> None:
     if not spectra:
         return
     axis = depth_axis(ctx, list(spectra))
-    measure = st.radio("Rank measure", [STABLE, EFFECTIVE, EFFECTIVE_NORMALISED], horizontal=True, key="wr-measure")
-    ranks_over_training(ctx, spectra, measure, axis)
-    spectrum_section(ctx, spectra, axis)
-    heads_section(ctx, spectra, measure)
-    circuit_section(ctx, axis)
+    view = open_view(VIEWS, "wr-view")
+    if view in (RANKS, HEADS):
+        measure = st.radio("Rank measure", [STABLE, EFFECTIVE, EFFECTIVE_NORMALISED], horizontal=True, key="wr-measure")
+        if view == RANKS:
+            ranks_over_training(ctx, spectra, measure, axis)
+        else:
+            heads_section(ctx, spectra, measure)
+    elif view == SPECTRUM:
+        spectrum_section(ctx, spectra, axis)
+    else:
+        circuit_section(ctx, axis)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,13 @@ class Context:
     def members(self, group: str) -> tuple[RunSummary, ...]:
         return self.grouping.groups.get(group, ())
 
+    def group_of(self, run: RunSummary) -> str:
+        """The picked group `run` belongs to (a loader of `load_per_group` sees only the run)."""
+        for group in self.groups:
+            if run in self.members(group):
+                return group
+        raise KeyError(f"run {run.name} is in none of the picked groups")
+
     def color(self, group: str) -> str:
         return group_color(self.groups.index(group))
 
@@ -54,12 +61,18 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "figure"
 
 
-def show_figure(ctx: Context, fig: go.Figure, name: str, *, where=st, keyed: bool = True) -> None:
-    """Draw `fig` (in `where`, e.g. an st.empty() to be redrawn); its camera button downloads it as
-    parallax-probe-<name>.<png|svg>. A figure drawn to be replaced in the same run takes no key,
-    since a key may appear once per run."""
-    key = f"fig-{_slug(name)}" if keyed else None
-    where.plotly_chart(fig, key=key, config=figure_config(ctx.image_format, f"parallax-probe-{_slug(name)}"))
+def show_figure(ctx: Context, fig: go.Figure, name: str) -> None:
+    """Draw `fig`; its camera button downloads it as parallax-probe-<name>.<png|svg>."""
+    st.plotly_chart(fig, key=f"fig-{_slug(name)}", config=figure_config(ctx.image_format, f"parallax-probe-{_slug(name)}"))
+
+
+def open_view(views: Sequence[str], key: str) -> str:
+    """The view of a page to draw, picked with a row of buttons; only that view is computed and
+    sent, so a page draws one view's figures, not all of them (each Plotly chart costs the
+    browser a few hundred ms). The view is in the URL (?KEY=label), so views can be linked."""
+    return st.segmented_control(
+        "View", list(views), default=views[0], required=True, key=key, bind="query-params", label_visibility="collapsed"
+    )
 
 
 def show_table(table: pd.DataFrame, name: str, *, hide_index: bool = True) -> None:
@@ -74,13 +87,20 @@ def show_table(table: pd.DataFrame, name: str, *, hide_index: bool = True) -> No
     )
 
 
-def load_per_group(ctx: Context, loader: Callable[[RunSummary], T | None], what: str) -> dict[str, list[tuple[RunSummary, T]]]:
+def load_per_group(
+    ctx: Context, loader: Callable[[RunSummary], T | None], what: str, *, among: Mapping[str, Sequence[tuple[RunSummary, Any]]] | None = None
+) -> dict[str, list[tuple[RunSummary, T]]]:
     """loader(run) for every run of every picked group. A run that fails gets an error line and is
-    left out; the others are still shown. A loader returning None means "the run has none of it"."""
+    left out; the others are still shown. A loader returning None means "the run has none of it".
+
+    among: only the runs of an earlier load_per_group's result (a layer's spectra for the runs
+    that have spectra), so runs already reported as lacking something are not reported again.
+    """
     out: dict[str, list[tuple[RunSummary, T]]] = {}
     missing = []
     for group in ctx.groups:
-        for run in ctx.members(group):
+        runs = ctx.members(group) if among is None else [run for run, _ in among.get(group, ())]
+        for run in runs:
             try:
                 # Shown only if the read takes over half a second: a large run not cached yet.
                 with st.spinner(f"Reading {what} of {run.name}"):

@@ -3,6 +3,10 @@ writes probe-shaped runs without torch (synthetic benchmark runs). See docs/file
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
+
 from .store import Column
 
 ATTN_STAT_NAMES = (
@@ -12,6 +16,14 @@ ATTN_STAT_NAMES = (
     "nonfinite",
 )
 INTEGER_STATS = frozenset({"tokens", "nonfinite"})
+# Per-layer companions of these per-head columns: "layer_<name>", the mean over the layer's
+# heads. Readers that want one number per layer (the dashboard's overviews, the analysis)
+# read L values per step instead of L x H; the per-head columns stay the record.
+HEAD_MEAN_STATS = (
+    "cor_mean", "cor_p50", "cor_p90", "cor_max",
+    "probe_norm_mean", "probe_norm_p50", "probe_norm_p90", "probe_norm_max",
+)
+HEAD_MEAN_PREFIX = "layer_"
 # The exact aggregates stay float64 end to end, so ratios derived from them are not re-estimated.
 FLOAT64_STATS = frozenset({"sum_osm_sq", "sum_c_sq", "sum_osm_c"})
 
@@ -22,6 +34,11 @@ def probe_tables(layers: int, heads: int, head_dim: int, d_model: int) -> dict[s
     k = min(H * D, C)
     dtype = {**{n: "i8" for n in INTEGER_STATS}, **{n: "f8" for n in FLOAT64_STATS}}
     attn = {name: Column(name, (L, H), ("layer", "head"), dtype.get(name, "f4")) for name in ATTN_STAT_NAMES}
+    for name in HEAD_MEAN_STATS:
+        attn[HEAD_MEAN_PREFIX + name] = Column(
+            HEAD_MEAN_PREFIX + name, (L,), ("layer",), "f4",
+            doc=f"mean over the layer's heads of {name} (heads without a finite value left out; NaN if none has one)",
+        )
     attn["probe_gain_norm"] = Column("probe_gain_norm", (L,), ("layer",), "f4", doc="||r_norm.weight|| (NaN without an r-norm)")
     wr = {
         "singular_values": Column("singular_values", (L, k), ("layer", "sv"), "f4"),
@@ -37,3 +54,15 @@ def probe_tables(layers: int, heads: int, head_dim: int, d_model: int) -> dict[s
         "effective_rank": Column("effective_rank", (L, H), ("layer", "head"), "f4"),
     }
     return {"attn": attn, "wr": wr, "wrk": wrk}
+
+
+def head_means(row: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The "layer_<name>" columns of one attn row from its (L, H) per-head columns."""
+    out = {}
+    for name in HEAD_MEAN_STATS:
+        values = np.asarray(row[name], dtype=np.float64)
+        finite = np.isfinite(values)
+        count = finite.sum(axis=-1)
+        total = np.where(finite, values, 0.0).sum(axis=-1)
+        out[HEAD_MEAN_PREFIX + name] = np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+    return out

@@ -26,6 +26,7 @@ Reading (never holds a file open between calls):
     open_run(path, *, byte_budget=4 GiB) -> Run     a run folder or one segment file
         run[name] -> np.ndarray         "step", "attn/cor_mean", "wr/step", "scalars/loss", ...
         run.read(*names) -> dict        several names from one snapshot of each file
+        run.read(*names, select=(i,))   part of each row: layer i of (L, H) columns -> (N, H)
         run.names(), name in run        what exists
         run.meta, run.config            last segment's root attributes (JSON ones parsed)
         run.status                      "live" | "closed" | "crashed" (the last segment's)

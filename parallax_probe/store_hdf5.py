@@ -400,9 +400,13 @@ def _dataset(
 
     rows=None: live layout (unfiltered, small chunks). rows=n: compact layout for n rows.
     """
-    row_bytes = np.dtype(dtype).itemsize * math.prod(row_shape)
     target = LIVE_CHUNK_BYTES if rows is None else COMPACT_CHUNK_BYTES
-    chunks = (_chunk_rows(row_bytes, target, rows) if growing else 1,) + row_shape
+    # Compact rows of two or more axes get one chunk column per index of their first axis
+    # (the layer, in the probe's tables): a read of one layer then decompresses 1/L of the
+    # data, and a read of every layer costs the same as with whole-row chunks.
+    per_chunk_row = (1, *row_shape[1:]) if rows is not None and len(row_shape) >= 2 else row_shape
+    row_bytes = np.dtype(dtype).itemsize * math.prod(per_chunk_row)
+    chunks = (_chunk_rows(row_bytes, target, rows) if growing else 1,) + per_chunk_row
     filters: dict[str, Any] = {}
     if rows is not None:
         filters = dict(compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True, fletcher32=True)

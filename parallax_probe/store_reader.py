@@ -20,6 +20,7 @@ again to see segments that appeared later.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -245,9 +246,15 @@ class Run:
                 return table, column
         raise KeyError(f"{name!r} is not in run {self.path}; it has: {', '.join(self.names())}")
 
-    def read(self, *names: str) -> dict[str, np.ndarray]:
-        """name -> array joined over segments; each file is read once, from one committed count."""
+    def read(self, *names: str, select: tuple[int | slice, ...] = ()) -> dict[str, np.ndarray]:
+        """name -> array joined over segments; each file is read once, from one committed count.
+
+        select: an index into each row of the columns (not the step indexes), applied as the
+        file is read: select=(3,) of (L, H) columns gives (N, H), layer 3. Closed segments
+        chunk such columns per layer, so this decompresses only that layer's chunks.
+        """
         names = tuple(dict.fromkeys(names))
+        select = _check_select(select)
         wanted: dict[str, list[tuple[str, str | None]]] = {}
         for name in names:
             table, column = self._resolve(name)
@@ -258,7 +265,7 @@ class Run:
             requests = {t: cols for t, cols in wanted.items() if t in segment.tables}
             if not requests:
                 continue
-            budget = self._read_segment(segment, cutoff, requests, parts, budget)
+            budget = self._read_segment(segment, cutoff, requests, parts, budget, select)
         out = {}
         for name in names:
             table, column = self._resolve(name)
@@ -266,7 +273,7 @@ class Run:
                 empty = np.zeros((0,), dtype=np.int64)
             else:
                 spec = table.column(column)
-                empty = np.zeros((0,) + spec.shape, dtype=spec.dtype)
+                empty = np.zeros((0,) + _row_index(spec.shape, select, name)[1], dtype=spec.dtype)
             out[name] = np.concatenate(parts[name]) if parts[name] else empty
         return out
 
@@ -277,6 +284,7 @@ class Run:
         requests: Mapping[str, list[tuple[str, str | None]]],
         parts: dict[str, list[np.ndarray]],
         budget: int,
+        select: tuple[int | slice, ...] = (),
     ) -> int:
         # The superblock of this open, not segment.open_for_write: a segment closed when
         # the Run was opened can since have been replaced by its live successor.
@@ -301,17 +309,50 @@ class Run:
                         parts[name].append(steps[:m])
                         continue
                     spec = full.column(column)
-                    budget = _spend(budget, m * spec.row_bytes, segment.path, name, self.byte_budget)
+                    index, row_shape = _row_index(spec.shape, select, name)
+                    row_bytes = math.prod(row_shape) * np.dtype(spec.dtype).itemsize
+                    budget = _spend(budget, m * row_bytes, segment.path, name, self.byte_budget)
                     if table.column(column) is None:
                         if m:  # an empty fill would still turn an integer column into float64
                             fill_dtype = spec.dtype if spec.is_float else np.float64
-                            parts[name].append(np.full((m,) + spec.shape, np.nan, dtype=fill_dtype))
+                            parts[name].append(np.full((m,) + row_shape, np.nan, dtype=fill_dtype))
                         continue
                     ds = f[table.column_path(column)]
                     if superblock.open_for_write:
                         check_chunks_in_file(ds, m, segment.path)
-                    parts[name].append(ds[:m])
+                    parts[name].append(ds[(slice(0, m), *index)] if m else np.zeros((0,) + row_shape, ds.dtype))
         return budget
+
+
+def _check_select(select: tuple[int | slice, ...]) -> tuple[int | slice, ...]:
+    if not isinstance(select, tuple) or not all(
+        isinstance(i, slice) or (isinstance(i, (int, np.integer)) and not isinstance(i, bool)) for i in select
+    ):
+        raise TypeError(f"select must be a tuple of ints and slices (an index into each row), got {select!r}")
+    return tuple(int(i) if not isinstance(i, slice) else i for i in select)
+
+
+def _row_index(row_shape: tuple[int, ...], select: tuple[int | slice, ...], name: str) -> tuple[tuple, tuple[int, ...]]:
+    """(select with negative indices resolved, the shape of row[select]) for rows of row_shape.
+
+    IndexError naming the column when an index is out of range; h5py takes no negative steps.
+    """
+    if len(select) > len(row_shape):
+        raise IndexError(f"select {select!r} has {len(select)} indices but rows of {name!r} have shape {row_shape}")
+    index: list[int | slice] = []
+    shape: list[int] = []
+    for axis, (i, n) in enumerate(zip(select, row_shape), start=1):
+        if isinstance(i, slice):
+            start, stop, step = i.indices(n)
+            if step < 1:
+                raise IndexError(f"select {select!r}: slices of stored rows need a positive step")
+            index.append(slice(start, max(start, stop), step))
+            shape.append(len(range(start, stop, step)))
+        elif -n <= i < n:
+            index.append(i % n)
+        else:
+            raise IndexError(f"select index {i} is out of range for axis {axis} of {name!r} (size {n})")
+    return tuple(index), (*shape, *row_shape[len(select):])
 
 
 def _spend(budget: int, nbytes: int, path: Path, name: str, total: int) -> int:

@@ -215,3 +215,34 @@ def test_analyze_main_exit_codes(stored_runs):
     assert report_module.analyze_main(["runs/missing"], "optimizer", "text", out) == 1
     assert "could not be opened" in out.getvalue()
     assert report_module.analyze_main(stored_runs, "optimizer", "yaml", io.StringIO()) == 2
+
+
+def _final_cor(report) -> np.ndarray:
+    """(layers, 2): each layer's final COR, mean over the runs of the first and the second group."""
+    return np.array([(d.mean_a, d.mean_b) for d in comparison_of(report, "final COR").layers])
+
+
+def _with_layer_cor(run: StoredRun, layer_cor: np.ndarray) -> StoredRun:
+    return StoredRun({**run.arrays, "attn/layer_cor_mean": layer_cor.astype(np.float32)}, run.meta, run.path)
+
+
+def test_the_stored_per_layer_cor_is_read_and_a_gap_in_it_falls_back_to_every_head():
+    runs = planted_runs(seeds_per_group=3)
+    per_head = build_report(runs)
+    head_means = [r.arrays["attn/cor_mean"].astype(np.float64).mean(axis=2) for r in runs]
+    stored = build_report([_with_layer_cor(r, m) for r, m in zip(runs, head_means)])
+    assert stored.problems == ()
+    np.testing.assert_allclose(_final_cor(stored), _final_cor(per_head), rtol=1e-6)
+
+    # Planted so that reading it shows: the stored column, ten times the head mean, is what is used.
+    scaled = build_report([_with_layer_cor(r, 10 * m) for r, m in zip(runs, head_means)])
+    np.testing.assert_allclose(_final_cor(scaled), 10 * _final_cor(per_head), rtol=1e-5)
+
+    # A run resumed from an older format has NaN rows in it: every head is read instead.
+    gapped = []
+    for r, m in zip(runs, head_means):
+        m = 10 * m
+        m[:3] = np.nan
+        gapped.append(_with_layer_cor(r, m))
+    fallback = build_report(gapped)
+    np.testing.assert_allclose(_final_cor(fallback), _final_cor(per_head), rtol=1e-12)

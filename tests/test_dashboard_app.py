@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 sys.path.insert(0, str(Path(__file__).parent))
 import test_dashboard_support as support  # noqa: E402
 
+from parallax_probe.dashboards import page_cor, page_probe, page_wr  # noqa: E402
 from parallax_probe.store import open_run  # noqa: E402
 
 PAGES = ("Runs", "COR", "W_R rank", "Probe norms", "Training", "Rank collapse")
@@ -37,6 +38,11 @@ def page(at: AppTest, name: str) -> AppTest:
     return at.radio(key="page").set_value(name).run()
 
 
+def view(at: AppTest, key: str, label: str) -> AppTest:
+    """Open the view `label` of a page (what a click on its button does)."""
+    return at.segmented_control(key=key).set_value(label).run()
+
+
 def messages(at: AppTest) -> str:
     return "\n".join(str(e.value) for kind in (at.error, at.warning, at.info) for e in kind)
 
@@ -58,6 +64,21 @@ def test_every_page_renders(at, name):
     assert not at.error, [e.value for e in at.error]
     if name in CHART_PAGES:
         assert len(at.get("plotly_chart")) >= 1
+
+
+@pytest.mark.parametrize(("name", "key", "views"), [("COR", "cor-view", page_cor.VIEWS), ("W_R rank", "wr-view", page_wr.VIEWS),
+                                                    ("Probe norms", "probe-view", page_probe.VIEWS)])
+def test_every_view_renders_and_draws_only_its_own_figures(at, name, key, views):
+    page(at, name)
+    seen = []
+    for label in views:
+        view(at, key, label)
+        assert not at.exception and not at.error, (label, [e.value for e in (*at.exception, *at.error)])
+        titles = tuple(spec["layout"]["title"]["text"] for spec in support.chart_specs(at))
+        assert titles, label
+        seen.append(titles)
+    assert len(set(seen)) == len(views), "each view draws other figures"
+    view(at, key, views[0])
 
 
 def test_runs_table_lists_every_run_with_its_metadata(at):
@@ -104,12 +125,14 @@ def test_changing_the_groups_changes_the_traces(runs):
     at.selectbox(key="group_by").set_value("seed").run()
     names = {t["name"] for t in support.chart(at, "layer x step")["data"]}
     assert names == {"0 (2 runs)", "1 (2 runs)", "0 - 1"}
+    view(at, "cor-view", page_cor.CURVES)
     curves = {t.get("name") for t in support.chart(at, "per layer")["data"] if t.get("name")}
     assert curves == {"0 (2 runs)", "1 (2 runs)"}
 
 
 def test_wr_page_spectrum_is_the_files_last_spectrum(at, runs):
     page(at, "W_R rank")
+    view(at, "wr-view", page_wr.SPECTRUM)
     fig = support.chart(at, "singular values, layer")
     lines = [t for t in fig["data"] if t.get("name")]
     values = np.mean([open_run(runs / f"muon-s{seed}")["wr/singular_values"][-1, -1] for seed in (0, 1)], axis=0)
@@ -125,7 +148,9 @@ def test_figures_export_as_png_or_svg_and_tables_as_csv(at):
     at.radio(key="image_format").set_value("svg").run()
     config = at.get("plotly_chart")[0].proto.config
     assert '"format": "svg"' in config or '"format":"svg"' in config
+    view(at, "cor-view", page_cor.DEPTH)
     assert any(b.proto.label.startswith("Download COR vs depth (CSV)") for b in at.get("download_button"))
+    view(at, "cor-view", page_cor.HEATMAPS)
 
 
 def test_rank_collapse_page_shows_the_analysis(at):

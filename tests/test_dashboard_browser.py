@@ -166,10 +166,38 @@ def test_every_page_draws_its_charts(server, browser):
 @requires_chromium
 @pytest.mark.browser
 def test_picking_groups_in_the_browser_redraws(server, browser):
-    page = open_page(browser, f"{server}?page=COR&group_by=seed", charts=4)
+    page = open_page(browser, f"{server}?page=COR&group_by=seed", charts=1)
     try:
         titles = page.locator('[data-testid="stPlotlyChart"] .gtitle, [data-testid="stPlotlyChart"] .annotation-text').all_text_contents()
         assert any("0 (2 runs)" in t for t in titles) and any("0 - 1" in t for t in titles)
+        assert page.locator('[data-testid="stException"]').count() == 0
+    finally:
+        page.close()
+
+
+def chart_titles(page) -> list[str]:
+    return page.locator('[data-testid="stPlotlyChart"] .gtitle').all_text_contents()
+
+
+@requires_chromium
+@pytest.mark.browser
+def test_a_view_button_draws_that_view_and_the_url_links_to_it(server, browser):
+    page = open_page(browser, f"{server}?page=COR", charts=1)
+    try:
+        assert any("layer x step" in t for t in chart_titles(page))
+        page.locator('[data-testid="stButtonGroup"]').get_by_role("radio", name="Per layer").click()
+        page.wait_for_function("() => new URLSearchParams(location.search).get('cor-view') === 'Per layer'", timeout=WAIT_MS)
+        wait_until_drawn(page, charts=1)
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .gtitle')).some(t => t.textContent.includes('per layer'))",
+            timeout=WAIT_MS,
+        )
+        assert not any("layer x step" in t for t in chart_titles(page)), "the other views are not drawn"
+    finally:
+        page.close()
+    page = open_page(browser, f"{server}?page=COR&cor-view=Against+depth", charts=1)
+    try:
+        assert any("against depth" in t for t in chart_titles(page))
         assert page.locator('[data-testid="stException"]').count() == 0
     finally:
         page.close()
@@ -184,14 +212,14 @@ def test_a_live_run_refreshes_without_a_page_reload(tmp_path, browser):
     try:
         support.append_rows(writer, range(0, 20), 2, 2)
         with dashboard_server(runs_dir) as url:
-            page = open_page(browser, f"{url}?page=COR&refresh=1", charts=4)
+            page = open_page(browser, f"{url}?page=COR&refresh=1", charts=1)
             try:
                 page.get_by_text("live at step 19").wait_for(timeout=WAIT_MS)
                 # A full reload would lose this; a fragment re-run keeps it.
                 page.evaluate("window.__stillTheSamePage = true")
                 support.append_rows(writer, range(20, 40), 2, 2)
                 page.get_by_text("live at step 39").wait_for(timeout=WAIT_MS)
-                wait_until_drawn(page, charts=4)
+                wait_until_drawn(page, charts=1)
                 assert page.evaluate("window.__stillTheSamePage === true")
                 assert page.locator('[data-testid="stException"]').count() == 0
                 screenshot(page, "live")
@@ -242,7 +270,7 @@ def test_readme_screenshots(browser):
             page.set_viewport_size({"width": 1400, "height": height})
             try:
                 page.goto(f"{url}?page={name}")
-                wait_until_drawn(page, charts=4)
+                wait_until_drawn(page, charts=1)
                 assert page.locator('[data-testid="stException"]').count() == 0
                 page.screenshot(path=str(REPO / "docs" / file))
             finally:

@@ -15,7 +15,8 @@ import test_dashboard_support as support  # noqa: E402
 
 from parallax_probe.dashboards import data, reduce, serve  # noqa: E402
 from parallax_probe.dashboards.figures import integer_ticks  # noqa: E402
-from parallax_probe.store import RunWriter  # noqa: E402
+from parallax_probe.probe_schema import HEAD_MEAN_PREFIX, head_means  # noqa: E402
+from parallax_probe.store import RunWriter, open_run  # noqa: E402
 
 
 def test_discover_lists_runs_and_says_why_others_are_skipped(tmp_path):
@@ -93,6 +94,61 @@ def test_a_broken_run_becomes_an_error_summary(tmp_path):
     summary = data.load_summary(data.RunEntry("broken", run, data.segment_signature(run)))
     assert summary.status == "error" and not summary.ok
     assert "not an HDF5 file" in summary.error
+
+
+def _old_format_tables(layers: int, heads: int) -> dict:
+    """The probe's schema before it stored per-layer head means."""
+    tables = support.probe_tables(layers, heads)
+    return {**tables, "attn": {n: c for n, c in tables["attn"].items() if not n.startswith(HEAD_MEAN_PREFIX)}}
+
+
+def test_layer_series_read_the_stored_head_means(tmp_path):
+    run = tmp_path / "run"
+    with RunWriter(run, tables=support.probe_tables(3, 4), meta={"optimizer": "muon"}, start_step=0, fsync_every_s=None) as writer:
+        rng = np.random.default_rng(0)
+        for step in range(7):
+            row = support.attn_row(rng, 3, 4)
+            means = head_means(row)
+            means["layer_cor_mean"] = np.array([100.0 + step, 200, 300], np.float32)  # not the mean: shows which is read
+            writer.append("attn", step, **row, **means, probe_gain_norm=np.ones(3, np.float32))
+    series = data.load_layer_series(run, ("attn/cor_mean", "attn/cor_p90", "attn/probe_gain_norm"))
+    np.testing.assert_array_equal(series.values["attn/cor_mean"][:, 0], 100 + np.arange(7))
+    full = open_run(run)["attn/cor_p90"]
+    np.testing.assert_allclose(series.values["attn/cor_p90"], full.mean(axis=2), rtol=1e-6)
+    assert series.values["attn/probe_gain_norm"].shape == (7, 3)  # a per-layer column is read as it is
+
+
+def test_layer_series_of_a_run_resumed_from_an_older_format_use_every_head(tmp_path):
+    run = tmp_path / "run"
+    with RunWriter(run, tables=_old_format_tables(2, 3), meta={"optimizer": "muon"}, start_step=0, fsync_every_s=None) as writer:
+        rng = np.random.default_rng(1)
+        for step in range(4):
+            row = support.attn_row(rng, 2, 3)
+            row["cor_mean"][1, 2] = np.nan  # a head without tokens is left out of the mean
+            writer.append("attn", step, **row, probe_gain_norm=np.ones(2, np.float32))
+    with RunWriter(run, tables=support.probe_tables(2, 3), meta={"optimizer": "muon"}, mode="resume", start_step=4, fsync_every_s=None) as writer:
+        support.append_rows(writer, range(4, 9), 2, 3)
+    per_head = open_run(run)["attn/cor_mean"]
+    assert np.isnan(open_run(run)["attn/layer_cor_mean"][:4]).all()
+    series = data.load_layer_series(run, ("attn/cor_mean",))
+    np.testing.assert_allclose(series.values["attn/cor_mean"], np.nanmean(per_head, axis=2), rtol=1e-6)
+    assert np.isfinite(series.values["attn/cor_mean"]).all()
+
+
+def test_head_buckets_and_spectra_read_one_layer(tmp_path):
+    run = support.write_run(tmp_path / "run", layers=3, heads=4, steps=1234)
+    full = open_run(run).read("step", "attn/cor_mean", "wr/step", "wr/singular_values", "wrk/singular_values")
+    buckets = data.load_head_buckets(run, "attn/cor_mean", 1)
+    step, values = reduce.bucket_mean(full["step"], full["attn/cor_mean"][:, 1], reduce.HEATMAP_BUCKETS)
+    np.testing.assert_array_equal(buckets.step, step)
+    np.testing.assert_allclose(buckets.values, values)
+    assert len(buckets.step) <= reduce.HEATMAP_BUCKETS < 1234 and buckets.values.shape == (len(buckets.step), 4)
+    for table in ("wr", "wrk"):
+        spectrum = data.load_spectrum(run, table, 2)
+        np.testing.assert_array_equal(spectrum.step, full["wr/step"])
+        np.testing.assert_array_equal(spectrum.values, full[f"{table}/singular_values"][:, 2])
+    ranks = data.load_spectra(run, "wr")
+    assert ranks.k == full["wr/singular_values"].shape[-1] and ranks.stable_rank.shape == (len(full["wr/step"]), 3)
 
 
 def _summary(name, layers=2, heads=2, **meta):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from parallax_probe.probe_schema import ATTN_STAT_NAMES, head_means
+from parallax_probe.probe_schema import probe_tables as probe_schema
 from parallax_probe.store import Column, RunWriter
 
 CLI = Path(sys.executable).with_name("parallax-probe")
@@ -26,10 +28,7 @@ TRAIN_ARGS = (
     "--preset", "tiny", "--task", "in-context-recall", "--seq-len", "32", "--steps", "40", "--batch-size", "8",
     "--probe-every", "5", "--spectra-every", "10", "--eval-every", "20", "--no-progress",
 )
-ATTN_STATS = (
-    "cor_mean", "cor_p50", "cor_p90", "cor_max", "sum_osm_sq", "sum_c_sq", "sum_osm_c", "tokens",
-    "probe_norm_mean", "probe_norm_p50", "probe_norm_p90", "probe_norm_max", "nonfinite",
-)
+ATTN_STATS = ATTN_STAT_NAMES
 
 
 def train_runs(folder: Path) -> Path:
@@ -56,24 +55,16 @@ def train_runs(folder: Path) -> Path:
 
 
 def probe_tables(layers: int, heads: int, head_dim: int = 4, d_model: int = 16) -> dict[str, dict[str, Column]]:
-    """The probe's schema (hooks/probe.py), so synthetic runs read exactly like real ones."""
-    L, H, k, d = layers, heads, min(heads * head_dim, d_model), min(head_dim, d_model)
-    attn = {n: Column(n, (L, H), ("layer", "head"), "i8" if n in ("tokens", "nonfinite") else "f4") for n in ATTN_STATS}
-    attn["probe_gain_norm"] = Column("probe_gain_norm", (L,), ("layer",), "f4")
-    wr = {
-        "singular_values": Column("singular_values", (L, k), ("layer", "sv"), "f4"),
-        "stable_rank": Column("stable_rank", (L,), ("layer",), "f4"),
-        "effective_rank": Column("effective_rank", (L,), ("layer",), "f4"),
-        "head_singular_values": Column("head_singular_values", (L, H, d), ("layer", "head", "head_sv"), "f4"),
-        "head_stable_rank": Column("head_stable_rank", (L, H), ("layer", "head"), "f4"),
-        "head_effective_rank": Column("head_effective_rank", (L, H), ("layer", "head"), "f4"),
-    }
-    wrk = {
-        "singular_values": Column("singular_values", (L, H, d), ("layer", "head", "circuit_sv"), "f4"),
-        "stable_rank": Column("stable_rank", (L, H), ("layer", "head"), "f4"),
-        "effective_rank": Column("effective_rank", (L, H), ("layer", "head"), "f4"),
-    }
-    return {"attn": attn, "wr": wr, "wrk": wrk}
+    """The probe's schema (parallax_probe.probe_schema), so synthetic runs read exactly like real ones."""
+    return probe_schema(layers, heads, head_dim, d_model)
+
+
+def attn_row(rng: np.random.Generator, layers: int, heads: int) -> dict[str, np.ndarray]:
+    """The per-head columns of one attn row: plausible floats, 64 tokens, nothing non-finite."""
+    row = {n: rng.uniform(0.5, 2.0, (layers, heads)).astype(np.float32) for n in ATTN_STATS}
+    row["tokens"] = np.full((layers, heads), 64)
+    row["nonfinite"] = np.zeros((layers, heads), np.int64)
+    return row
 
 
 def append_rows(writer: RunWriter, steps, layers: int, heads: int, *, seed: int = 0) -> None:
@@ -82,10 +73,8 @@ def append_rows(writer: RunWriter, steps, layers: int, heads: int, *, seed: int 
     k = writer.tables["wr"]["singular_values"].shape[-1]
     d = writer.tables["wr"]["head_singular_values"].shape[-1]
     for step in steps:
-        row = {n: rng.uniform(0.5, 2.0, (layers, heads)).astype(np.float32) for n in ATTN_STATS}
-        row["tokens"] = np.full((layers, heads), 64)
-        row["nonfinite"] = np.zeros((layers, heads), np.int64)
-        writer.append("attn", step, **row, probe_gain_norm=np.ones(layers, np.float32))
+        row = attn_row(rng, layers, heads)
+        writer.append("attn", step, **row, **head_means(row), probe_gain_norm=np.ones(layers, np.float32))
         if step % 10 == 0:
             s = np.sort(rng.uniform(0.1, 1.0, (layers, k)))[:, ::-1].astype(np.float32)
             sh = np.sort(rng.uniform(0.1, 1.0, (layers, heads, d)))[..., ::-1].astype(np.float32)

@@ -122,6 +122,57 @@ def test_layout_names_chunking_and_compression(tmp_path):
         assert [t["name"] for t in schema["tables"]] == ["attn", "wr", "scalars"]
 
 
+def test_closed_segments_chunk_each_layer_apart(tmp_path):
+    writer = write_steps(tmp_path / "run", range(6))
+    with h5py.File(writer.path, "r") as f:
+        assert f["attn/cor_mean"].chunks == (6, 1, 2)  # (rows, one layer, heads)
+        assert f["wr/singular_values"].chunks == (2, 1, fx.SV)
+        assert f["wr/stable_rank"].chunks == (2, 3)  # one axis per row: whole rows
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["live", "closed"])
+def test_select_reads_part_of_each_row_across_segments(tmp_path, close):
+    run_dir = tmp_path / "run"
+    write_steps(run_dir, range(4))
+    writer = write_steps(run_dir, range(4, 9), mode="resume", version=1, close=close)
+    run = open_run(run_dir)
+    full = run.read("attn/cor_mean", "attn/tokens", "wr/head_stable_rank")
+    for select in [(2,), (-1,), (0, 1), (slice(1, 3),), (slice(None), 0), (slice(0, 3, 2), slice(None))]:
+        part = run.read("attn/cor_mean", "attn/tokens", "wr/head_stable_rank", "step", select=select)
+        for name, array in full.items():
+            np.testing.assert_array_equal(part[name], array[(slice(None), *select)], err_msg=f"{name} {select}")
+            assert part[name].dtype == array.dtype
+        np.testing.assert_array_equal(part["step"], range(9))  # step indexes are not selected
+    if not close:
+        writer.close()
+
+
+def test_select_out_of_range_or_malformed_names_the_column(tmp_path):
+    write_steps(tmp_path / "run", range(3))
+    run = open_run(tmp_path / "run")
+    with pytest.raises(IndexError, match=r"out of range for axis 1 of 'attn/cor_mean' \(size 3\)"):
+        run.read("attn/cor_mean", select=(3,))
+    with pytest.raises(IndexError, match="has 3 indices but rows of 'attn/cor_mean' have shape"):
+        run.read("attn/cor_mean", select=(0, 0, 0))
+    with pytest.raises(IndexError, match="positive step"):
+        run.read("attn/cor_mean", select=(slice(None, None, -1),))
+    with pytest.raises(TypeError, match="tuple of ints and slices"):
+        run.read("attn/cor_mean", select=[0])
+
+
+def test_select_of_a_column_missing_from_a_segment_reads_as_nan(tmp_path):
+    run_dir = tmp_path / "run"
+    write_steps(run_dir, range(2))
+    grown = {**SMALL, "attn": {**SMALL["attn"], "extra": Column("extra", (3, 2), ("layer", "head"), "f4")}}
+    writer = RunWriter(run_dir, tables=grown, meta=META, mode="resume", start_step=2)
+    row = {name: fx.value("attn", c, 2) for name, c in SMALL["attn"].items()}
+    writer.append("attn", 2, **row, extra=np.arange(6, dtype=np.float32).reshape(3, 2))
+    writer.close()
+    extra = open_run(run_dir).read("attn/extra", select=(1,))["attn/extra"]
+    assert extra.shape == (3, 2) and np.isnan(extra[:2]).all()
+    np.testing.assert_array_equal(extra[2], [2, 3])
+
+
 def test_xarray_reads_named_dimensions(tmp_path):
     xr = pytest.importorskip("xarray")
     pytest.importorskip("h5netcdf")
