@@ -15,9 +15,13 @@ How it costs little:
   (`return_stats=True`): no second attention pass. Foreign modules (fla layout) are
   recomputed from the captured input: four projections and one extra attention forward
   per layer, at logging steps only, under no_grad.
-- Per-layer reductions stay on the device; at the end of a logging step they are stacked
-  and copied to the host once (asynchronously on CUDA), and a background thread writes
-  them. Its queue is bounded: when full, the training thread waits; nothing is dropped.
+- The hooks only keep each layer's row statistics (four (B, T, H) float32 tensors per
+  layer, until the step ends). At the end of a logging step every layer is reduced in one
+  batched pass on the device and copied to the host once (asynchronously on CUDA).
+- A background thread writes the rows. Its queue is bounded: when full, the training
+  thread waits; nothing is dropped. It commits each burst of rows, but at most once per
+  COMMIT_INTERVAL_S while rows keep coming (every=1), so HDF5 calls, which hold the GIL,
+  do not compete with the training loop's kernel launches every step.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import contextlib
 import math
 import queue
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -35,15 +40,17 @@ import torch
 import torch.nn as nn
 
 from parallax_probe.kernels import AttentionStats, parallax_attention
-from parallax_probe.probe_schema import ATTN_STAT_NAMES, INTEGER_STATS, probe_tables
+from parallax_probe.probe_schema import ATTN_STAT_NAMES, INTEGER_STATS, head_means, probe_tables
 from parallax_probe.store import Column, RunWriter
 
 from .discovery import AttentionSite, Selector, find_attention_sites
 from .spectra import circuit_singular_values, effective_rank, singular_values, stable_rank
-from .statistics import reduce_attention_stats
+from .statistics import reduce_attention_stats, stack_layers
 
 QUEUE_DEPTH = 64
 MAX_ROWS_PER_COMMIT = 32
+COMMIT_INTERVAL_S = 0.5  # rows reach readers within this long; a crash loses at most this much
+_FLUSH = object()  # queue item: commit now
 
 
 class Probe:
@@ -80,7 +87,7 @@ class Probe:
         self._is_writer = distributed is None or not distributed.enabled or distributed.is_main
         self._logging = False
         self._step: int | None = None
-        self._layer_rows: list[torch.Tensor | None] = [None] * self.n_layers
+        self._layer_rows: list[AttentionStats | None] = [None] * self.n_layers
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._closed = False
         self._error: BaseException | None = None
@@ -134,7 +141,7 @@ class Probe:
 
     def _make_native_hook(self, index: int):
         def hook(module, args, stats: AttentionStats):
-            self._layer_rows[index] = self._reduce(stats)
+            self._layer_rows[index] = stats
         return hook
 
     def _make_foreign_hook(self, index: int, site: AttentionSite):
@@ -143,15 +150,8 @@ class Probe:
                 return
             x = args[0] if args else kwargs["hidden_states"]
             with torch.no_grad():
-                stats = recompute_foreign_stats(module, x, site)
-            self._layer_rows[index] = self._reduce(stats)
+                self._layer_rows[index] = recompute_foreign_stats(module, x, site)
         return hook
-
-    def _reduce(self, stats: AttentionStats) -> torch.Tensor:
-        stats = AttentionStats(*(s.detach() for s in stats))
-        if self._dist is not None and getattr(self._dist, "enabled", False):
-            stats = gather_rows(stats)  # every rank's tokens: exact sums and quantiles of the global batch
-        return reduce_attention_stats(stats)
 
     # ---- the step protocol -----------------------------------------------------------------
     def is_logging_step(self, step: int) -> bool:
@@ -188,18 +188,25 @@ class Probe:
                 f"Probe: step {step} was a logging step but these modules did not run a forward pass inside "
                 f"`with probe.step(step)`: {missing}"
             )
-        gains = [self._gain_norm(site) for site in self.sites]
-        stacked = torch.stack(rows)  # (L, N_STATS, H), still on the device
-        gain = torch.stack(gains).to(stacked.device, torch.float64)
-        payload = torch.cat([stacked.flatten(), gain])
+        with torch.no_grad():
+            stats = stack_layers(rows)  # (L, N, H) each, still on the device
+            if self._dist is not None and getattr(self._dist, "enabled", False):
+                stats = gather_rows(stats)  # every rank's tokens: exact sums and quantiles of the global batch
+            reduced = reduce_attention_stats(stats)  # (L, N_STATS, H)
+            payload = torch.cat([reduced.flatten(), self._gain_norms(reduced.device)])
         self._enqueue(("attn", step, _to_host_async(payload)))
 
-    def _gain_norm(self, site: AttentionSite) -> torch.Tensor:
-        norm = getattr(site.module, "r_norm", None)
-        weight = getattr(norm, "weight", None)
-        if weight is None:
-            return torch.tensor(math.nan)
-        return weight.detach().float().norm()
+    def _gain_norms(self, device: torch.device) -> torch.Tensor:
+        """(L,) float64 ||r_norm.weight|| per layer, NaN for layers without an r-norm gain.
+
+        No indexing with host lists: that would copy an index to the device and wait for it.
+        """
+        weights = [getattr(getattr(site.module, "r_norm", None), "weight", None) for site in self.sites]
+        if all(w is not None for w in weights) and len({w.shape for w in weights}) == 1:
+            stacked = torch.stack([w.detach() for w in weights]).float()
+            return torch.linalg.vector_norm(stacked, dim=1).to(device, torch.float64)
+        nan = torch.full((), math.nan, dtype=torch.float64, device=device)
+        return torch.stack([nan if w is None else w.detach().float().norm().to(device, torch.float64) for w in weights])
 
     def record_spectra(self, step: int) -> None:
         """W_R spectra (and the W_RK circuit's at its cadence) from the current weights."""
@@ -237,39 +244,51 @@ class Probe:
             self._queue.put(item)  # blocks when full: never drops a row
 
     def _write_loop(self) -> None:
-        L, H = self.n_layers, self.n_heads
-        n_stats = len(ATTN_STAT_NAMES)
         pending = 0
+        last_commit = -math.inf
         while True:
-            item = self._queue.get()
+            # With rows waiting, wake when the commit interval ends even if nothing else comes.
+            wait = None if pending == 0 else max(0.0, last_commit + COMMIT_INTERVAL_S - time.monotonic())
+            try:
+                item, received = self._queue.get(timeout=wait), True
+            except queue.Empty:
+                item, received = _FLUSH, False
             try:
                 if item is None:
-                    return
+                    return  # close(): the writer's close() commits what is pending
                 if self._error is not None:
                     continue  # drain without writing after a failure; the error surfaces in the training thread
-                table, step, payload = item
-                if table == "scalars":
-                    self._writer.append("scalars", step, **{k: float(_host(v)) for k, v in payload.items()})
-                elif table == "attn":
-                    values = _host(payload).numpy()
-                    stats = values[: L * n_stats * H].reshape(L, n_stats, H)
-                    row = {name: stats[:, i, :] for i, name in enumerate(ATTN_STAT_NAMES)}
-                    for name in INTEGER_STATS:
-                        row[name] = np.nan_to_num(row[name]).round().astype(np.int64)
-                    row["probe_gain_norm"] = values[L * n_stats * H :]
-                    self._writer.append("attn", step, **row)
-                else:
-                    self._writer.append(table, step, **_split_columns(self._tables[table], _host(payload).numpy()))
-                pending += 1
-                # One commit (resize, write, flush, counters, flush) per burst, not per row: when
-                # the writer lags (every=1), rows queue up and are committed together.
-                if self._queue.empty() or pending >= MAX_ROWS_PER_COMMIT:
+                if item is not _FLUSH:
+                    self._append(item)
+                    pending += 1
+                # One commit (resize, write, flush, counters, flush) per burst of rows, and while
+                # rows keep coming, at most one per COMMIT_INTERVAL_S.
+                due = time.monotonic() - last_commit >= COMMIT_INTERVAL_S and self._queue.empty()
+                if pending and (item is _FLUSH or due or pending >= MAX_ROWS_PER_COMMIT):
                     self._writer.commit()
-                    pending = 0
+                    pending, last_commit = 0, time.monotonic()
             except BaseException as error:  # noqa: BLE001 - handed to the training thread
                 self._error = error
             finally:
-                self._queue.task_done()
+                if received:
+                    self._queue.task_done()
+
+    def _append(self, item) -> None:
+        table, step, payload = item
+        if table == "scalars":
+            self._writer.append("scalars", step, **{k: float(_host(v)) for k, v in payload.items()})
+        elif table == "attn":
+            L, H, n_stats = self.n_layers, self.n_heads, len(ATTN_STAT_NAMES)
+            values = _host(payload).numpy()
+            stats = values[: L * n_stats * H].reshape(L, n_stats, H)
+            row = {name: stats[:, i, :] for i, name in enumerate(ATTN_STAT_NAMES)}
+            for name in INTEGER_STATS:
+                row[name] = np.nan_to_num(row[name]).round().astype(np.int64)
+            row.update(head_means(row))
+            row["probe_gain_norm"] = values[L * n_stats * H :]
+            self._writer.append("attn", step, **row)
+        else:
+            self._writer.append(table, step, **_split_columns(self._tables[table], _host(payload).numpy()))
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -277,7 +296,8 @@ class Probe:
 
     def flush(self) -> None:
         """Wait until everything logged so far is committed to the file."""
-        self._queue.join()  # the last item of a burst always commits (the queue is empty then)
+        self._queue.put(_FLUSH)  # commits whatever is pending, whatever the interval
+        self._queue.join()
         self._raise_if_failed()
 
     def close(self) -> None:
@@ -371,7 +391,7 @@ def _apply_if_present(module: nn.Module, name: str, x: torch.Tensor) -> torch.Te
 
 
 def gather_rows(stats: AttentionStats) -> AttentionStats:
-    """Concatenate every data-parallel rank's rows along the batch axis (same order on every rank)."""
+    """Concatenate every data-parallel rank's (L, N, H) rows along the token axis (same order on every rank)."""
     import torch.distributed as torch_dist
 
     world = torch_dist.get_world_size()
@@ -379,5 +399,5 @@ def gather_rows(stats: AttentionStats) -> AttentionStats:
     for s in stats:
         parts = [torch.empty_like(s) for _ in range(world)]
         torch_dist.all_gather(parts, s.contiguous())
-        gathered.append(torch.cat(parts, dim=0))
+        gathered.append(torch.cat(parts, dim=1))
     return AttentionStats(*gathered)

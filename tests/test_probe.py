@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from parallax_probe import Probe, build_model, open_run
 from parallax_probe.hooks import NoParallaxModulesError
 from parallax_probe.kernels import parallax_attention, parallax_attention_reference
 from parallax_probe.model import apply_rope
+from parallax_probe.probe_schema import HEAD_MEAN_STATS
 
 
 def capture_qrkv(model):
@@ -62,6 +64,7 @@ def test_recorded_statistics_match_a_float64_recomputation(tmp_path):
     for h in handles:
         h.remove()
     run = open_run(tmp_path / "run")
+    assert {n for n in run.names() if n.startswith("attn/layer_")} == {f"attn/layer_{n}" for n in HEAD_MEAN_STATS}
     cos, sin = model.rope_cos[:37], model.rope_sin[:37]
     for layer in range(3):
         c = captured[layer]
@@ -71,6 +74,8 @@ def test_recorded_statistics_match_a_float64_recomputation(tmp_path):
         for name, want in expected.items():
             got = run[f"attn/{name}"][0, layer]
             np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5, err_msg=f"layer {layer} {name}")
+            if name in HEAD_MEAN_STATS:  # its per-layer companion: the mean over heads
+                np.testing.assert_allclose(run[f"attn/layer_{name}"][0, layer], want.mean(), rtol=2e-4, err_msg=f"layer_{name}")
         assert (run["attn/nonfinite"][0, layer] == 0).all()
         assert run["attn/sum_c_sq"].dtype == np.float64 and run["attn/tokens"].dtype == np.int64
         np.testing.assert_allclose(run["attn/probe_gain_norm"][0, layer], model.layers[layer].self_attn.r_norm.weight.norm().item(), rtol=1e-6)
@@ -129,6 +134,27 @@ def test_only_logging_steps_are_recorded_and_hooks_detach_on_close(tmp_path):
     for module in model.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
     assert not any(getattr(m, "wanted", False) for m in model.modules())
+
+
+def test_rows_reach_readers_after_flush_and_within_the_commit_interval(tmp_path):
+    from parallax_probe.hooks.probe import COMMIT_INTERVAL_S
+
+    model = build_model("tiny", vocab_size=30, n_layers=2)
+    x = torch.randint(0, 30, (1, 9))
+    with Probe(model, tmp_path / "run", every=1, spectra_every=100) as probe:
+        for step in range(12):  # rows arrive faster than the commit interval: committed in batches
+            with probe.step(step):
+                model(x)
+        probe.flush()
+        assert open_run(tmp_path / "run")["step"].tolist() == list(range(12))
+        with probe.step(12):
+            model(x)
+        # No flush, nothing else logged: the writer commits the waiting row once the interval ends.
+        deadline = time.monotonic() + COMMIT_INTERVAL_S + 10
+        while open_run(tmp_path / "run").last_step != 12:
+            assert time.monotonic() < deadline, "a row logged last was never committed"
+            time.sleep(0.05)
+        assert open_run(tmp_path / "run").status == "live"
 
 
 class FlaLayoutParallax(nn.Module):
