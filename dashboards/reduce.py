@@ -1,6 +1,6 @@
 """Numbers to draw from per-run arrays: combining seeds, bucketing, smoothing, downsampling, depth.
 
-Pure numpy (and scipy's lfilter); no files, no Streamlit. Shapes: N logged steps, L layers,
+Pure numpy; no files, no Streamlit. Shapes: N logged steps, L layers,
 H heads, R runs of one group, S steps of their common grid, B buckets.
 """
 
@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import lfilter
 
 # Heatmap columns: a panel is at most about 600 px wide, so more columns than this are not seen.
 HEATMAP_BUCKETS = 500
@@ -112,12 +111,37 @@ def ema(values: np.ndarray, weight: float) -> np.ndarray:
         column = flat[:, j]
         finite = np.isfinite(column)
         x = column[finite]
-        if x.size == 0:
-            continue
-        smoothed = lfilter([1 - weight], [1, -weight], x)
-        smoothed /= 1 - weight ** np.arange(1, x.size + 1)
-        out[finite, j] = smoothed
+        if x.size:
+            out[finite, j] = _recursive_average(x, weight) / (1 - weight ** np.arange(1, x.size + 1))
     return out.reshape(values.shape)
+
+
+# scipy.signal.lfilter does this recursion too, but importing scipy.signal takes a second,
+# which every first page of a freshly started dashboard would wait for. Here: a small weight
+# is a short filter (its terms fall under 1e-17 within MAX_FILTER_TERMS: one convolution);
+# a large one runs in blocks, where y_{s+j} = w^(j+1) y_{s-1} + (1-w) w^j sum_{i<=j} w^(-i)
+# x_{s+i}, cut where w^(-i) reaches 1e8 so the scaled partial sums lose at most ~1e-8 relative.
+MAX_FILTER_TERMS = 128
+_NEGLIGIBLE = 1e-17
+_BLOCK_RANGE = 1e8
+
+
+def _recursive_average(x: np.ndarray, weight: float) -> np.ndarray:
+    """y_t = weight * y_{t-1} + (1 - weight) * x_t from y_{-1} = 0."""
+    terms = int(np.ceil(np.log(_NEGLIGIBLE) / np.log(weight)))
+    if terms <= MAX_FILTER_TERMS:
+        return np.convolve(x, (1 - weight) * weight ** np.arange(terms, dtype=np.float64))[: x.size]
+    block = min(x.size, int(np.log(_BLOCK_RANGE) / -np.log(weight)))
+    powers = weight ** np.arange(block + 1, dtype=np.float64)
+    out = np.empty_like(x)
+    carry = 0.0
+    for start in range(0, x.size, block):
+        chunk = x[start : start + block]
+        n = chunk.size
+        scaled = np.cumsum(chunk / powers[:n])
+        out[start : start + n] = powers[1 : n + 1] * carry + (1 - weight) * powers[:n] * scaled
+        carry = out[start + n - 1]
+    return out
 
 
 def minmax_indices(*series: np.ndarray, points: int = LINE_POINTS) -> np.ndarray:

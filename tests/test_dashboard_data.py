@@ -209,9 +209,11 @@ def test_minmax_indices_keep_every_extreme_and_both_ends():
     np.testing.assert_array_equal(reduce.minmax_indices(y[:50], points=1000), np.arange(50))
 
 
-def test_ema_matches_a_loop_and_skips_nan():
-    x = np.array([1.0, 2.0, np.nan, 4.0, 8.0])
-    weight = 0.5
+@pytest.mark.parametrize("weight", [0.01, 0.5, 0.73, 0.9, 0.999])
+def test_ema_matches_a_loop_and_skips_nan(weight):
+    rng = np.random.default_rng(3)
+    x = rng.normal(5, 3, 3001)  # longer than any block of the vectorised recursion
+    x[[0, 7, 8, 1500, 3000]] = np.nan
     expected, average, count = [], 0.0, 0
     for value in x:
         if np.isnan(value):
@@ -220,7 +222,8 @@ def test_ema_matches_a_loop_and_skips_nan():
         count += 1
         average = weight * average + (1 - weight) * value
         expected.append(average / (1 - weight**count))
-    np.testing.assert_allclose(reduce.ema(x, weight), expected)
+    np.testing.assert_allclose(reduce.ema(x, weight), expected, rtol=1e-9)
+    np.testing.assert_allclose(reduce.ema(np.stack([x, 2 * x], axis=1), weight)[:, 1], 2 * np.array(expected), rtol=1e-9)
     np.testing.assert_array_equal(reduce.ema(x, 0.0), x)
 
 
