@@ -256,7 +256,7 @@ def test_only_the_bound_host_names_may_open_the_app(server):
 @requires_chromium
 @pytest.mark.browser
 def test_readme_screenshots(browser):
-    """docs/dashboard-cor.png and docs/dashboard-wr.png from the demo's runs.
+    """docs/dashboard-cor.png, dashboard-cor-layers.png and dashboard-wr.png from the demo's runs.
 
     Runs only when PARALLAX_PROBE_DEMO_RUNS names the folder `parallax-probe demo --out` wrote
     (the demo trains for minutes, so the usual test run does not make it).
@@ -265,7 +265,9 @@ def test_readme_screenshots(browser):
     if not demo:
         pytest.skip("set PARALLAX_PROBE_DEMO_RUNS to the folder of `parallax-probe demo --out DIR` to redraw the README screenshots")
     with dashboard_server(Path(demo)) as url:
-        for name, file, height in (("COR", "dashboard-cor.png", 1250), ("W_R+rank", "dashboard-wr.png", 1500)):
+        views = (("COR", "dashboard-cor.png", 780), ("COR&cor-view=Per+layer", "dashboard-cor-layers.png", 780),
+                 ("W_R+rank", "dashboard-wr.png", 1500))
+        for name, file, height in views:
             page = browser.new_page()
             page.set_viewport_size({"width": 1400, "height": height})
             try:
