@@ -8,7 +8,10 @@ FLOPs as SPEC section 1 counts them, halved for causal attention with Lq = Lk:
 Parallax forward 8*B*H*T*T*D, backward 16*B*H*T*T*D; softmax attention forward
 4*B*H*T*T*D, backward 2.5x that. Each kernel's TFLOP/s uses its own count; the time ratios
 ("ours / peer", below 1 means ours is faster) compare like with like. Times are medians of
-triton.testing.do_bench.
+triton.testing.do_bench_cudagraph: each call is captured many times over in one CUDA graph and
+replayed, so the numbers are device time. Plain do_bench launches each call from Python after
+an L2-flushing memset, and whatever host time a call takes beyond that memset showed up in the
+measurement: the short shapes (a 0.2 ms forward) then measured host overhead, not kernels.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from triton.testing import do_bench
+from triton.testing import do_bench_cudagraph
 
 from parallax_probe.kernels import parallax_attention
 
@@ -87,14 +90,14 @@ def candidates(B, H, T, D, parallel_parallax):
 def time_one(run, tensors, mode):
     if mode == "fwd":
         with torch.no_grad():
-            return do_bench(lambda: run(*tensors), warmup=25, rep=200, return_mode="median")
+            return do_bench_cudagraph(lambda: run(*tensors), rep=100, return_mode="median")
     leaves = [t.detach().clone().requires_grad_() for t in tensors]
     do = torch.randn_like(run(*leaves))
 
     def step():
         run(*leaves).backward(do)
 
-    return do_bench(step, warmup=25, rep=200, grad_to_none=leaves, return_mode="median")
+    return do_bench_cudagraph(step, rep=100, grad_to_none=leaves, return_mode="median")
 
 
 def main():

@@ -32,16 +32,14 @@ from parallax_probe.kernels.parallel import BackwardConfig, TileConfig
 T_ = TileConfig
 FORWARD_CANDIDATES = {
     128: [T_(128, 64, 8, 3), T_(128, 64, 8, 4)],
-    64: [T_(64, 64, 4, 3), T_(128, 64, 8, 3), T_(64, 64, 4, 4)],
+    64: [T_(64, 64, 4, 3), T_(64, 64, 4, 4)],
 }
-# fused (q=None): one kernel, dQ/dR by atomics; split: a dK/dV kernel and a dQ/dR kernel
+# split: a dK/dV kernel (kv) and a dQ/dR kernel (q); the fused kernel measured slower at both
+# head dims (NOTES.md, version 2) and is left to the tests
 BACKWARD_CANDIDATES = {
-    128: [BackwardConfig(T_(32, 128, 8, 2), None)]
-    + [BackwardConfig(kv, q) for kv in (T_(32, 128, 8, 2), T_(32, 128, 8, 3))
-       for q in (T_(128, 64, 8, 2), T_(128, 32, 8, 3), T_(128, 64, 8, 3))],
-    64: [BackwardConfig(T_(32, 128, 4, 2), None), BackwardConfig(T_(32, 128, 8, 2), None)]
-    + [BackwardConfig(kv, q) for kv in (T_(32, 128, 4, 2), T_(64, 128, 8, 2))
-       for q in (T_(128, 64, 8, 2), T_(64, 64, 4, 2))],
+    128: [BackwardConfig(T_(32, 128, 8, s), T_(128, 64, 8, 3)) for s in (2, 3)],
+    64: [BackwardConfig(T_(64, 128, 8, s), T_(64, 64, 4, 3)) for s in (2, 3)]
+    + [BackwardConfig(T_(64, 128, 8, 2), T_(128, 64, 8, 3))],
 }
 
 

@@ -2,9 +2,10 @@
 and a backward, fused or split. The math is `reference.py`'s; SPEC section 1 gives the flash
 form. Timings and the reasons behind each choice: kernels/NOTES.md.
 
-Forward, per query row i, streaming key/value tiles with a running max m (log2 units):
+Forward, per query row i, streaming key/value tiles with a running max m of the unscaled
+logits s_ij = q_i . k_j (scale > 0, so the max commutes with the scale; one FMA per score):
 
-    p_ij  = exp2(s_ij - m_i),  s_ij = (q_i . k_j) * scale * log2(e)
+    p_ij  = exp2((s_ij - m_i) * scale * log2(e))
     t_ij  = r_i . k_j - mu_i                    probe score, centred on mu_i
     d1 = sum_j p_ij    O1 = sum_j p_ij v_j    O2 = sum_j p_ij t_ij v_j
     o_sm = O1 / d1,  c = -O2 / d1,  o = o_sm + c,  tbar = mu
@@ -19,12 +20,16 @@ reference's error: p t is rounded to bf16 before its dot with v, and that error 
 Backward, per tile, with a_ij = dO_i . v_j, Delta_i = dO_i . o_i, Dsm_i = dO_i . o_sm_i and
 the centred scores dt_ij = r_i . k_j - tbar_i:
 
-    P_ij   = exp2(s_ij - lse_i)                      (lse saved by the forward, log2 units)
+    P_ij   = exp2(s_ij * scale * log2(e) - lse_i)    (lse saved by the forward, log2 units)
     dV_j  += sum_i P_ij (1 - dt_ij) dO_i
     dS2_ij = P_ij (Dsm_i - a_ij)                     gradient of the probe score r_i . k_j
     dS1_ij = P_ij (a_ij - Delta_i) + dt_ij dS2_ij    gradient of the logit (before scale)
+           = P_ij (Dsm_i - Delta_i) - dS2_ij (1 - dt_ij)      (the form the kernels use)
     dQ_i  += scale sum_j dS1_ij k_j     dR_i += sum_j dS2_ij k_j
     dK_j  += scale sum_i dS1_ij q_i + sum_i dS2_ij r_i
+
+A preprocess kernel packs the four per-row terms lse, 1 + tbar, Dsm and Dsm - Delta into one
+[B, HQ, T, 4] float32 tensor, one 16-byte load per row and query step.
 
 The kv kernel: one program owns a key/value block of one key head and walks every query block
 of every query head in its GQA group, so dK and dV stay in registers and are written once.
@@ -69,8 +74,8 @@ def forward_config(head_dim: int, device: torch.device) -> TileConfig:
         return TileConfig(BM=32, BN=16, num_warps=4, num_stages=1)
     # sm_90 resource reports and H200 timings in kernels/NOTES.md. At D = 128, 128x64 with 8
     # warps keeps the two float32 accumulators O1, O2 (2 x 128 x D) in registers without
-    # spilling in the loop; 4 warps spill them (1.5 KB of stack). At D = 64, 64x64 with 4
-    # warps measured 8% faster than 128x64 with 8.
+    # spilling in the loop; 4 warps spill them (1.5 KB of stack); 4 stages measured 5% slower.
+    # At D = 64, 64x64 with 4 warps measured 8% faster than 128x64 with 8.
     if head_dim <= 64:
         return TileConfig(BM=64, BN=64, num_warps=4, num_stages=3)
     return TileConfig(BM=128, BN=64, num_warps=8, num_stages=3)
@@ -88,12 +93,13 @@ class BackwardConfig(NamedTuple):
 def backward_config(head_dim: int, device: torch.device) -> BackwardConfig:
     if device.type != "cuda":
         return BackwardConfig(kv=TileConfig(16, 32, 4, 1), q=TileConfig(32, 16, 4, 1))
-    # Split on the H200: 3.41 ms against the fused kernel's 4.51 at (4, 16, 4096, 128), 2.58
-    # against 2.92 at D = 64 (NOTES.md). dK and dV (2 x BN x D float32) stay in registers for
-    # the whole kv program, so only 32 query rows per step fit beside the score tiles
-    # (64 rows spill 570 B); the dQ/dR kernel has the forward's shape.
+    # Split on the H200: 3.41 ms against the fused kernel's 4.51 at (4, 16, 4096, 128)
+    # (NOTES.md, version 2). At D = 128, dK and dV (2 x BN x D float32) stay in registers for
+    # the whole kv program, so only 32 query rows per step fit beside the score tiles (64 rows
+    # spill 570 B); at D = 64, 64-row steps fit with 8 warps and measured 1.75 ms against
+    # 2.13 for 32 rows (version 3). The dQ/dR kernel has the forward's shape.
     if head_dim <= 64:
-        return BackwardConfig(kv=TileConfig(32, 128, 4, 2), q=TileConfig(64, 64, 4, 2))
+        return BackwardConfig(kv=TileConfig(64, 128, 8, 3), q=TileConfig(64, 64, 4, 3))
     return BackwardConfig(kv=TileConfig(32, 128, 8, 2), q=TileConfig(128, 64, 8, 3))
 
 
@@ -131,7 +137,8 @@ def _fwd_inner(
 ):
     """Accumulate key blocks [blk_lo, blk_hi) into the state (O1, O2, d1, mu, m) of one
     query block. O2 is kept centred on mu, the running p-mean of the probe scores, so the
-    sum of p (r.k - mu) over the keys seen so far is zero and needs no accumulator."""
+    sum of p (r.k - mu) over the keys seen so far is zero and needs no accumulator.
+    m is the running max of the unscaled logits q.k: the scale goes into one FMA per score."""
     offs_d = tl.arange(0, D)
     for blk in range(blk_lo, blk_hi):
         offs_n = blk * BN + tl.arange(0, BN)
@@ -143,33 +150,36 @@ def _fwd_inner(
         else:
             b_k = tl.load(k_base + kv_offs)
             b_v = tl.load(v_base + kv_offs)
-        s = _dot(b_q, tl.trans(b_k), None, INTERPRET) * scale_log2  # (BM, BN) logits, log2 units
-        t = _dot(b_r, tl.trans(b_k), None, INTERPRET) - mu[:, None]  # (BM, BN) probe scores - mu
+        s = _dot(b_q, tl.trans(b_k), None, INTERPRET)  # (BM, BN) logits before scale
+        s2 = _dot(b_r, tl.trans(b_k), None, INTERPRET)  # (BM, BN) probe scores
         if MASKED:
             allowed = offs_n[None, :] <= offs_m[:, None]
             if HAS_WINDOW:
                 allowed = allowed & (offs_n[None, :] > offs_m[:, None] - W)
             s = tl.where(allowed, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(s - m_new[:, None])  # (BM, BN), 0 where masked
-        pt = p * t
-        d1_new = d1 * alpha + tl.sum(p, 1)
+        alpha = tl.math.exp2((m_i - m_new) * scale_log2)
+        o1 = o1 * alpha[:, None]
+        o2 = o2 * alpha[:, None]
+        m_i = m_new
+        p = tl.math.exp2(s * scale_log2 - (m_i * scale_log2)[:, None])  # (BM, BN), 0 where masked
+        ps2 = p * s2
+        sum_p = tl.sum(p, 1)
+        d1 = d1 * alpha + sum_p
         # Move the centre to the p-mean over every key so far, this tile's included, before
         # p t is rounded for its dot: the rounding error then scales with the spread of the
-        # scores around tbar, as c does, not with their size.
+        # scores around tbar, as c does, not with their size. sum(p (s2 - mu)) is formed
+        # as sum(p s2) - mu sum(p): float32 cancellation there is far below bf16 rounding.
         if MASKED:
             # a row can have no allowed key yet at a window's left edge
-            shift = tl.sum(pt, 1) / tl.where(d1_new > 0, d1_new, 1.0)
+            shift = (tl.sum(ps2, 1) - mu * sum_p) / tl.where(d1 > 0, d1, 1.0)
         else:
-            shift = tl.sum(pt, 1) / d1_new
-        pt = pt - shift[:, None] * p
-        o2 = o2 * alpha[:, None] - (shift * alpha)[:, None] * o1
-        o2 = _dot(_round(pt, b_v.dtype, INTERPRET), b_v, o2, INTERPRET)
-        o1 = _dot(_round(p, b_v.dtype, INTERPRET), b_v, o1 * alpha[:, None], INTERPRET)
+            shift = (tl.sum(ps2, 1) - mu * sum_p) / d1
         mu = mu + shift
-        d1 = d1_new
-        m_i = m_new
+        pt = ps2 - mu[:, None] * p  # p (s2 - mu), one FMA
+        o2 = o2 - shift[:, None] * o1
+        o2 = _dot(_round(pt, b_v.dtype, INTERPRET), b_v, o2, INTERPRET)
+        o1 = _dot(_round(p, b_v.dtype, INTERPRET), b_v, o1, INTERPRET)
     return o1, o2, d1, mu, m_i
 
 
@@ -199,6 +209,13 @@ def _parallax_fwd_kernel(
     q_offs = offs_m[:, None] * (HQ * D) + offs_d[None, :]  # (BM, D)
     b_q = tl.load(Q + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
     b_r = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
+    if WRITE_STATS:
+        # STATS is [4, B, T, HQ]: the planes osm_sq, c_sq, osm_c, r_sq of AttentionStats.
+        # ||r||^2 is summed here, from the r just loaded for the dots: measured cheaper than
+        # summing it in the epilogue, from a second load of r or from this r kept (NOTES.md).
+        p_stats = STATS + (i_b.to(tl.int64) * T + offs_m) * HQ + i_hq
+        r_f32 = b_r.to(tl.float32)
+        tl.store(p_stats + 3 * N_ROWS, tl.sum(r_f32 * r_f32, 1), mask=row_ok)
 
     o1 = tl.zeros((BM, D), dtype=tl.float32)
     o2 = tl.zeros((BM, D), dtype=tl.float32)
@@ -239,16 +256,11 @@ def _parallax_fwd_kernel(
     # so c = tbar o_sm - sum_j p_j s2_j v_j reduces to -O2 / d1, and o = (O1 - O2) / d1.
     inv_d1 = 1.0 / d1
     if WRITE_STATS:
-        # STATS is [4, B, T, HQ]: the planes osm_sq, c_sq, osm_c, r_sq of AttentionStats.
         # Sums over the accumulators themselves, scaled once: no o_sm or c tile stays live.
         inv_d1_sq = inv_d1 * inv_d1
-        p_stats = STATS + (i_b.to(tl.int64) * T + offs_m) * HQ + i_hq
         tl.store(p_stats, tl.sum(o1 * o1, 1) * inv_d1_sq, mask=row_ok)
         tl.store(p_stats + N_ROWS, tl.sum(o2 * o2, 1) * inv_d1_sq, mask=row_ok)
         tl.store(p_stats + 2 * N_ROWS, -tl.sum(o1 * o2, 1) * inv_d1_sq, mask=row_ok)
-        # r is loaded again (from L2) rather than kept: the loop has no register to spare
-        r_f32 = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0).to(tl.float32)
-        tl.store(p_stats + 3 * N_ROWS, tl.sum(r_f32 * r_f32, 1), mask=row_ok)
     if SAVE_RESIDUALS:
         # The backward's row sums dO . o and dO . o_sm must be exact to float32, not to the
         # output's bf16: dQ and dR are sums of terms that cancel to zero along each row, and
@@ -256,7 +268,7 @@ def _parallax_fwd_kernel(
         # rounding residual beside o (o = o_lp + o_lo to about 16 bits).
         tl.store(OSM + q_off + q_offs, o1 * inv_d1[:, None], mask=row_ok[:, None])
         row_base = pid_bh.to(tl.int64) * T
-        tl.store(LSE + row_base + offs_m, m_i + tl.math.log2(d1), mask=row_ok)
+        tl.store(LSE + row_base + offs_m, m_i * scale_log2 + tl.math.log2(d1), mask=row_ok)
         tl.store(TBAR + row_base + offs_m, mu, mask=row_ok)
     o = (o1 - o2) * inv_d1[:, None]  # (BM, D) o_sm + c
     o_lp = _round(o, O.dtype.element_ty, INTERPRET)
@@ -268,10 +280,12 @@ def _parallax_fwd_kernel(
 
 @triton.jit(do_not_specialize=["T"])
 def _parallax_bwd_preprocess_kernel(
-    O, OLO, OSM, DO, DELTA, DELTA_SM, T,
+    O, OLO, OSM, DO, LSE, TBAR, ROWS, T,
     HQ: tl.constexpr, D: tl.constexpr, BM: tl.constexpr,
 ):
-    """Delta = dO . o and Dsm = dO . o_sm per row, as [B, HQ, T] float32; o = O + OLO."""
+    """The backward's four per-row terms, packed as ROWS [B, HQ, T, 4] float32 so that each
+    query step loads them with one 16-byte access per row: lse, 1 + tbar, Dsm and Dsm - Delta,
+    with Delta = dO . o, Dsm = dO . o_sm and o = O + OLO."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     i_b = pid_bh // HQ
@@ -286,15 +300,37 @@ def _parallax_bwd_preprocess_kernel(
     b_o += tl.load(OLO + offs, mask=row_ok[:, None], other=0.0).to(tl.float32)
     b_osm = tl.load(OSM + offs, mask=row_ok[:, None], other=0.0).to(tl.float32)
     row_base = pid_bh.to(tl.int64) * T
-    tl.store(DELTA + row_base + offs_m, tl.sum(b_do * b_o, 1), mask=row_ok)
-    tl.store(DELTA_SM + row_base + offs_m, tl.sum(b_do * b_osm, 1), mask=row_ok)
+    delta = tl.sum(b_do * b_o, 1)
+    delta_sm = tl.sum(b_do * b_osm, 1)
+    lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=0.0)
+    tbar = tl.load(TBAR + row_base + offs_m, mask=row_ok, other=0.0)
+    p_rows = ROWS + (row_base + offs_m) * 4
+    tl.store(p_rows, lse, mask=row_ok)
+    tl.store(p_rows + 1, 1.0 + tbar, mask=row_ok)
+    tl.store(p_rows + 2, delta_sm, mask=row_ok)
+    tl.store(p_rows + 3, delta_sm - delta, mask=row_ok)
+
+
+@triton.jit
+def _load_rows(ROWS, row_base, offs_m, T, MASKED: tl.constexpr):
+    """lse, 1 + tbar, Dsm, Dsm - Delta of rows offs_m from the packed [.., T, 4] terms."""
+    p_rows = ROWS + (row_base + offs_m)[:, None] * 4 + tl.arange(0, 4)[None, :]
+    if MASKED:
+        rows = tl.load(p_rows, mask=(offs_m < T)[:, None], other=0.0)  # (BM, 4)
+    else:
+        rows = tl.load(p_rows)
+    # (BM, 4) -> (BM, 2, 2): split takes the last axis, columns (0, 2) and (1, 3)
+    even, odd = tl.split(tl.reshape(rows, (rows.shape[0], 2, 2)))
+    lse, delta_sm = tl.split(even)
+    tbar1, c_row = tl.split(odd)
+    return lse, tbar1, delta_sm, c_row
 
 
 @triton.jit
 def _bwd_inner(
     dk, dv, b_k, b_v, offs_n,
     q_desc, r_desc, do_desc, dq_desc, dr_desc, i_b, col, row_base,
-    LSE, TBAR, DELTA, DELTA_SM,
+    ROWS,
     blk_lo, blk_hi, T, W, scale, scale_log2,
     D: tl.constexpr, BM: tl.constexpr, ACCUMULATE_DQ: tl.constexpr,
     MASKED: tl.constexpr, HAS_WINDOW: tl.constexpr, INTERPRET: tl.constexpr,
@@ -310,31 +346,24 @@ def _bwd_inner(
         b_q = q_desc.load([i_b, m0, col]).reshape(BM, D)
         b_r = r_desc.load([i_b, m0, col]).reshape(BM, D)
         b_do = do_desc.load([i_b, m0, col]).reshape(BM, D)
-        if MASKED:
-            row_ok = offs_m < T
-            lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=0.0)
-            tbar = tl.load(TBAR + row_base + offs_m, mask=row_ok, other=0.0)
-            delta = tl.load(DELTA + row_base + offs_m, mask=row_ok, other=0.0)
-            delta_sm = tl.load(DELTA_SM + row_base + offs_m, mask=row_ok, other=0.0)
-        else:
-            lse = tl.load(LSE + row_base + offs_m)
-            tbar = tl.load(TBAR + row_base + offs_m)
-            delta = tl.load(DELTA + row_base + offs_m)
-            delta_sm = tl.load(DELTA_SM + row_base + offs_m)
+        lse, tbar1, delta_sm, c_row = _load_rows(ROWS, row_base, offs_m, T, MASKED)
 
         s1T = _dot(b_k, tl.trans(b_q), None, INTERPRET)  # (BN, BM) logits before scale
         s2T = _dot(b_k, tl.trans(b_r), None, INTERPRET)  # (BN, BM) probe scores
-        aT = _dot(b_v, tl.trans(b_do), None, INTERPRET)  # (BN, BM) dO_i . v_j
         pT = tl.math.exp2(s1T * scale_log2 - lse[None, :])
         if MASKED:
             allowed = (offs_n[:, None] <= offs_m[None, :]) & (offs_m[None, :] < T)
             if HAS_WINDOW:
                 allowed = allowed & (offs_n[:, None] > offs_m[None, :] - W)
             pT = tl.where(allowed, pT, 0.0)
-        dtT = s2T - tbar[None, :]  # centred probe scores
-        dv = _dot(_round(pT * (1.0 - dtT), b_do.dtype, INTERPRET), b_do, dv, INTERPRET)
+        # wsT = scale (1 - dt), dt the centred probe score: dV's operand is pT wsT (dV is
+        # divided by scale once at the end) and dS1 = pT cs - dS2 wsT, with
+        # cs = scale (Dsm - Delta): the module docstring's dS1 times scale, in two ops.
+        wsT = (tbar1 * scale)[None, :] - s2T * scale
+        dv = _dot(_round(pT * wsT, b_do.dtype, INTERPRET), b_do, dv, INTERPRET)
+        aT = _dot(b_v, tl.trans(b_do), None, INTERPRET)  # (BN, BM) dO_i . v_j
         ds2T = pT * (delta_sm[None, :] - aT)
-        ds1T = (pT * (aT - delta[None, :]) + dtT * ds2T) * scale
+        ds1T = pT * (c_row * scale)[None, :] - ds2T * wsT
         ds1T_lp = _round(ds1T, b_q.dtype, INTERPRET)
         ds2T_lp = _round(ds2T, b_r.dtype, INTERPRET)
         dk = _dot(ds1T_lp, b_q, dk, INTERPRET)
@@ -354,12 +383,14 @@ def _bwd_inner(
 
 @triton.jit(do_not_specialize=["T", "W"])
 def _parallax_bwd_kernel(
-    q_desc, r_desc, do_desc, dq_desc, dr_desc, K, V, LSE, TBAR, DELTA, DELTA_SM, DK, DV,
+    q_desc, r_desc, do_desc, dq_desc, dr_desc, K, V, ROWS, DK, DV,
     scale, scale_log2, T, W,
     HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, ACCUMULATE_DQ: tl.constexpr,
     HAS_WINDOW: tl.constexpr, INTERPRET: tl.constexpr,
 ):
+    """dK and dV of one key block: one program walks every query block of every query head
+    in its key head's GQA group."""
     G: tl.constexpr = HQ // HK
     # Causal work shrinks with the key block: block 0 meets every query, so it goes first.
     pid_n = tl.program_id(0)
@@ -398,33 +429,34 @@ def _parallax_bwd_kernel(
         dk, dv = _bwd_inner(
             dk, dv, b_k, b_v, offs_n,
             q_desc, r_desc, do_desc, dq_desc, dr_desc, i_b, col, row_base,
-            LSE, TBAR, DELTA, DELTA_SM,
+            ROWS,
             blk_lo, blk_clean_lo, T, W, scale, scale_log2,
             D, BM, ACCUMULATE_DQ, True, HAS_WINDOW, INTERPRET,
         )
         dk, dv = _bwd_inner(
             dk, dv, b_k, b_v, offs_n,
             q_desc, r_desc, do_desc, dq_desc, dr_desc, i_b, col, row_base,
-            LSE, TBAR, DELTA, DELTA_SM,
+            ROWS,
             blk_clean_lo, blk_clean_hi, T, W, scale, scale_log2,
             D, BM, ACCUMULATE_DQ, False, HAS_WINDOW, INTERPRET,
         )
         dk, dv = _bwd_inner(
             dk, dv, b_k, b_v, offs_n,
             q_desc, r_desc, do_desc, dq_desc, dr_desc, i_b, col, row_base,
-            LSE, TBAR, DELTA, DELTA_SM,
+            ROWS,
             blk_clean_hi, blk_hi, T, W, scale, scale_log2,
             D, BM, ACCUMULATE_DQ, True, HAS_WINDOW, INTERPRET,
         )
 
     tl.store(DK + kv_offs, _round(dk, DK.dtype.element_ty, INTERPRET), mask=key_ok)
-    tl.store(DV + kv_offs, _round(dv, DV.dtype.element_ty, INTERPRET), mask=key_ok)
+    # dV was summed with the operand pT scale (1 - dt)
+    tl.store(DV + kv_offs, _round(dv * (1.0 / scale), DV.dtype.element_ty, INTERPRET), mask=key_ok)
 
 
 @triton.jit
 def _bwd_dq_inner(
-    dq, dr, b_q, b_r, b_do, lse, tbar, delta, delta_sm, k_base, v_base, offs_m,
-    blk_lo, blk_hi, T, W, scale, scale_log2,
+    dq, dr, b_q, b_r, b_do, lse, tbar1, delta_sm, c_row, k_base, v_base, offs_m,
+    blk_lo, blk_hi, T, W, scale_log2,
     stride_kt,
     D: tl.constexpr, BN: tl.constexpr, MASKED: tl.constexpr, HAS_WINDOW: tl.constexpr,
     INTERPRET: tl.constexpr,
@@ -449,8 +481,10 @@ def _bwd_dq_inner(
             if HAS_WINDOW:
                 allowed = allowed & (offs_n[None, :] > offs_m[:, None] - W)
             p = tl.where(allowed, p, 0.0)
+        # dS1 / scale = p (Dsm - Delta) - dS2 (1 - dt), the module docstring's form in two
+        # ops; the scale goes onto dQ once at the end.
         ds2 = p * (delta_sm[:, None] - a)
-        ds1 = (p * (a - delta[:, None]) + (s2 - tbar[:, None]) * ds2) * scale
+        ds1 = p * c_row[:, None] - ds2 * (tbar1[:, None] - s2)
         dq = _dot(_round(ds1, b_k.dtype, INTERPRET), b_k, dq, INTERPRET)
         dr = _dot(_round(ds2, b_k.dtype, INTERPRET), b_k, dr, INTERPRET)
     return dq, dr
@@ -458,7 +492,7 @@ def _bwd_dq_inner(
 
 @triton.jit(do_not_specialize=["T", "W"])
 def _parallax_bwd_dq_kernel(
-    Q, R, K, V, DO, LSE, TBAR, DELTA, DELTA_SM, DQ, DR,
+    Q, R, K, V, DO, ROWS, DQ, DR,
     scale, scale_log2, T, W,
     HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, HAS_WINDOW: tl.constexpr, INTERPRET: tl.constexpr,
@@ -483,10 +517,7 @@ def _parallax_bwd_dq_kernel(
     b_r = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0)
     b_do = tl.load(DO + q_off + q_offs, mask=row_ok[:, None], other=0.0)
     row_base = pid_bh.to(tl.int64) * T
-    lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=0.0)
-    tbar = tl.load(TBAR + row_base + offs_m, mask=row_ok, other=0.0)
-    delta = tl.load(DELTA + row_base + offs_m, mask=row_ok, other=0.0)
-    delta_sm = tl.load(DELTA_SM + row_base + offs_m, mask=row_ok, other=0.0)
+    lse, tbar1, delta_sm, c_row = _load_rows(ROWS, row_base, offs_m, T, True)
     dq = tl.zeros((BM, D), dtype=tl.float32)
     dr = tl.zeros((BM, D), dtype=tl.float32)
 
@@ -498,23 +529,23 @@ def _parallax_bwd_dq_kernel(
         blk_clean_lo = tl.cdiv(tl.maximum(m0 + BM - W, 0), BN)
         blk_clean_lo = tl.minimum(tl.maximum(blk_clean_lo, blk_lo), blk_clean_hi)
         dq, dr = _bwd_dq_inner(
-            dq, dr, b_q, b_r, b_do, lse, tbar, delta, delta_sm, k_base, v_base, offs_m,
-            blk_lo, blk_clean_lo, T, W, scale, scale_log2, HK * D,
+            dq, dr, b_q, b_r, b_do, lse, tbar1, delta_sm, c_row, k_base, v_base, offs_m,
+            blk_lo, blk_clean_lo, T, W, scale_log2, HK * D,
             D, BN, True, HAS_WINDOW, INTERPRET,
         )
     else:
         blk_clean_lo = 0
     dq, dr = _bwd_dq_inner(
-        dq, dr, b_q, b_r, b_do, lse, tbar, delta, delta_sm, k_base, v_base, offs_m,
-        blk_clean_lo, blk_clean_hi, T, W, scale, scale_log2, HK * D,
+        dq, dr, b_q, b_r, b_do, lse, tbar1, delta_sm, c_row, k_base, v_base, offs_m,
+        blk_clean_lo, blk_clean_hi, T, W, scale_log2, HK * D,
         D, BN, False, HAS_WINDOW, INTERPRET,
     )
     dq, dr = _bwd_dq_inner(
-        dq, dr, b_q, b_r, b_do, lse, tbar, delta, delta_sm, k_base, v_base, offs_m,
-        blk_clean_hi, blk_hi, T, W, scale, scale_log2, HK * D,
+        dq, dr, b_q, b_r, b_do, lse, tbar1, delta_sm, c_row, k_base, v_base, offs_m,
+        blk_clean_hi, blk_hi, T, W, scale_log2, HK * D,
         D, BN, True, HAS_WINDOW, INTERPRET,
     )
-    tl.store(DQ + q_off + q_offs, _round(dq, DQ.dtype.element_ty, INTERPRET), mask=row_ok[:, None])
+    tl.store(DQ + q_off + q_offs, _round(dq * scale, DQ.dtype.element_ty, INTERPRET), mask=row_ok[:, None])
     tl.store(DR + q_off + q_offs, _round(dr, DR.dtype.element_ty, INTERPRET), mask=row_ok[:, None])
 
 
@@ -588,11 +619,10 @@ def parallax_backward(
     HK = k.shape[2]
     config = config or backward_config(D, q.device)
     interpret = q.device.type == "cpu"
-    delta = torch.empty((B, HQ, T), device=q.device, dtype=torch.float32)
-    delta_sm = torch.empty((B, HQ, T), device=q.device, dtype=torch.float32)
+    rows = torch.empty((B, HQ, T, 4), device=q.device, dtype=torch.float32)
     pre_bm = 32
     _parallax_bwd_preprocess_kernel[(triton.cdiv(T, pre_bm), B * HQ)](
-        o, o_lo, o_sm, do, delta, delta_sm, T, HQ=HQ, D=D, BM=pre_bm, num_warps=4,
+        o, o_lo, o_sm, do, lse, tbar, rows, T, HQ=HQ, D=D, BM=pre_bm, num_warps=4,
     )
     kv = config.kv
     fused = config.q is None
@@ -614,7 +644,7 @@ def parallax_backward(
         q_desc, rows_of_heads(r), rows_of_heads(do),
         # unused when dQ, dR come from the second kernel
         rows_of_heads(dq) if fused else q_desc, rows_of_heads(dr) if fused else q_desc,
-        k, v, lse, tbar, delta, delta_sm, dk, dv,
+        k, v, rows, dk, dv,
         scale, scale * LOG2E, T, max(window, 0),
         HQ=HQ, HK=HK, D=D, BM=kv.BM, BN=kv.BN, ACCUMULATE_DQ=fused, HAS_WINDOW=window > 0,
         INTERPRET=interpret,
@@ -624,7 +654,7 @@ def parallax_backward(
         return dq.to(q.dtype), dr.to(q.dtype), dk, dv
     qc = config.q
     _parallax_bwd_dq_kernel[(triton.cdiv(T, qc.BM), B * HQ)](
-        q, r, k, v, do, lse, tbar, delta, delta_sm, dq, dr,
+        q, r, k, v, do, rows, dq, dr,
         scale, scale * LOG2E, T, max(window, 0),
         HQ=HQ, HK=HK, D=D, BM=qc.BM, BN=qc.BN, HAS_WINDOW=window > 0, INTERPRET=interpret,
         num_warps=qc.num_warps, num_stages=qc.num_stages,
@@ -734,4 +764,5 @@ def parallax_attention_triton(
     )
     if not return_stats:
         return o
-    return o, AttentionStats(osm_sq=stats[0], c_sq=stats[1], osm_c=stats[2], r_sq=stats[3])
+    # one unbind, not four index ops: host time a short forward can wait on
+    return o, AttentionStats(*stats.unbind(0))

@@ -228,3 +228,33 @@ def test_torch_compile_fullgraph_traces_the_custom_op():
     assert torch.equal(c_sq, c_sq_eager)
     for got, want in zip(inputs, eager_inputs):
         torch.testing.assert_close(got.grad, want.grad, rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@requires_hopper
+def test_torch_compile_fullgraph_with_auto_backend():
+    """backend='auto' asks the cached capability query inside the compiled region: Dynamo
+    must trace it without a graph break, take the kernel, and give eager's output and
+    gradients."""
+    from parallax_probe.kernels import resolve_backend
+
+    class Attention(torch.nn.Module):
+        def forward(self, q, r, k, v):
+            o, stats = parallax_attention(q, r, k, v, return_stats=True, backend="auto")
+            return o, stats.c_sq
+
+    q, r, k, v, do = make_inputs(2, 300, 4, 2, 128, torch.bfloat16, 10.0, DEVICE, 0)
+    assert resolve_backend(q, "auto") == "triton"
+    module = Attention()
+    compiled = torch.compile(module, fullgraph=True)
+    inputs = [t.clone().requires_grad_() for t in (q, r, k, v)]
+    o, c_sq = compiled(*inputs)
+    o.backward(do)
+    eager_inputs = [t.clone().requires_grad_() for t in (q, r, k, v)]
+    o_eager, c_sq_eager = module(*eager_inputs)
+    o_eager.backward(do)
+    torch.testing.assert_close(o, o_eager, rtol=0, atol=0)
+    torch.testing.assert_close(c_sq, c_sq_eager, rtol=0, atol=0)
+    for got, want in zip(inputs, eager_inputs):
+        assert got.grad is not None and got.grad.isfinite().all()
+        torch.testing.assert_close(got.grad, want.grad, rtol=0, atol=0)
