@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/dashboard_load.py              # writes the runs once (minutes), then measures
     .venv/bin/python benchmarks/dashboard_load.py --browser    # also times page loads in Debian's chromium
+    .venv/bin/python benchmarks/dashboard_load.py --browser-only
 
 The runs are synthetic, written with the store's own `RunWriter` in the probe's schema
 (Qwen3-0.6B shapes: 28 layers, 16 heads, head dim 128, d_model 1024; 1,000 spectra rows),
@@ -298,7 +299,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--spectra-rows", type=int, default=1000, help="rows of the W_R / W_RK spectra tables")
     parser.add_argument("--browser", action="store_true", help="also time page loads in /usr/bin/chromium")
+    parser.add_argument("--browser-only", action="store_true", help="only the chromium table (section 3)")
     args = parser.parse_args()
+    args.browser = args.browser or args.browser_only
     folder = Path(args.dir)
     paths = ensure_runs(folder, args.steps, args.spectra_rows)
     sizes = sum(p.stat().st_size for path in paths for p in path.glob("segment-*.h5"))
@@ -306,11 +309,12 @@ def main() -> int:
           f"{args.spectra_rows:,} spectra rows; {sizes / 1e6:,.0f} MB on disk; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} (other processes slow every number here)\n")
 
-    print(_table("1. reading one run, cold (fresh process)", in_fresh_process(f"read_columns({str(paths[0])!r})"), ("cold",), "loader"))
-    print()
-    print(_table(f"2a. pages, one run (?run={paths[0].name})", measure_pages(folder, [paths[0].name]), ("cold", "warm", "charts", "kB")))
-    print()
-    print(_table("2b. pages, two groups (muon vs adamw)", measure_pages(folder, []), ("cold", "warm", "charts", "kB")))
+    if not args.browser_only:
+        print(_table("1. reading one run, cold (fresh process)", in_fresh_process(f"read_columns({str(paths[0])!r})"), ("cold",), "loader"))
+        print()
+        print(_table(f"2a. pages, one run (?run={paths[0].name})", measure_pages(folder, [paths[0].name]), ("cold", "warm", "charts", "kB")))
+        print()
+        print(_table("2b. pages, two groups (muon vs adamw)", measure_pages(folder, []), ("cold", "warm", "charts", "kB")))
     if args.browser:
         print()
         if not Path("/usr/bin/chromium").exists():

@@ -1,5 +1,8 @@
 """`parallax-probe dashboard`: start Streamlit on the dashboard app, bound to loopback unless told otherwise.
 
+The process is `python -m parallax_probe.dashboards.launch run ...`: Streamlit's `streamlit run`
+after importing the app's modules (launch.py says why).
+
 The security-relevant options are passed as command-line flags, which outrank config
 files and STREAMLIT_* environment variables, so neither can quietly loosen them:
 - bound to `host` (127.0.0.1 by default), with `server.allowedHosts` listing only the
@@ -60,7 +63,7 @@ def streamlit_command(runs_dir: Path, *, port: int, host: str) -> list[str]:
         "client.showErrorDetails": "none",
         "client.toolbarMode": "viewer",
     }
-    command = [sys.executable, "-m", "streamlit", "run"]
+    command = [sys.executable, "-m", "parallax_probe.dashboards.launch", "run"]  # streamlit run, modules imported first
     for name, value in flags.items():
         command.append(f"--{name}={value}")
     command += [f"--server.allowedHosts={name}" for name in allowed_hosts(host)]

@@ -241,7 +241,7 @@ def test_integer_axes_tick_every_layer():
 
 def test_streamlit_command_binds_loopback_and_limits_hosts(tmp_path):
     command = serve.streamlit_command(tmp_path, port=8765, host="127.0.0.1")
-    assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert command[:4] == [sys.executable, "-m", "parallax_probe.dashboards.launch", "run"]
     assert command[-3:] == [str(serve.APP), "--", str(tmp_path)]
     flags = [c for c in command if c.startswith("--")]
     for flag in (
