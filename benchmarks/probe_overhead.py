@@ -92,11 +92,20 @@ def main() -> None:
     base = statistics.fmean(results["no probe"])
     print(f"\nprobe overhead: preset {args.preset}, device {device}, batch {args.batch_size} x {args.seq_len}, "
           f"{args.rounds} rounds x {args.steps} steps, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print(f"| configuration | median step (ms) | mean step (ms) | overhead of the mean vs no probe |")
-    print(f"|---|---|---|---|")
+    # Steps at which the probe also took the W_R spectra, told apart: a spectra step is a cost of
+    # its own, paid once per --spectra-every steps.
+    spectra = [i for i in range(len(results["no probe"])) if i % args.spectra_every == 0]
+    plain = [i for i in range(len(results["no probe"])) if i % args.spectra_every != 0]
+    base_plain = statistics.fmean(results["no probe"][i] for i in plain)
+    print("| configuration | median step (ms) | mean step (ms) | overhead of the mean vs no probe | "
+          "same, spectra steps left out | spectra steps (ms, each) |")
+    print("|---|---|---|---|---|---|")
     for name, times in results.items():
         median = statistics.median(times)
-        print(f"| {name} | {median * 1e3:.2f} | {statistics.fmean(times) * 1e3:.2f} | {100 * (statistics.fmean(times) / base - 1):+.1f}% |")
+        without = statistics.fmean(times[i] for i in plain)
+        at_spectra = ", ".join(f"{times[i] * 1e3:.0f}" for i in spectra)
+        print(f"| {name} | {median * 1e3:.2f} | {statistics.fmean(times) * 1e3:.2f} | {100 * (statistics.fmean(times) / base - 1):+.1f}% | "
+              f"{100 * (without / base_plain - 1):+.1f}% | {at_spectra} |")
 
 
 if __name__ == "__main__":
