@@ -22,46 +22,35 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from parallax_probe import Probe, build_model
+from training_setup import add_training_args, training_setup
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from parallax_probe import Probe
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--vocab-size", type=int, default=64)
+    add_training_args(parser, preset="tiny", device="cpu", batch_size=32, seq_len=64, vocab_size=64)
     parser.add_argument("--steps", type=int, default=200, help="timed steps per configuration and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--spectra-every", type=int, default=500, help="the probe's default; steps count on across rounds")
     args = parser.parse_args()
 
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = build_model(args.preset, vocab_size=args.vocab_size, max_seq_len=args.seq_len).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len), device=device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    setup = training_setup(args)
+    device, model, optimizer, x = setup.device, setup.model, setup.optimizer, setup.x
     folder = Path(tempfile.mkdtemp(prefix="probe-overhead-"))
 
     def timed_steps(probe: Probe | None, first_step: int) -> list[float]:
         times = []
         for step in range(first_step, first_step + args.steps):
-            sync(device)
+            setup.sync()
             t0 = time.perf_counter()
-            with probe.step(step) if probe else nullcontext(), autocast:
+            with probe.step(step) if probe else nullcontext(), setup.autocast():
                 logits = model(x)
             loss = F.cross_entropy(logits.float().flatten(0, 1), x.flatten())
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            sync(device)
+            setup.sync()
             times.append(time.perf_counter() - t0)
         return times
 

@@ -21,30 +21,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from parallax_probe import Probe, build_model
+from training_setup import add_training_args, training_setup
+
+from parallax_probe import Probe
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seq-len", type=int, default=1024)
-    parser.add_argument("--vocab-size", type=int, default=50304)
+    add_training_args(parser, preset="small", device="cuda", batch_size=16, seq_len=1024, vocab_size=50304)
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
 
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = build_model(args.preset, vocab_size=args.vocab_size, max_seq_len=args.seq_len).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len), device=device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    setup = training_setup(args)
+    device, model, optimizer, x, sync = setup.device, setup.model, setup.optimizer, setup.x, setup.sync
     folder = Path(tempfile.mkdtemp(prefix="probe-profile-"))
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
     counter = iter(range(1, 10**9))  # the run's steps increase strictly; step 0 would also take the W_R spectra
 
@@ -53,7 +43,7 @@ def main() -> None:
         for step in (next(counter) for _ in range(n)):
             sync()
             t0 = time.perf_counter()
-            with probe.step(step) if probe else nullcontext(), autocast:
+            with probe.step(step) if probe else nullcontext(), setup.autocast():
                 logits = model(x)
             sync()
             t1 = time.perf_counter()

@@ -1,0 +1,51 @@
+"""What the probe benchmarks share: one model, optimiser and batch to train on, from the same flags.
+
+    parser = argparse.ArgumentParser(...)
+    add_training_args(parser, preset="small", device="cuda", batch_size=16, seq_len=1024, vocab_size=50304)
+    setup = training_setup(parser.parse_args())
+"""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from parallax_probe import build_model
+
+
+def add_training_args(parser: argparse.ArgumentParser, *, preset: str, device: str, batch_size: int, seq_len: int, vocab_size: int) -> None:
+    parser.add_argument("--preset", default=preset)
+    parser.add_argument("--device", default=device)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--seq-len", type=int, default=seq_len)
+    parser.add_argument("--vocab-size", type=int, default=vocab_size)
+
+
+@dataclass
+class TrainingSetup:
+    """The model (AdamW: a cheap step, so the probe's share is not hidden), one fixed batch x,
+    bf16 autocast on CUDA, and a device sync for timing."""
+
+    device: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    x: torch.Tensor
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def training_setup(args: argparse.Namespace) -> TrainingSetup:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_model(args.preset, vocab_size=args.vocab_size, max_seq_len=args.seq_len).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len), device=device)
+    return TrainingSetup(device, model, optimizer, x)
