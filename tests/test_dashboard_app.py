@@ -19,6 +19,7 @@ from parallax_probe.store import open_run  # noqa: E402
 
 PAGES = ("Runs", "COR", "W_R rank", "Probe norms", "Training", "Rank collapse")
 CHART_PAGES = PAGES[1:]
+VIEWS = [("COR", "cor-view", page_cor.VIEWS), ("W_R rank", "wr-view", page_wr.VIEWS), ("Probe norms", "probe-view", page_probe.VIEWS)]
 TIMEOUT_S = 120
 
 
@@ -66,8 +67,7 @@ def test_every_page_renders(at, name):
         assert len(at.get("plotly_chart")) >= 1
 
 
-@pytest.mark.parametrize(("name", "key", "views"), [("COR", "cor-view", page_cor.VIEWS), ("W_R rank", "wr-view", page_wr.VIEWS),
-                                                    ("Probe norms", "probe-view", page_probe.VIEWS)])
+@pytest.mark.parametrize(("name", "key", "views"), VIEWS)
 def test_every_view_renders_and_draws_only_its_own_figures(at, name, key, views):
     page(at, name)
     seen = []
@@ -252,6 +252,12 @@ def test_runs_of_different_depths_are_compared_by_relative_depth(tmp_path):
     for name in CHART_PAGES:
         page(at, name)
         assert not at.exception, (name, [e.value for e in at.exception])
+    for name, key, views in VIEWS:
+        page(at, name)
+        for label in views:
+            view(at, key, label)
+            assert not at.exception, (name, label, [e.value for e in at.exception])
+        view(at, key, views[0])
     page(at, "COR")
     assert "relative depth" in messages(at)
     heatmaps = [t for t in support.chart(at, "layer x step")["data"] if t["type"] == "heatmap"]
