@@ -257,3 +257,30 @@ def test_a_probe_refuses_an_existing_run_unless_told_to_resume_or_overwrite(tmp_
         with probe.step(1):
             model(x)
     assert open_run(tmp_path / "run")["step"].tolist() == [0, 1]
+
+
+def test_a_compiled_model_records_what_the_eager_model_records(tmp_path):
+    """The hooks trace under torch.compile: no graph break, one graph for logging steps and one
+    for the others (the stats flag is the only difference), and the same numbers as eager."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    model = build_model("tiny", vocab_size=30, n_layers=2)
+    x = torch.randint(0, 30, (2, 17))
+    with Probe(model, tmp_path / "eager", every=2, spectra_every=100) as probe:
+        for step in range(6):
+            with probe.step(step):
+                model(x)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(model, backend="aot_eager")  # Dynamo's tracing without Inductor's C++ build
+    with Probe(model, tmp_path / "compiled", every=2, spectra_every=100) as probe:
+        for step in range(6):
+            with probe.step(step):
+                compiled(x)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 2
+    eager, traced = open_run(tmp_path / "eager"), open_run(tmp_path / "compiled")
+    assert traced["step"].tolist() == eager["step"].tolist() == [0, 2, 4]
+    for name in ("attn/cor_mean", "attn/cor_p90", "attn/sum_c_sq", "attn/probe_norm_max", "attn/layer_cor_mean"):
+        np.testing.assert_allclose(traced[name], eager[name], rtol=1e-6, err_msg=name)
