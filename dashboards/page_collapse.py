@@ -17,6 +17,7 @@ import streamlit as st
 from parallax_probe.store import open_run
 
 from .figures import differences_figure
+from .reduce import finite_mean
 from .ui import Context, no_groups_message, show_figure, show_table
 
 # scipy's Theil-Sen slope, inside the analysis, builds all n^2 pairs of points: 100,000
@@ -70,7 +71,8 @@ class GroupedRun:
         peaks_of = next((name for name in PEAK_COLUMNS.get(table, ()) if name in self._run), None)
         if peaks_of is not None:
             values = self._read(peaks_of)
-            per_layer = values.reshape(n, values.shape[1], -1).mean(axis=2)  # (N, L): heads averaged, as the analysis does
+            # (N, L): NaN heads left out of the mean, as the analysis does
+            per_layer = finite_mean(values.reshape(n, values.shape[1], -1), axis=2)
             rows.append(np.argmax(np.where(np.isfinite(per_layer), per_layer, -np.inf), axis=0))
         return np.unique(np.concatenate(rows))
 

@@ -3,6 +3,7 @@ writes probe-shaped runs without torch (synthetic benchmark runs). See docs/file
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -37,7 +38,7 @@ def probe_tables(layers: int, heads: int, head_dim: int, d_model: int) -> dict[s
     for name in HEAD_MEAN_STATS:
         attn[HEAD_MEAN_PREFIX + name] = Column(
             HEAD_MEAN_PREFIX + name, (L,), ("layer",), "f4",
-            doc=f"mean over the layer's heads of {name} (heads without a finite value left out; NaN if none has one)",
+            doc=f"mean over the layer's heads of {name} (NaN heads left out; NaN if all are)",
         )
     attn["probe_gain_norm"] = Column("probe_gain_norm", (L,), ("layer",), "f4", doc="||r_norm.weight|| (NaN without an r-norm)")
     wr = {
@@ -57,12 +58,14 @@ def probe_tables(layers: int, heads: int, head_dim: int, d_model: int) -> dict[s
 
 
 def head_means(row: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The "layer_<name>" columns of one attn row from its (L, H) per-head columns."""
-    out = {}
-    for name in HEAD_MEAN_STATS:
-        values = np.asarray(row[name], dtype=np.float64)
-        finite = np.isfinite(values)
-        count = finite.sum(axis=-1)
-        total = np.where(finite, values, 0.0).sum(axis=-1)
-        out[HEAD_MEAN_PREFIX + name] = np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
-    return out
+    """The "layer_<name>" columns of one attn row from its (L, H) per-head columns.
+
+    NaN heads (no tokens, or a non-finite token) are left out, as the dashboard and the
+    analysis do when they reduce a run without these columns; an all-NaN layer stays NaN.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN layer: NaN on purpose
+        return {
+            HEAD_MEAN_PREFIX + name: np.nanmean(np.asarray(row[name], dtype=np.float64), axis=-1).astype(np.float32)
+            for name in HEAD_MEAN_STATS
+        }

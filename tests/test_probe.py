@@ -14,7 +14,7 @@ from parallax_probe import Probe, build_model, open_run
 from parallax_probe.hooks import NoParallaxModulesError
 from parallax_probe.kernels import parallax_attention, parallax_attention_reference
 from parallax_probe.model import apply_rope
-from parallax_probe.probe_schema import HEAD_MEAN_STATS
+from parallax_probe.probe_schema import HEAD_MEAN_STATS, head_means
 
 
 def capture_qrkv(model):
@@ -79,6 +79,13 @@ def test_recorded_statistics_match_a_float64_recomputation(tmp_path):
         assert (run["attn/nonfinite"][0, layer] == 0).all()
         assert run["attn/sum_c_sq"].dtype == np.float64 and run["attn/tokens"].dtype == np.int64
         np.testing.assert_allclose(run["attn/probe_gain_norm"][0, layer], model.layers[layer].self_attn.r_norm.weight.norm().item(), rtol=1e-6)
+
+
+def test_layer_head_means_leave_out_nan_heads():
+    row = {name: np.array([[1.0, 2.0, np.nan], [np.nan, np.nan, np.nan], [4.0, 4.0, 7.0]], np.float32) for name in HEAD_MEAN_STATS}
+    means = head_means(row)
+    assert set(means) == {f"layer_{name}" for name in HEAD_MEAN_STATS}
+    np.testing.assert_array_equal(means["layer_cor_p90"], np.array([1.5, np.nan, 5.0], np.float32))
 
 
 def test_wr_statistics_match_numpy_svd(tmp_path):
