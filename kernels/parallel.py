@@ -210,10 +210,11 @@ def _parallax_fwd_kernel(
     b_q = tl.load(Q + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
     b_r = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
     if WRITE_STATS:
-        # STATS is [4, B, T, HQ]: the planes osm_sq, c_sq, osm_c, r_sq of AttentionStats.
+        # STATS is [4, B, HQ, T]: the planes osm_sq, c_sq, osm_c, r_sq of AttentionStats, each
+        # row's four values where a program's rows are contiguous (coalesced stores).
         # ||r||^2 is summed here, from the r just loaded for the dots: measured cheaper than
         # summing it in the epilogue, from a second load of r or from this r kept (NOTES.md).
-        p_stats = STATS + (i_b.to(tl.int64) * T + offs_m) * HQ + i_hq
+        p_stats = STATS + pid_bh.to(tl.int64) * T + offs_m
         r_f32 = b_r.to(tl.float32)
         tl.store(p_stats + 3 * N_ROWS, tl.sum(r_f32 * r_f32, 1), mask=row_ok)
 
@@ -327,9 +328,45 @@ def _load_rows(ROWS, row_base, offs_m, T, MASKED: tl.constexpr):
 
 
 @triton.jit
+def _split_blocks_of_8(x):
+    """(N, 2 M) with eight-column blocks alternating a, b -> a, b, each (N, M)."""
+    N: tl.constexpr = x.shape[0]
+    M: tl.constexpr = x.shape[1] // 2
+    x = tl.reshape(x, (N, M // 8, 2, 8))
+    x = tl.reshape(tl.permute(x, (0, 1, 3, 2)), (N, M, 2))
+    return tl.split(x)
+
+
+@triton.jit
+def _join_blocks_of_8(a, b):
+    """a, b (N, M) -> (N, 2 M) with eight-column blocks alternating a, b."""
+    N: tl.constexpr = a.shape[0]
+    M: tl.constexpr = a.shape[1]
+    x = tl.reshape(tl.join(a, b), (N, M // 8, 8, 2))
+    return tl.reshape(tl.permute(x, (0, 1, 3, 2)), (N, 2 * M))
+
+
+def stack_queries_and_probes(q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """q, r [B, T, HQ, D] -> [B * HQ, 2 T', D], T' = T rounded up to a multiple of 8: per head,
+    eight rows of q, then the same eight rows of r (the kv kernel's stacked operand). Rows
+    from T to T' are zero (they meet only masked scores, but 0 x NaN would still be NaN)."""
+    B, T, HQ, D = q.shape
+    T8 = triton.cdiv(T, 8) * 8
+    qr = torch.empty((B, HQ, T8 // 8, 2, 8, D), device=q.device, dtype=q.dtype)
+    if T8 != T:
+        qr[:, :, -1].zero_()
+    for half, x in enumerate((q, r)):
+        blocks = x[:, : T8 - 8] if T8 != T else x
+        qr[:, :, : blocks.shape[1] // 8, half] = blocks.unflatten(1, (-1, 8)).permute(0, 3, 1, 2, 4)
+        if T8 != T:
+            qr[:, :, -1, half, : T - (T8 - 8)] = x[:, T8 - 8 :].transpose(1, 2)
+    return qr.view(B * HQ, 2 * T8, D)
+
+
+@triton.jit
 def _bwd_inner(
     dk, dv, b_k, b_v, offs_n,
-    q_desc, r_desc, do_desc, dq_desc, dr_desc, i_b, col, row_base,
+    qr_desc, do_desc, dq_desc, dr_desc, i_b, i_bh, col, row_base,
     ROWS,
     blk_lo, blk_hi, T, W, scale, scale_log2,
     D: tl.constexpr, BM: tl.constexpr, ACCUMULATE_DQ: tl.constexpr,
@@ -338,18 +375,24 @@ def _bwd_inner(
     """Accumulate query blocks [blk_lo, blk_hi) of one query head into dK, dV of one key block;
     with ACCUMULATE_DQ, add their dQ, dR contributions to float32 buffers with atomics.
 
-    The [B, T, HQ * D] descriptors load (1, BM, D) boxes at (batch, row, head * D); the copy
-    engine zero-fills rows >= T and drops their atomic adds, so only the scores need masks."""
+    q and r come stacked (`stack_queries_and_probes`): eight rows of q, then the same eight
+    rows of r, so that the two score products are one (BN, 2 BM) product and the two dK
+    products one of depth 2 BM: wgmmas twice as wide, half as many waits (NOTES.md, version
+    4). A wgmma accumulator gives each thread two adjacent columns of every eight, so with
+    eight-column blocks of q.k and r.k alternating, splitting the tile into its q and r
+    halves (and joining the two dS tiles back) moves no data between threads. dO's
+    [B, T, HQ * D] descriptor loads (1, BM, D) boxes at (batch, row, head * D). The copy
+    engine zero-fills rows past the end and drops their atomic adds, so only the scores
+    need masks."""
     for blk in range(blk_lo, blk_hi):
         m0 = blk * BM
         offs_m = m0 + tl.arange(0, BM)
-        b_q = q_desc.load([i_b, m0, col]).reshape(BM, D)
-        b_r = r_desc.load([i_b, m0, col]).reshape(BM, D)
+        b_qr = qr_desc.load([i_bh, 2 * m0, 0]).reshape(2 * BM, D)
         b_do = do_desc.load([i_b, m0, col]).reshape(BM, D)
         lse, tbar1, delta_sm, c_row = _load_rows(ROWS, row_base, offs_m, T, MASKED)
 
-        s1T = _dot(b_k, tl.trans(b_q), None, INTERPRET)  # (BN, BM) logits before scale
-        s2T = _dot(b_k, tl.trans(b_r), None, INTERPRET)  # (BN, BM) probe scores
+        # s1T: logits before scale, s2T: probe scores, both (BN, BM)
+        s1T, s2T = _split_blocks_of_8(_dot(b_k, tl.trans(b_qr), None, INTERPRET))
         pT = tl.math.exp2(s1T * scale_log2 - lse[None, :])
         if MASKED:
             allowed = (offs_n[:, None] <= offs_m[None, :]) & (offs_m[None, :] < T)
@@ -364,10 +407,10 @@ def _bwd_inner(
         aT = _dot(b_v, tl.trans(b_do), None, INTERPRET)  # (BN, BM) dO_i . v_j
         ds2T = pT * (delta_sm[None, :] - aT)
         ds1T = pT * (c_row * scale)[None, :] - ds2T * wsT
-        ds1T_lp = _round(ds1T, b_q.dtype, INTERPRET)
-        ds2T_lp = _round(ds2T, b_r.dtype, INTERPRET)
-        dk = _dot(ds1T_lp, b_q, dk, INTERPRET)
-        dk = _dot(ds2T_lp, b_r, dk, INTERPRET)
+        ds1T_lp = _round(ds1T, b_qr.dtype, INTERPRET)
+        ds2T_lp = _round(ds2T, b_qr.dtype, INTERPRET)
+        # dS1 and dS2 columns in the row order of b_qr: both dK products in one
+        dk = _dot(_join_blocks_of_8(ds1T_lp, ds2T_lp), b_qr, dk, INTERPRET)
         if ACCUMULATE_DQ:
             dq = _dot(tl.trans(ds1T_lp), b_k, None, INTERPRET).reshape(1, BM, D)
             dr = _dot(tl.trans(ds2T_lp), b_k, None, INTERPRET).reshape(1, BM, D)
@@ -383,7 +426,7 @@ def _bwd_inner(
 
 @triton.jit(do_not_specialize=["T", "W"])
 def _parallax_bwd_kernel(
-    q_desc, r_desc, do_desc, dq_desc, dr_desc, K, V, ROWS, DK, DV,
+    qr_desc, do_desc, dq_desc, dr_desc, K, V, ROWS, DK, DV,
     scale, scale_log2, T, W,
     HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, ACCUMULATE_DQ: tl.constexpr,
@@ -425,24 +468,25 @@ def _parallax_bwd_kernel(
     for g in range(G):
         i_hq = i_hk * G + g
         col = i_hq * D
-        row_base = (i_b.to(tl.int64) * HQ + i_hq) * T
+        i_bh = i_b * HQ + i_hq
+        row_base = i_bh.to(tl.int64) * T
         dk, dv = _bwd_inner(
             dk, dv, b_k, b_v, offs_n,
-            q_desc, r_desc, do_desc, dq_desc, dr_desc, i_b, col, row_base,
+            qr_desc, do_desc, dq_desc, dr_desc, i_b, i_bh, col, row_base,
             ROWS,
             blk_lo, blk_clean_lo, T, W, scale, scale_log2,
             D, BM, ACCUMULATE_DQ, True, HAS_WINDOW, INTERPRET,
         )
         dk, dv = _bwd_inner(
             dk, dv, b_k, b_v, offs_n,
-            q_desc, r_desc, do_desc, dq_desc, dr_desc, i_b, col, row_base,
+            qr_desc, do_desc, dq_desc, dr_desc, i_b, i_bh, col, row_base,
             ROWS,
             blk_clean_lo, blk_clean_hi, T, W, scale, scale_log2,
             D, BM, ACCUMULATE_DQ, False, HAS_WINDOW, INTERPRET,
         )
         dk, dv = _bwd_inner(
             dk, dv, b_k, b_v, offs_n,
-            q_desc, r_desc, do_desc, dq_desc, dr_desc, i_b, col, row_base,
+            qr_desc, do_desc, dq_desc, dr_desc, i_b, i_bh, col, row_base,
             ROWS,
             blk_clean_hi, blk_hi, T, W, scale, scale_log2,
             D, BM, ACCUMULATE_DQ, True, HAS_WINDOW, INTERPRET,
@@ -564,7 +608,7 @@ def parallax_forward(
 
     Returns (o, o_sm, o_lo, lse, tbar, stats). Residuals for the backward, empty unless
     save_residuals: o_sm [B, T, HQ, D] float32; o_lo, o's rounding residual, like o;
-    lse and tbar [B, HQ, T] float32. stats [4, B, T, HQ] float32, empty unless return_stats.
+    lse and tbar [B, HQ, T] float32. stats [4, B, HQ, T] float32, empty unless return_stats.
     """
     q, r, k, v = (t.contiguous() for t in (q, r, k, v))
     B, T, HQ, D = q.shape
@@ -581,7 +625,7 @@ def parallax_forward(
         o_sm, lse, tbar = (q.new_empty((0,), dtype=torch.float32) for _ in range(3))
         o_lo = q.new_empty((0,))
     if return_stats:
-        stats = torch.empty((4, B, T, HQ), device=q.device, dtype=torch.float32)
+        stats = torch.empty((4, B, HQ, T), device=q.device, dtype=torch.float32)
     else:
         stats = q.new_empty((0,), dtype=torch.float32)
     grid = (triton.cdiv(T, config.BM), B * HQ)
@@ -614,7 +658,8 @@ def parallax_backward(
     """Launch the backward; returns (dq, dr, dk, dv) in the input dtype."""
     do, q, r, k, v, o, o_lo = (t.contiguous() for t in (do, q, r, k, v, o, o_lo))
     # the copy engine needs 16-byte aligned bases; a contiguous view can start anywhere
-    q, r, do = (t if t.data_ptr() % 16 == 0 else t.clone() for t in (q, r, do))
+    if do.data_ptr() % 16:
+        do = do.clone()
     B, T, HQ, D = q.shape
     HK = k.shape[2]
     config = config or backward_config(D, q.device)
@@ -639,11 +684,14 @@ def parallax_backward(
     def rows_of_heads(t):  # [B, T, HQ, D] as the [B, T, HQ * D] the descriptors index
         return TensorDescriptor.from_tensor(t.view(B, T, HQ * D), [1, kv.BM, D])
 
-    q_desc = rows_of_heads(q)
+    # one copy of q and r, about 3% of the kv kernel's time at (4, 16, 4096, 128)
+    qr = stack_queries_and_probes(q, r)
+    qr_desc = TensorDescriptor.from_tensor(qr, [1, 2 * kv.BM, D])
+    do_desc = rows_of_heads(do)
     _parallax_bwd_kernel[(triton.cdiv(T, kv.BN), B * HK)](
-        q_desc, rows_of_heads(r), rows_of_heads(do),
+        qr_desc, do_desc,
         # unused when dQ, dR come from the second kernel
-        rows_of_heads(dq) if fused else q_desc, rows_of_heads(dr) if fused else q_desc,
+        rows_of_heads(dq) if fused else do_desc, rows_of_heads(dr) if fused else do_desc,
         k, v, rows, dk, dv,
         scale, scale * LOG2E, T, max(window, 0),
         HQ=HQ, HK=HK, D=D, BM=kv.BM, BN=kv.BN, ACCUMULATE_DQ=fused, HAS_WINDOW=window > 0,
@@ -689,7 +737,7 @@ def _forward_fake(q, r, k, v, scale, window, return_stats, save_residuals):
     else:
         o_sm, lse, tbar = empty, empty.clone(), empty.clone()
         o_lo = q.new_empty((0,))
-    stats = q.new_empty((4, B, T, HQ), dtype=torch.float32) if return_stats else empty.clone()
+    stats = q.new_empty((4, B, HQ, T), dtype=torch.float32) if return_stats else empty.clone()
     return o, o_sm, o_lo, lse, tbar, stats
 
 
@@ -764,5 +812,6 @@ def parallax_attention_triton(
     )
     if not return_stats:
         return o
-    # one unbind, not four index ops: host time a short forward can wait on
-    return o, AttentionStats(*stats.unbind(0))
+    # [4, B, HQ, T] -> four [B, T, HQ] views; one permute and one unbind, not four index
+    # ops: host time a short forward can wait on
+    return o, AttentionStats(*stats.transpose(2, 3).unbind(0))

@@ -187,6 +187,27 @@ def test_both_backward_variants_match_float64(variant, nan_poisoned_empty):
         assert_within_rule(name, got, low, exact)
 
 
+@pytest.mark.parametrize("T", [16, 21])
+def test_stacked_operand_alternates_eight_rows_of_q_and_r(T, nan_poisoned_empty):
+    """The kv kernel's stacked operand: per head, eight rows of q then the same eight rows of
+    r; a length that is no multiple of 8 ends in zero rows, never in leftover memory."""
+    from parallax_probe.kernels.parallel import stack_queries_and_probes
+
+    B, HQ, D = 2, 3, 4
+    q = torch.randn(B, T, HQ, D, device=DEVICE)
+    r = torch.randn(B, T, HQ, D, device=DEVICE)
+    qr = stack_queries_and_probes(q, r)
+    T8 = -(-T // 8) * 8
+    assert qr.shape == (B * HQ, 2 * T8, D)
+    blocks = qr.view(B, HQ, T8 // 8, 2, 8, D)
+    for b in range(B):
+        for h in range(HQ):
+            for i in range(T8):
+                for half, x in enumerate((q, r)):
+                    want = x[b, i, h] if i < T else torch.zeros(D, device=DEVICE)
+                    assert torch.equal(blocks[b, h, i // 8, half, i % 8], want), (b, h, i, half)
+
+
 def test_forward_without_grad_matches_with_grad():
     """The inference path (no residuals saved) computes the same output."""
     q, r, k, v, _ = make_inputs(1, 40, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, 0)
