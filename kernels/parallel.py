@@ -281,12 +281,17 @@ def _parallax_fwd_kernel(
 
 @triton.jit(do_not_specialize=["T"])
 def _parallax_bwd_preprocess_kernel(
-    O, OLO, OSM, DO, LSE, TBAR, ROWS, T,
+    O, OLO, OSM, DO, LSE, TBAR, Q, R, ROWS, QR, T,
     HQ: tl.constexpr, D: tl.constexpr, BM: tl.constexpr,
 ):
-    """The backward's four per-row terms, packed as ROWS [B, HQ, T, 4] float32 so that each
-    query step loads them with one 16-byte access per row: lse, 1 + tbar, Dsm and Dsm - Delta,
-    with Delta = dO . o, Dsm = dO . o_sm and o = O + OLO."""
+    """Per row block of one head, what the backward's kernels read in a better order:
+
+    ROWS [B, HQ, T, 4] float32, the four per-row terms, so that each query step loads them
+    with one 16-byte access per row: lse, 1 + tbar, Dsm and Dsm - Delta, with Delta = dO . o,
+    Dsm = dO . o_sm and o = O + OLO;
+    QR [B * HQ, 2 T', D], q and r stacked for the kv kernel (`stack_queries_and_probes`, whose
+    layout this writes; T' = T rounded up to a multiple of 8, BM a multiple of 8, so the last
+    program also writes the zero rows from T to T')."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     i_b = pid_bh // HQ
@@ -310,6 +315,13 @@ def _parallax_bwd_preprocess_kernel(
     tl.store(p_rows + 1, 1.0 + tbar, mask=row_ok)
     tl.store(p_rows + 2, delta_sm, mask=row_ok)
     tl.store(p_rows + 3, delta_sm - delta, mask=row_ok)
+
+    T8 = tl.cdiv(T, 8) * 8
+    qr_rows = pid_bh.to(tl.int64) * 2 * T8 + (offs_m // 8) * 16 + offs_m % 8  # q_i's row
+    p_qr = QR + qr_rows[:, None] * D + offs_d[None, :]
+    in_qr = (offs_m < T8)[:, None]
+    tl.store(p_qr, tl.load(Q + offs, mask=row_ok[:, None], other=0.0), mask=in_qr)
+    tl.store(p_qr + 8 * D, tl.load(R + offs, mask=row_ok[:, None], other=0.0), mask=in_qr)
 
 
 @triton.jit
@@ -349,7 +361,9 @@ def _join_blocks_of_8(a, b):
 def stack_queries_and_probes(q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """q, r [B, T, HQ, D] -> [B * HQ, 2 T', D], T' = T rounded up to a multiple of 8: per head,
     eight rows of q, then the same eight rows of r (the kv kernel's stacked operand). Rows
-    from T to T' are zero (they meet only masked scores, but 0 x NaN would still be NaN)."""
+    from T to T' are zero (they meet only masked scores, but 0 x NaN would still be NaN).
+    The layout's plain-PyTorch statement; the backward's preprocess kernel writes it (one
+    pass instead of these copies, which took 0.2 ms at (4, 16, 4096, 128) on the H200)."""
     B, T, HQ, D = q.shape
     T8 = triton.cdiv(T, 8) * 8
     qr = torch.empty((B, HQ, T8 // 8, 2, 8, D), device=q.device, dtype=q.dtype)
@@ -640,6 +654,20 @@ def parallax_forward(
     return o, o_sm, o_lo, lse, tbar, stats
 
 
+def backward_preprocess(o, o_lo, o_sm, do, lse, tbar, q, r):
+    """(rows, qr): the packed per-row terms [B, HQ, T, 4] and the stacked q, r (see
+    `_parallax_bwd_preprocess_kernel`), from contiguous inputs."""
+    B, T, HQ, D = q.shape
+    rows = torch.empty((B, HQ, T, 4), device=q.device, dtype=torch.float32)
+    T8 = triton.cdiv(T, 8) * 8
+    qr = torch.empty((B * HQ, 2 * T8, D), device=q.device, dtype=q.dtype)
+    BM = 32  # a multiple of 8: see the kernel
+    _parallax_bwd_preprocess_kernel[(triton.cdiv(T, BM), B * HQ)](
+        o, o_lo, o_sm, do, lse, tbar, q, r, rows, qr, T, HQ=HQ, D=D, BM=BM, num_warps=4,
+    )
+    return rows, qr
+
+
 def parallax_backward(
     do: torch.Tensor,
     q: torch.Tensor,
@@ -664,11 +692,7 @@ def parallax_backward(
     HK = k.shape[2]
     config = config or backward_config(D, q.device)
     interpret = q.device.type == "cpu"
-    rows = torch.empty((B, HQ, T, 4), device=q.device, dtype=torch.float32)
-    pre_bm = 32
-    _parallax_bwd_preprocess_kernel[(triton.cdiv(T, pre_bm), B * HQ)](
-        o, o_lo, o_sm, do, lse, tbar, rows, T, HQ=HQ, D=D, BM=pre_bm, num_warps=4,
-    )
+    rows, qr = backward_preprocess(o, o_lo, o_sm, do, lse, tbar, q, r)
     kv = config.kv
     fused = config.q is None
     if fused:
@@ -684,8 +708,6 @@ def parallax_backward(
     def rows_of_heads(t):  # [B, T, HQ, D] as the [B, T, HQ * D] the descriptors index
         return TensorDescriptor.from_tensor(t.view(B, T, HQ * D), [1, kv.BM, D])
 
-    # one copy of q and r, about 3% of the kv kernel's time at (4, 16, 4096, 128)
-    qr = stack_queries_and_probes(q, r)
     qr_desc = TensorDescriptor.from_tensor(qr, [1, 2 * kv.BM, D])
     do_desc = rows_of_heads(do)
     _parallax_bwd_kernel[(triton.cdiv(T, kv.BN), B * HK)](

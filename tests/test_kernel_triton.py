@@ -208,6 +208,18 @@ def test_stacked_operand_alternates_eight_rows_of_q_and_r(T, nan_poisoned_empty)
                     assert torch.equal(blocks[b, h, i // 8, half, i % 8], want), (b, h, i, half)
 
 
+@pytest.mark.parametrize("T", [16, 45])
+def test_backward_preprocess_writes_the_stacked_operand(T, nan_poisoned_empty):
+    """The kernel that writes the stacked q, r for the backward agrees with the layout's
+    plain-PyTorch statement, the zero tail rows included."""
+    from parallax_probe.kernels import parallel
+
+    q, r, k, v, do = make_inputs(2, T, 4, 2, 64, torch.bfloat16, 10.0, DEVICE, 0)
+    o, o_sm, o_lo, lse, tbar, _ = parallel.parallax_forward(q, r, k, v, 0.125, 0, False, True)
+    _, qr = parallel.backward_preprocess(o, o_lo, o_sm, do, lse, tbar, q, r)
+    assert torch.equal(qr, parallel.stack_queries_and_probes(q, r))
+
+
 def test_forward_without_grad_matches_with_grad():
     """The inference path (no residuals saved) computes the same output."""
     q, r, k, v, _ = make_inputs(1, 40, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, 0)
