@@ -96,11 +96,13 @@ def backward_config(head_dim: int, device: torch.device) -> BackwardConfig:
     # Split on the H200: 3.41 ms against the fused kernel's 4.51 at (4, 16, 4096, 128)
     # (NOTES.md, version 2). At D = 128, dK and dV (2 x BN x D float32) stay in registers for
     # the whole kv program, so only 32 query rows per step fit beside the score tiles (64 rows
-    # spill 570 B); at D = 64, 64-row steps fit with 8 warps and measured 1.75 ms against
-    # 2.13 for 32 rows (version 3). The dQ/dR kernel has the forward's shape.
+    # spill 570 B); 3 stages measured 1% faster than 2 (version 4). At D = 64, 64 keys per
+    # program with 4 warps measured 7% faster than 128 keys with 8 (version 4). The kv
+    # kernel's BM must be a multiple of 8 (q and r come stacked in 8-row blocks). The dQ/dR
+    # kernel has the forward's shape.
     if head_dim <= 64:
-        return BackwardConfig(kv=TileConfig(64, 128, 8, 3), q=TileConfig(64, 64, 4, 3))
-    return BackwardConfig(kv=TileConfig(32, 128, 8, 2), q=TileConfig(128, 64, 8, 3))
+        return BackwardConfig(kv=TileConfig(64, 64, 4, 3), q=TileConfig(64, 64, 4, 3))
+    return BackwardConfig(kv=TileConfig(32, 128, 8, 3), q=TileConfig(128, 64, 8, 3))
 
 
 @triton.jit
@@ -183,10 +185,10 @@ def _fwd_inner(
     return o1, o2, d1, mu, m_i
 
 
-@triton.jit(do_not_specialize=["T", "W", "N_ROWS"])
+@triton.jit(do_not_specialize=["T", "W"])
 def _parallax_fwd_kernel(
     Q, R, K, V, O, OSM, OLO, LSE, TBAR, STATS,
-    scale_log2, T, W, N_ROWS,
+    scale_log2, T, W,
     HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr,
     HAS_WINDOW: tl.constexpr, SAVE_RESIDUALS: tl.constexpr, WRITE_STATS: tl.constexpr,
@@ -210,13 +212,10 @@ def _parallax_fwd_kernel(
     b_q = tl.load(Q + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
     b_r = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
     if WRITE_STATS:
-        # STATS is [4, B, HQ, T]: the planes osm_sq, c_sq, osm_c, r_sq of AttentionStats, each
-        # row's four values where a program's rows are contiguous (coalesced stores).
-        # ||r||^2 is summed here, from the r just loaded for the dots: measured cheaper than
-        # summing it in the epilogue, from a second load of r or from this r kept (NOTES.md).
-        p_stats = STATS + pid_bh.to(tl.int64) * T + offs_m
+        # ||r||^2 is summed here, from the r just loaded for the dots, and kept to the
+        # epilogue: measured cheaper than a second load of r there (NOTES.md, version 4).
         r_f32 = b_r.to(tl.float32)
-        tl.store(p_stats + 3 * N_ROWS, tl.sum(r_f32 * r_f32, 1), mask=row_ok)
+        r_sq = tl.sum(r_f32 * r_f32, 1)
 
     o1 = tl.zeros((BM, D), dtype=tl.float32)
     o2 = tl.zeros((BM, D), dtype=tl.float32)
@@ -259,9 +258,14 @@ def _parallax_fwd_kernel(
     if WRITE_STATS:
         # Sums over the accumulators themselves, scaled once: no o_sm or c tile stays live.
         inv_d1_sq = inv_d1 * inv_d1
-        tl.store(p_stats, tl.sum(o1 * o1, 1) * inv_d1_sq, mask=row_ok)
-        tl.store(p_stats + N_ROWS, tl.sum(o2 * o2, 1) * inv_d1_sq, mask=row_ok)
-        tl.store(p_stats + 2 * N_ROWS, -tl.sum(o1 * o2, 1) * inv_d1_sq, mask=row_ok)
+        osm_sq = tl.sum(o1 * o1, 1) * inv_d1_sq
+        c_sq = tl.sum(o2 * o2, 1) * inv_d1_sq
+        osm_c = -tl.sum(o1 * o2, 1) * inv_d1_sq
+        # STATS is [B, HQ, T, 4]: per row osm_sq, c_sq, osm_c, r_sq (AttentionStats' order),
+        # one 16-byte store per row (three 4-byte plane stores measured 1.6 points slower).
+        row_stats = tl.reshape(tl.join(tl.join(osm_sq, osm_c), tl.join(c_sq, r_sq)), (BM, 4))
+        p_stats = STATS + (pid_bh.to(tl.int64) * T + offs_m)[:, None] * 4 + tl.arange(0, 4)[None, :]
+        tl.store(p_stats, row_stats, mask=row_ok[:, None])
     if SAVE_RESIDUALS:
         # The backward's row sums dO . o and dO . o_sm must be exact to float32, not to the
         # output's bf16: dQ and dR are sums of terms that cancel to zero along each row, and
@@ -622,7 +626,7 @@ def parallax_forward(
 
     Returns (o, o_sm, o_lo, lse, tbar, stats). Residuals for the backward, empty unless
     save_residuals: o_sm [B, T, HQ, D] float32; o_lo, o's rounding residual, like o;
-    lse and tbar [B, HQ, T] float32. stats [4, B, HQ, T] float32, empty unless return_stats.
+    lse and tbar [B, HQ, T] float32. stats [B, HQ, T, 4] float32, empty unless return_stats.
     """
     q, r, k, v = (t.contiguous() for t in (q, r, k, v))
     B, T, HQ, D = q.shape
@@ -639,13 +643,13 @@ def parallax_forward(
         o_sm, lse, tbar = (q.new_empty((0,), dtype=torch.float32) for _ in range(3))
         o_lo = q.new_empty((0,))
     if return_stats:
-        stats = torch.empty((4, B, HQ, T), device=q.device, dtype=torch.float32)
+        stats = torch.empty((B, HQ, T, 4), device=q.device, dtype=torch.float32)
     else:
         stats = q.new_empty((0,), dtype=torch.float32)
     grid = (triton.cdiv(T, config.BM), B * HQ)
     _parallax_fwd_kernel[grid](
         q, r, k, v, o, o_sm, o_lo, lse, tbar, stats,
-        scale * LOG2E, T, max(window, 0), B * T * HQ,
+        scale * LOG2E, T, max(window, 0),
         HQ=HQ, HK=HK, D=D, BM=config.BM, BN=config.BN,
         HAS_WINDOW=window > 0, SAVE_RESIDUALS=save_residuals, WRITE_STATS=return_stats,
         INTERPRET=q.device.type == "cpu",
@@ -759,7 +763,7 @@ def _forward_fake(q, r, k, v, scale, window, return_stats, save_residuals):
     else:
         o_sm, lse, tbar = empty, empty.clone(), empty.clone()
         o_lo = q.new_empty((0,))
-    stats = q.new_empty((4, B, HQ, T), dtype=torch.float32) if return_stats else empty.clone()
+    stats = q.new_empty((B, HQ, T, 4), dtype=torch.float32) if return_stats else empty.clone()
     return o, o_sm, o_lo, lse, tbar, stats
 
 
@@ -834,6 +838,6 @@ def parallax_attention_triton(
     )
     if not return_stats:
         return o
-    # [4, B, HQ, T] -> four [B, T, HQ] views; one permute and one unbind, not four index
+    # [B, HQ, T, 4] -> four [B, T, HQ] views; one permute and one unbind, not four index
     # ops: host time a short forward can wait on
-    return o, AttentionStats(*stats.transpose(2, 3).unbind(0))
+    return o, AttentionStats(*stats.permute(3, 0, 2, 1).unbind(0))
