@@ -76,6 +76,9 @@ def reduce_attention_stats(stats: AttentionStats) -> torch.Tensor:
 
 
 def stack_layers(per_layer: list[AttentionStats]) -> AttentionStats:
-    """Each layer's (B, T, HQ) rows -> one AttentionStats of (L, B*T, HQ) tensors."""
-    HQ = per_layer[0].osm_sq.shape[-1]
-    return AttentionStats(*(torch.stack([s[i].detach().reshape(-1, HQ) for s in per_layer]) for i in range(4)))
+    """Each layer's (B, T, HQ) rows -> one AttentionStats of (L, B*T, HQ) tensors.
+
+    One stack per statistic, flattened afterwards: the Triton kernel's rows are strided
+    views ([B, HQ, T, 4] underneath), and flattening each layer's view first would copy
+    it, one more kernel launch per layer and statistic on every logging step."""
+    return AttentionStats(*(torch.stack([s[i].detach() for s in per_layer]).flatten(1, 2) for i in range(4)))

@@ -88,6 +88,24 @@ def test_layer_head_means_leave_out_nan_heads():
     np.testing.assert_array_equal(means["layer_cor_p90"], np.array([1.5, np.nan, 5.0], np.float32))
 
 
+def test_layers_stack_alike_from_the_kernels_strided_rows_and_from_contiguous_rows():
+    """The Triton kernel hands out each layer's rows as strided views of one [B, HQ, T, 4]
+    buffer; stacking them must give what contiguous (B, T, HQ) rows give."""
+    from parallax_probe.hooks.statistics import stack_layers
+    from parallax_probe.kernels import AttentionStats
+
+    L, B, HQ, T = 3, 2, 4, 5
+    buffers = [torch.randn(B, HQ, T, 4) for _ in range(L)]
+    strided = [AttentionStats(*b.permute(3, 0, 2, 1).unbind(0)) for b in buffers]
+    contiguous = [AttentionStats(*(x.contiguous() for x in rows)) for rows in strided]
+    got, want = stack_layers(strided), stack_layers(contiguous)
+    for name, g, w in zip(AttentionStats._fields, got, want):
+        assert g.shape == (L, B * T, HQ), name
+        assert torch.equal(g, w), name
+    # row n = (b, t) of layer l, head h is buffer l's [b, h, t, field]
+    assert got.c_sq[2, 1 * T + 3, 1] == buffers[2][1, 1, 3, 1]
+
+
 def test_wr_statistics_match_numpy_svd(tmp_path):
     torch.manual_seed(1)
     model = build_model("tiny", vocab_size=30, n_layers=2)
