@@ -220,6 +220,17 @@ def test_backward_preprocess_writes_the_stacked_operand(T, nan_poisoned_empty):
     assert torch.equal(qr, parallel.stack_queries_and_probes(q, r))
 
 
+def test_backward_tiles_that_cannot_hold_the_stacked_rows_are_refused():
+    from parallax_probe.kernels import parallel
+    from parallax_probe.kernels.parallel import BackwardConfig, TileConfig
+
+    q, r, k, v, do = make_inputs(1, 20, 2, 1, 64, torch.bfloat16, 1.0, DEVICE, 0)
+    o, o_sm, o_lo, lse, tbar, _ = parallel.parallax_forward(q, r, k, v, 0.125, 0, False, True)
+    config = BackwardConfig(kv=TileConfig(12, 32, 4, 1), q=TileConfig(32, 16, 4, 1))
+    with pytest.raises(ValueError, match="BM = 12 must be a multiple of 8"):
+        parallel.parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, 0.125, 0, config)
+
+
 def test_forward_without_grad_matches_with_grad():
     """The inference path (no residuals saved) computes the same output."""
     q, r, k, v, _ = make_inputs(1, 40, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, 0)
