@@ -696,7 +696,9 @@ def parallax_backward(
     HK = k.shape[2]
     config = config or backward_config(D, q.device)
     if config.kv.BM % 8:
-        raise ValueError(f"backward kv tiles: BM = {config.kv.BM} must be a multiple of 8 (q and r come stacked in 8-row blocks)")
+        raise ValueError(
+            f"backward kv tiles: BM = {config.kv.BM} must be a multiple of 8 (q and r come stacked in 8-row blocks)"
+        )
     interpret = q.device.type == "cpu"
     rows, qr = backward_preprocess(o, o_lo, o_sm, do, lse, tbar, q, r)
     kv = config.kv
