@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -14,7 +15,14 @@ from parallax_probe import Probe, build_model, open_run
 from parallax_probe.hooks import NoParallaxModulesError
 from parallax_probe.kernels import parallax_attention, parallax_attention_reference
 from parallax_probe.model import apply_rope
+from parallax_probe.kernels.capability import triton_runs_on
 from parallax_probe.probe_schema import HEAD_MEAN_STATS, head_means
+
+ON_HOPPER = torch.cuda.is_available() and triton_runs_on(torch.device("cuda"))
+if not ON_HOPPER:
+    # the Triton kernel's test below runs in Triton's interpreter here; Triton reads this
+    # when the kernels are first defined (kernels.parallel is imported lazily)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def capture_qrkv(model):
@@ -86,6 +94,29 @@ def test_layer_head_means_leave_out_nan_heads():
     means = head_means(row)
     assert set(means) == {f"layer_{name}" for name in HEAD_MEAN_STATS}
     np.testing.assert_array_equal(means["layer_cor_p90"], np.array([1.5, np.nan, 5.0], np.float32))
+
+
+def test_the_probe_reads_the_triton_kernels_statistics_as_it_reads_the_references(tmp_path):
+    """Through the model and the hooks: the statistics the Triton kernel returns from its
+    epilogue (strided rows, interpreted on a CPU) are recorded as the reference's are, up to
+    the bf16 inputs' rounding."""
+    device = "cuda" if ON_HOPPER else "cpu"
+    torch.manual_seed(0)
+    model = build_model("tiny", vocab_size=30, n_layers=2, head_dim=64).to(device, torch.bfloat16)
+    x = torch.randint(0, 30, (2, 37), device=device)
+    runs = {}
+    for backend in ("triton", "reference"):
+        for block in model.layers:
+            block.self_attn.backend = backend
+        with torch.no_grad(), Probe(model, tmp_path / backend, every=1, spectra_every=100) as probe:
+            with probe.step(0):
+                model(x)
+        runs[backend] = open_run(tmp_path / backend)
+    for name in ("cor_mean", "cor_p50", "cor_p90", "cor_max", "sum_osm_sq", "sum_c_sq", "sum_osm_c", "probe_norm_mean"):
+        got, want = runs["triton"][f"attn/{name}"], runs["reference"][f"attn/{name}"]
+        assert got.shape == want.shape == (1, 2, 4), name
+        np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2 * np.abs(want).max(), err_msg=name)
+    assert (runs["triton"]["attn/tokens"] == 2 * 37).all()
 
 
 def test_layers_stack_alike_from_the_kernels_strided_rows_and_from_contiguous_rows():
