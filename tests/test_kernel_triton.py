@@ -252,6 +252,22 @@ def test_uncovered_calls_take_the_reference(D, dtype, causal):
     assert torch.equal(out, ref)
 
 
+def assert_compiled_matches_eager(compiled, eager, qrkv, do):
+    """`compiled` and `eager` map (q, r, k, v) to (o, a statistic); both outputs and all four
+    gradients must be bit-identical, and every gradient finite."""
+    inputs = [t.clone().requires_grad_() for t in qrkv]
+    o, stat = compiled(*inputs)
+    o.backward(do)
+    eager_inputs = [t.clone().requires_grad_() for t in qrkv]
+    o_eager, stat_eager = eager(*eager_inputs)
+    o_eager.backward(do)
+    torch.testing.assert_close(o, o_eager, rtol=0, atol=0)
+    torch.testing.assert_close(stat, stat_eager, rtol=0, atol=0)
+    for got, want in zip(inputs, eager_inputs):
+        assert got.grad is not None and got.grad.isfinite().all()
+        torch.testing.assert_close(got.grad, want.grad, rtol=0, atol=0)
+
+
 def test_torch_compile_fullgraph_traces_the_custom_op():
     q, r, k, v, do = make_inputs(1, 40, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, 0)
 
@@ -262,16 +278,7 @@ def test_torch_compile_fullgraph_traces_the_custom_op():
     # aot_eager traces forward and backward through the op's fake implementations without
     # needing a C++ compiler on the CPU; the GPU check script runs inductor.
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager" if DEVICE == "cpu" else "inductor")
-    inputs = [t.clone().requires_grad_() for t in (q, r, k, v)]
-    o, c_sq = compiled(*inputs)
-    o.backward(do)
-    eager_inputs = [t.clone().requires_grad_() for t in (q, r, k, v)]
-    o_eager, c_sq_eager = layer(*eager_inputs)
-    o_eager.backward(do)
-    assert torch.equal(o, o_eager)
-    assert torch.equal(c_sq, c_sq_eager)
-    for got, want in zip(inputs, eager_inputs):
-        torch.testing.assert_close(got.grad, want.grad, rtol=0, atol=0)
+    assert_compiled_matches_eager(compiled, layer, (q, r, k, v), do)
 
 
 @pytest.mark.gpu
@@ -290,15 +297,4 @@ def test_torch_compile_fullgraph_with_auto_backend():
     q, r, k, v, do = make_inputs(2, 300, 4, 2, 128, torch.bfloat16, 10.0, DEVICE, 0)
     assert resolve_backend(q, "auto") == "triton"
     module = Attention()
-    compiled = torch.compile(module, fullgraph=True)
-    inputs = [t.clone().requires_grad_() for t in (q, r, k, v)]
-    o, c_sq = compiled(*inputs)
-    o.backward(do)
-    eager_inputs = [t.clone().requires_grad_() for t in (q, r, k, v)]
-    o_eager, c_sq_eager = module(*eager_inputs)
-    o_eager.backward(do)
-    torch.testing.assert_close(o, o_eager, rtol=0, atol=0)
-    torch.testing.assert_close(c_sq, c_sq_eager, rtol=0, atol=0)
-    for got, want in zip(inputs, eager_inputs):
-        assert got.grad is not None and got.grad.isfinite().all()
-        torch.testing.assert_close(got.grad, want.grad, rtol=0, atol=0)
+    assert_compiled_matches_eager(torch.compile(module, fullgraph=True), module, (q, r, k, v), do)
