@@ -269,6 +269,11 @@ def train(cfg: TrainConfig) -> TrainResult:
                 bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{eval_accuracy:.3f}", tok_s=f"{tokens_per_second:,.0f}")
             bar.update(1)
             if dist.is_main and ((step + 1) % cfg.checkpoint_every == 0 or last):
+                if probe:
+                    # The checkpoint says "resume after this step": the probe's rows up to it
+                    # must be in the file first, or a crash between the two loses them for good
+                    # (the writer commits at most every COMMIT_INTERVAL_S).
+                    probe.flush()
                 _atomic_save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
                               "step": step + 1, "history": history, "train_config": cfg.to_dict()}, out / CHECKPOINT_NAME)
         if probe:

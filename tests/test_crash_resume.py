@@ -64,3 +64,26 @@ def test_sigkill_at_random_moments_loses_no_committed_row_and_resumes(tmp_path):
             resumed_steps = after["step"].tolist()
             assert resumed_steps == sorted(set(resumed_steps)), "duplicate or unordered steps after resume"
             assert resumed_steps == list(range(len(resumed_steps)))
+
+
+def test_every_probe_row_a_checkpoint_covers_is_committed_before_the_checkpoint(tmp_path, monkeypatch):
+    """The checkpoint says "resume after step s"; a crash right after it is written must not
+    lose probe rows up to s (the writer commits at most every 0.5 s otherwise). A reader
+    opened at the moment each checkpoint is saved sees every one of those rows."""
+    from parallax_probe import train as training
+
+    seen_at_checkpoint = []
+    real_save = training._atomic_save
+
+    def save_and_look(obj, path):
+        seen_at_checkpoint.append((obj["step"], open_run(tmp_path / "run")["step"].tolist()))
+        real_save(obj, path)
+
+    monkeypatch.setattr(training, "_atomic_save", save_and_look)
+    training.train(training.TrainConfig(
+        preset="tiny", seq_len=16, batch_size=4, steps=12, probe_every=1, spectra_every=3, log_every=2,
+        eval_every=1000, checkpoint_every=4, progress=False, device="cpu", out=str(tmp_path / "run"),
+    ))
+    assert [s for s, _ in seen_at_checkpoint] == [4, 8, 12]
+    for step, committed in seen_at_checkpoint:
+        assert committed == list(range(step)), f"checkpoint at step {step}: committed probe steps {committed}"
