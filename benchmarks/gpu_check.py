@@ -1,10 +1,11 @@
 """One device call's worth of kernel work: correctness of each candidate tile config at a
-real shape, then its time at the benchmark shape, and the fastest correct config per kernel.
+real shape, then its time at the benchmark's shapes, and the fastest correct config per kernel.
 
     python benchmarks/gpu_check.py [--out DIR]
 
 Correctness uses the tests' rule: relative error against float64 at most twice the
-reference's at the same precision. Timing: triton.testing.do_bench median. A config that
+reference's at the same precision. Timing: medians of CUDA-graph replays
+(triton.testing.do_bench_cudagraph), as benchmarks/attention.py times. A config that
 fails to compile or to run is reported, not fatal (this is a sweep, not a test).
 """
 
@@ -20,26 +21,35 @@ import traceback
 
 import torch
 import triton
-from triton.testing import do_bench
+from triton.testing import do_bench_cudagraph
 
 from parallax_probe.kernels import parallel
 from parallax_probe.kernels.reference import parallax_attention_reference
 from parallax_probe.kernels.parallel import BackwardConfig, TileConfig
 
-# Candidates that compile for sm_90 without spilling much in their loops (cuobjdump
-# -res-usage on an ahead-of-time build; see kernels/NOTES.md). The defaults the sweeps chose
-# are in kernels/parallel.py (forward_config, backward_config).
+# Candidates that compile for sm_90 without spilling in their loops (cuobjdump -res-usage
+# and the loop SASS of an ahead-of-time build; see kernels/NOTES.md). The defaults the sweeps
+# chose are in kernels/parallel.py (forward_config, backward_config). Configs of 4 warps
+# whose registers (<= 255 x 128 threads) and shared memory (<= ~113 KB) fit two programs
+# on one SM let the scheduler run one program's softmax while the other's products run.
 T_ = TileConfig
 FORWARD_CANDIDATES = {
-    128: [T_(128, 64, 8, 3), T_(128, 64, 8, 4)],
-    64: [T_(64, 64, 4, 3), T_(64, 64, 4, 4)],
+    128: [T_(128, 64, 8, 3), T_(64, 64, 4, 2)],
+    64: [T_(64, 64, 4, 3)],
 }
 # split: a dK/dV kernel (kv) and a dQ/dR kernel (q); the fused kernel measured slower at both
-# head dims (NOTES.md, version 2) and is left to the tests
+# head dims (NOTES.md, version 2) and is left to the tests. Each kernel's candidates are
+# varied with the other kernel at its default.
+_KV128, _Q128 = T_(32, 64, 4, 3), T_(128, 64, 8, 3)
 BACKWARD_CANDIDATES = {
-    128: [BackwardConfig(T_(32, 128, 8, s), T_(128, 64, 8, 3)) for s in (2, 3)],
-    64: [BackwardConfig(T_(64, 128, 8, s), T_(64, 64, 4, 3)) for s in (2, 3)]
-    + [BackwardConfig(T_(64, 128, 8, 2), T_(128, 64, 8, 3))],
+    128: [BackwardConfig(_KV128, _Q128), BackwardConfig(T_(32, 128, 8, 3), _Q128)],
+    64: [BackwardConfig(T_(64, 64, 4, 3), T_(64, 64, 4, 3))],
+}
+# timed shapes (B, H, T): the forward over sequence lengths (its programs' fixed costs weigh
+# more in short rows), the backward at the benchmark's reference and short-row shapes
+TIMED_SHAPES = {
+    "forward": [(16, 16, 512), (8, 16, 1024), (8, 16, 2048), (4, 16, 4096), (2, 16, 8192)],
+    "backward": [(4, 16, 4096), (8, 16, 1024)],
 }
 
 
@@ -84,15 +94,23 @@ def check_config(kind, config, D, log):
 
 
 def time_config(kind, config, D):
-    B, T, H = 4, 4096, 16
-    q, r, k, v, do = inputs(B, T, H, H, D, seed=1)
-    scale = D**-0.5
-    if kind == "forward":
-        fn = lambda: parallel.parallax_forward(q, r, k, v, scale, 0, False, False, config)  # noqa: E731
-    else:
-        o, o_sm, o_lo, lse, tbar, _ = parallel.parallax_forward(q, r, k, v, scale, 0, False, True)
-        fn = lambda: parallel.parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, 0, config)  # noqa: E731
-    return do_bench(fn, warmup=25, rep=100, return_mode="median")
+    """Medians of CUDA-graph replays (host launch time left out) at each of the kind's
+    TIMED_SHAPES: {label: ms}; the forward plain, in statistics mode and saving the
+    backward's residuals (a training step's forward)."""
+    times = {}
+    for B, H, T in TIMED_SHAPES[kind]:
+        q, r, k, v, do = inputs(B, T, H, H, D, seed=1)
+        scale = D**-0.5
+        if kind == "forward":
+            for mode, stats, residuals in (("", False, False), (" stats", True, False), (" train", False, True)):
+                fn = lambda: parallel.parallax_forward(q, r, k, v, scale, 0, stats, residuals, config)  # noqa: E731
+                times[f"T={T}{mode}"] = do_bench_cudagraph(fn, rep=100)
+        else:
+            o, o_sm, o_lo, lse, tbar, _ = parallel.parallax_forward(q, r, k, v, scale, 0, False, True)
+            fn = lambda: parallel.parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, 0, config)  # noqa: E731
+            times[f"T={T}"] = do_bench_cudagraph(fn, rep=100)
+        del q, r, k, v, do
+    return times
 
 
 def main():
@@ -109,15 +127,17 @@ def main():
                 t0 = time.time()
                 try:
                     row["ratios"], row["correct"] = check_config(kind, config, D, results)
-                    row["ms"] = time_config(kind, config, D)
+                    row["times"] = time_config(kind, config, D)
+                    row["ms"] = row["times"]["T=4096"]
                 except Exception as exc:  # a sweep reports a config that does not build or run
                     row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
                     traceback.print_exc()
                 row["wall_s"] = round(time.time() - t0, 1)
                 results.append(row)
                 ratios = " ".join(f"{n}={x:.2f}" for n, x in row.get("ratios", {}).items())
-                print(f"{kind:8s} D={D:3d} {config!r}  ms={row.get('ms', float('nan')):.3f}  "
-                      f"correct={row.get('correct')}  {ratios}  {row.get('error', '')}  ({row['wall_s']} s)")
+                times = " ".join(f"{n}: {x:.3f}" for n, x in row.get("times", {}).items())
+                print(f"{kind:8s} D={D:3d} {config!r}  ms [{times}]  "
+                      f"correct={row.get('correct')}  {ratios}  {row.get('error', '')}  ({row['wall_s']} s)", flush=True)
     with open(os.path.join(args.out, "gpu_check.json"), "w") as f:
         json.dump(results, f, indent=1)
     print("\nfastest correct config per kernel at (4, 16, 4096, D):")

@@ -94,15 +94,17 @@ def backward_config(head_dim: int, device: torch.device) -> BackwardConfig:
     if device.type != "cuda":
         return BackwardConfig(kv=TileConfig(16, 32, 4, 1), q=TileConfig(32, 16, 4, 1))
     # Split on the H200: 3.41 ms against the fused kernel's 4.51 at (4, 16, 4096, 128)
-    # (NOTES.md, version 2). At D = 128, dK and dV (2 x BN x D float32) stay in registers for
-    # the whole kv program, so only 32 query rows per step fit beside the score tiles (64 rows
-    # spill 570 B); 3 stages measured 1% faster than 2 (version 4). At D = 64, 64 keys per
-    # program with 4 warps measured 7% faster than 128 keys with 8 (version 4). The kv
-    # kernel's BM must be a multiple of 8 (q and r come stacked in 8-row blocks). The dQ/dR
-    # kernel has the forward's shape.
+    # (NOTES.md, version 2). dK and dV (2 x BN x D float32) stay in registers for the whole kv
+    # program, so at D = 128 only 32 query rows per step fit beside the score tiles (64 rows
+    # spill 570 B). 64 keys per program with 4 warps (255 registers, 106 KB of shared memory)
+    # let two programs share an SM, one's softmax work running beside the other's products:
+    # the backward 5.6% faster than with 128 keys and 8 warps (version 5). At D = 64 the same
+    # shape measured 7% faster than 128 keys with 8 warps (version 4). The kv kernel's BM
+    # must be a multiple of 8 (q and r come stacked in 8-row blocks). The dQ/dR kernel has
+    # the forward's shape.
     if head_dim <= 64:
         return BackwardConfig(kv=TileConfig(64, 64, 4, 3), q=TileConfig(64, 64, 4, 3))
-    return BackwardConfig(kv=TileConfig(32, 128, 8, 3), q=TileConfig(128, 64, 8, 3))
+    return BackwardConfig(kv=TileConfig(32, 64, 4, 3), q=TileConfig(128, 64, 8, 3))
 
 
 @triton.jit
