@@ -98,7 +98,7 @@ def backward_config(head_dim: int, device: torch.device) -> BackwardConfig:
     # program, so at D = 128 only 32 query rows per step fit beside the score tiles (64 rows
     # spill 570 B). 64 keys per program with 4 warps (255 registers, 106 KB of shared memory)
     # let two programs share an SM, one's softmax work running beside the other's products:
-    # the backward 5.6% faster than with 128 keys and 8 warps (version 5). At D = 64 the same
+    # the backward 5-7% faster than with 128 keys and 8 warps (version 5). At D = 64 the same
     # shape measured 7% faster than 128 keys with 8 warps (version 4). The kv kernel's BM
     # must be a multiple of 8 (q and r come stacked in 8-row blocks). The dQ/dR kernel has
     # the forward's shape.
