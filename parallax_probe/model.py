@@ -32,6 +32,19 @@ def apply_rope(x_BTHD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> to
     return rotated.type_as(x_BTHD)
 
 
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm that computes in its output's dtype, the promotion of the input's and the
+    weight's. Under bf16 autocast the per-head norms receive the projections' bf16 while their
+    weights stay float32, and nn.RMSNorm then leaves PyTorch's fused kernel for a chain of
+    elementwise ones (with a warning): the same float32 result, several launches each."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is None:
+            return super().forward(x)
+        dtype = torch.promote_types(x.dtype, self.weight.dtype)
+        return F.rms_norm(x.to(dtype), self.normalized_shape, self.weight.to(dtype), self.eps)
+
+
 class AttentionStatsSite(nn.Module):
     """An identity hook point (TransformerLens style) that sees the attention's row statistics.
 
@@ -66,12 +79,12 @@ class ParallaxAttention(nn.Module):
         self.q_proj = nn.Linear(C, HQD, bias=False)
         if self.is_parallax:
             self.r_proj = nn.Linear(C, HQD, bias=False)
-            self.r_norm = nn.RMSNorm(config.head_dim, eps=config.rms_eps)
+            self.r_norm = RMSNorm(config.head_dim, eps=config.rms_eps)
         self.k_proj = nn.Linear(C, HKD, bias=False)
         self.v_proj = nn.Linear(C, HKD, bias=False)
         self.o_proj = nn.Linear(HQD, C, bias=False)
-        self.q_norm = nn.RMSNorm(config.head_dim, eps=config.rms_eps)
-        self.k_norm = nn.RMSNorm(config.head_dim, eps=config.rms_eps)
+        self.q_norm = RMSNorm(config.head_dim, eps=config.rms_eps)
+        self.k_norm = RMSNorm(config.head_dim, eps=config.rms_eps)
         self.stats_site = AttentionStatsSite()
 
     def forward(self, x_BTC: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -119,9 +132,9 @@ class SwiGLU(nn.Module):
 class DecoderBlock(nn.Module):
     def __init__(self, config: ModelConfig, layer_index: int) -> None:
         super().__init__()
-        self.input_norm = nn.RMSNorm(config.d_model, eps=config.rms_eps)
+        self.input_norm = RMSNorm(config.d_model, eps=config.rms_eps)
         self.self_attn = ParallaxAttention(config, layer_index)
-        self.post_attention_norm = nn.RMSNorm(config.d_model, eps=config.rms_eps)
+        self.post_attention_norm = RMSNorm(config.d_model, eps=config.rms_eps)
         self.mlp = SwiGLU(config)
 
     def forward(self, x_BTC, cos, sin):
@@ -137,7 +150,7 @@ class ParallaxLM(nn.Module):
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
         self.layers = nn.ModuleList(DecoderBlock(config, i) for i in range(config.n_layers))
-        self.norm = nn.RMSNorm(config.d_model, eps=config.rms_eps)
+        self.norm = RMSNorm(config.d_model, eps=config.rms_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight

@@ -93,3 +93,31 @@ def test_unknown_preset_is_refused():
         resolve_model_config("huge")
     assert set(PRESETS) == {"tiny", "small", "qwen3-0.6b", "qwen3-1.7b"}
     assert isinstance(build_model(PRESETS["tiny"]), ParallaxLM)
+
+
+@pytest.mark.parametrize("input_dtype, weight_dtype", [
+    (torch.bfloat16, torch.float32),  # a projection's output under bf16 autocast
+    (torch.bfloat16, torch.bfloat16),  # a model cast to bf16
+    (torch.float32, torch.float32),
+])
+def test_rms_norm_takes_the_fused_kernel_in_the_promoted_dtype(input_dtype, weight_dtype):
+    """Mixed dtypes made nn.RMSNorm fall back (with a warning) from PyTorch's fused kernel to
+    elementwise ops; the model's norm computes in the promoted dtype instead, with the result
+    those ops gave."""
+    import warnings
+
+    from parallax_probe.model import RMSNorm
+
+    norm = RMSNorm(64, eps=1e-6).to(weight_dtype)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 5, 64).to(input_dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = norm(x)
+    dtype = torch.promote_types(input_dtype, weight_dtype)
+    assert got.dtype == dtype
+    x64 = x.double()
+    expected = x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight.double()
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(got.double(), expected, rtol=tolerance, atol=tolerance)
