@@ -131,6 +131,45 @@ def _round(x, dtype: tl.constexpr, INTERPRET: tl.constexpr):
 
 
 @triton.jit
+def _query_block_program(K, V, T, HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr, BM: tl.constexpr):
+    """Where a query-block program (forward, dQ/dR) works: its batch x query-head index,
+    first row, rows, row mask, the offsets of its rows in a [B, T, HQ, D] tensor, and the
+    bases of its key head in K and V. Causal work grows with the query block, so the longest
+    programs are launched first."""
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    i_b = pid_bh // HQ
+    i_hq = pid_bh % HQ
+    i_hk = i_hq // (HQ // HK)
+    m0 = pid_m * BM
+    offs_m = m0 + tl.arange(0, BM)
+    row_ok = offs_m < T
+    q_off = (i_b.to(tl.int64) * T * HQ + i_hq) * D
+    q_offs = offs_m[:, None] * (HQ * D) + tl.arange(0, D)[None, :]  # (BM, D)
+    k_base = K + (i_b.to(tl.int64) * T * HK + i_hk) * D
+    v_base = V + (i_b.to(tl.int64) * T * HK + i_hk) * D
+    return pid_bh, m0, offs_m, row_ok, q_off, q_offs, k_base, v_base
+
+
+@triton.jit
+def _key_block_ranges(m0, T, W, BM: tl.constexpr, BN: tl.constexpr, HAS_WINDOW: tl.constexpr):
+    """The key blocks (units of BN) of the query block starting at row m0:
+    [blk_lo, blk_clean_lo) cross the window's left edge (empty without a window),
+    [blk_clean_lo, blk_clean_hi) need no mask, [blk_clean_hi, blk_hi) cross the diagonal.
+    Keys >= T only ever meet rows >= T outside the diagonal blocks, so T needs no mask."""
+    blk_hi = tl.cdiv(tl.minimum(T, m0 + BM), BN)
+    blk_clean_hi = tl.minimum((m0 + 1) // BN, blk_hi)
+    if HAS_WINDOW:
+        blk_lo = tl.maximum(m0 - W + 1, 0) // BN
+        blk_clean_lo = tl.cdiv(tl.maximum(m0 + BM - W, 0), BN)
+        blk_clean_lo = tl.minimum(tl.maximum(blk_clean_lo, blk_lo), blk_clean_hi)
+    else:
+        blk_lo = 0
+        blk_clean_lo = 0
+    return blk_lo, blk_clean_lo, blk_clean_hi, blk_hi
+
+
+@triton.jit
 def _fwd_inner(
     o1, o2, d1, mu, m_i,
     b_q, b_r, k_base, v_base, offs_m,
@@ -196,21 +235,7 @@ def _parallax_fwd_kernel(
     HAS_WINDOW: tl.constexpr, SAVE_RESIDUALS: tl.constexpr, WRITE_STATS: tl.constexpr,
     INTERPRET: tl.constexpr,
 ):
-    # Causal work grows with the query block: launch the longest programs first.
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    i_b = pid_bh // HQ
-    i_hq = pid_bh % HQ
-    i_hk = i_hq // (HQ // HK)
-    m0 = pid_m * BM
-    offs_m = m0 + tl.arange(0, BM)
-    offs_d = tl.arange(0, D)
-    row_ok = offs_m < T
-
-    q_off = (i_b.to(tl.int64) * T * HQ + i_hq) * D
-    k_base = K + (i_b.to(tl.int64) * T * HK + i_hk) * D
-    v_base = V + (i_b.to(tl.int64) * T * HK + i_hk) * D
-    q_offs = offs_m[:, None] * (HQ * D) + offs_d[None, :]  # (BM, D)
+    pid_bh, m0, offs_m, row_ok, q_off, q_offs, k_base, v_base = _query_block_program(K, V, T, HQ, HK, D, BM)
     b_q = tl.load(Q + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
     b_r = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
     if WRITE_STATS:
@@ -227,22 +252,13 @@ def _parallax_fwd_kernel(
     # in the first window-edge tiles are all masked; any real logit exceeds it.
     m_i = tl.full((BM,), -1.0e30, dtype=tl.float32)
 
-    # Key blocks in units of BN: [blk_lo, blk_clean_lo) cross the window's left edge,
-    # [blk_clean_lo, blk_clean_hi) need no mask, [blk_clean_hi, blk_hi) cross the diagonal.
-    # Keys >= T only ever meet rows >= T outside the diagonal tiles, so T needs no mask.
-    blk_hi = tl.cdiv(tl.minimum(T, m0 + BM), BN)
-    blk_clean_hi = tl.minimum((m0 + 1) // BN, blk_hi)
+    blk_lo, blk_clean_lo, blk_clean_hi, blk_hi = _key_block_ranges(m0, T, W, BM, BN, HAS_WINDOW)
     if HAS_WINDOW:
-        blk_lo = tl.maximum(m0 - W + 1, 0) // BN
-        blk_clean_lo = tl.cdiv(tl.maximum(m0 + BM - W, 0), BN)
-        blk_clean_lo = tl.minimum(tl.maximum(blk_clean_lo, blk_lo), blk_clean_hi)
         o1, o2, d1, mu, m_i = _fwd_inner(
             o1, o2, d1, mu, m_i, b_q, b_r, k_base, v_base, offs_m,
             blk_lo, blk_clean_lo, T, W, scale_log2, HK * D,
             D, BN, True, HAS_WINDOW, INTERPRET,
         )
-    else:
-        blk_clean_lo = 0
     o1, o2, d1, mu, m_i = _fwd_inner(
         o1, o2, d1, mu, m_i, b_q, b_r, k_base, v_base, offs_m,
         blk_clean_lo, blk_clean_hi, T, W, scale_log2, HK * D,
@@ -563,20 +579,7 @@ def _parallax_bwd_dq_kernel(
 ):
     """dQ and dR of one query block, walking its key blocks as the forward does: the split
     backward's second kernel (it recomputes s1, s2, a instead of adding with atomics)."""
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    i_b = pid_bh // HQ
-    i_hq = pid_bh % HQ
-    i_hk = i_hq // (HQ // HK)
-    m0 = pid_m * BM
-    offs_m = m0 + tl.arange(0, BM)
-    offs_d = tl.arange(0, D)
-    row_ok = offs_m < T
-
-    q_off = (i_b.to(tl.int64) * T * HQ + i_hq) * D
-    k_base = K + (i_b.to(tl.int64) * T * HK + i_hk) * D
-    v_base = V + (i_b.to(tl.int64) * T * HK + i_hk) * D
-    q_offs = offs_m[:, None] * (HQ * D) + offs_d[None, :]  # (BM, D)
+    pid_bh, m0, offs_m, row_ok, q_off, q_offs, k_base, v_base = _query_block_program(K, V, T, HQ, HK, D, BM)
     b_q = tl.load(Q + q_off + q_offs, mask=row_ok[:, None], other=0.0)
     b_r = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0)
     b_do = tl.load(DO + q_off + q_offs, mask=row_ok[:, None], other=0.0)
@@ -585,20 +588,13 @@ def _parallax_bwd_dq_kernel(
     dq = tl.zeros((BM, D), dtype=tl.float32)
     dr = tl.zeros((BM, D), dtype=tl.float32)
 
-    # the forward's key-block ranges
-    blk_hi = tl.cdiv(tl.minimum(T, m0 + BM), BN)
-    blk_clean_hi = tl.minimum((m0 + 1) // BN, blk_hi)
+    blk_lo, blk_clean_lo, blk_clean_hi, blk_hi = _key_block_ranges(m0, T, W, BM, BN, HAS_WINDOW)
     if HAS_WINDOW:
-        blk_lo = tl.maximum(m0 - W + 1, 0) // BN
-        blk_clean_lo = tl.cdiv(tl.maximum(m0 + BM - W, 0), BN)
-        blk_clean_lo = tl.minimum(tl.maximum(blk_clean_lo, blk_lo), blk_clean_hi)
         dq, dr = _bwd_dq_inner(
             dq, dr, b_q, b_r, b_do, lse, tbar1, delta_sm, c_row, k_base, v_base, offs_m,
             blk_lo, blk_clean_lo, T, W, scale_log2, HK * D,
             D, BN, True, HAS_WINDOW, INTERPRET,
         )
-    else:
-        blk_clean_lo = 0
     dq, dr = _bwd_dq_inner(
         dq, dr, b_q, b_r, b_do, lse, tbar1, delta_sm, c_row, k_base, v_base, offs_m,
         blk_clean_lo, blk_clean_hi, T, W, scale_log2, HK * D,
