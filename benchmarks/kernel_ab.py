@@ -1,12 +1,15 @@
-"""Same-run A/B of the working tree's Triton kernels against an earlier kernels/parallel.py:
-backward alone and the forward plain / in statistics mode, medians of CUDA-graph replays.
+"""Same-run A/B of the working tree's Triton kernels against an earlier kernels/parallel.py
+(and any number of variant files): backward alone and the forward plain / in statistics mode /
+saving residuals, medians of CUDA-graph replays.
 
-    git show REV:kernels/parallel.py > experiments/baseline_parallel.py   # any untracked path
-    python benchmarks/kernel_ab.py --baseline experiments/baseline_parallel.py
+    git show REV:kernels/parallel.py > .sweep/baseline_parallel.py   # any ignored path
+    python benchmarks/kernel_ab.py --baseline .sweep/baseline_parallel.py [--variant FILE ...]
 
-Both versions run on the same inputs in one process, so the comparison holds on a machine
-whose speed drifts between calls. The baseline's module-level custom-op registration is cut
-off (the working tree registers the same op names); only its launch functions are used.
+All versions run on the same inputs in one process, in alternating rounds (the best of two
+medians is kept), so the comparison holds on a machine whose speed drifts between calls; each
+version's output and gradients are checked against the baseline's first. The files'
+module-level custom-op registration is cut off (the working tree registers the same op names);
+only their launch functions are used.
 """
 
 from __future__ import annotations
@@ -48,29 +51,58 @@ def inputs(B, H, T, D):
     return q, r, k, v, do
 
 
+PASSES = ("forward", "forward + stats", "forward, residuals", "backward")
+
+
+def time_versions(versions: dict, shape) -> dict:
+    """{(version, pass): ms}, the best of two rounds; asserts every version computes what the
+    first does (same math, so only float32 summation order may differ)."""
+    B, H, T, D = shape
+    q, r, k, v, do = inputs(B, H, T, D)
+    scale = D**-0.5
+    times, reference = {}, None
+    for _ in range(2):
+        for name, mod in versions.items():
+            o, o_sm, o_lo, lse, tbar, _ = mod.parallax_forward(q, r, k, v, scale, 0, False, True)
+            grads = mod.parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, 0)
+            outputs = [t.float() for t in (o, *grads)]
+            if reference is None:
+                reference = outputs
+            for got, want in zip(outputs, reference):
+                gap = ((got - want).abs().max() / want.abs().max()).item()
+                if not gap < 2e-2:
+                    sys.exit(f"{name} at {shape}: an output or gradient differs from the baseline's by {gap:.2e}")
+            calls = {
+                "forward": lambda: mod.parallax_forward(q, r, k, v, scale, 0, False, False),
+                "forward + stats": lambda: mod.parallax_forward(q, r, k, v, scale, 0, True, False),
+                "forward, residuals": lambda: mod.parallax_forward(q, r, k, v, scale, 0, False, True),
+                "backward": lambda: mod.parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, 0),
+            }
+            for what, fn in calls.items():
+                ms = do_bench_cudagraph(fn, rep=150)
+                times[name, what] = min(ms, times.get((name, what), float("inf")))
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", type=Path, required=True, help="an earlier kernels/parallel.py")
+    parser.add_argument("--variant", type=Path, action="append", default=[],
+                        help="another parallel.py to time beside them (repeatable)")
     args = parser.parse_args()
-    baseline = load_baseline(args.baseline)
-    versions = {"baseline": baseline, "current": current}
+    versions = {"baseline": load_baseline(args.baseline), "current": current}
+    for path in args.variant:
+        versions[path.stem] = load_baseline(path)
+    others = list(versions)[1:]
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}\n")
-    print("| shape (B,H,T,D) | pass | baseline ms | current ms | change |")
-    print("|---|---|---|---|---|")
-    for B, H, T, D in SHAPES:
-        q, r, k, v, do = inputs(B, H, T, D)
-        scale = D**-0.5
-        times = {}
-        for name, mod in versions.items():
-            o, o_sm, o_lo, lse, tbar, _ = mod.parallax_forward(q, r, k, v, scale, 0, False, True)
-            times[name, "backward"] = do_bench_cudagraph(
-                lambda: mod.parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, 0), rep=200)
-            for stats in (False, True):
-                times[name, "forward" + (" + stats" if stats else "")] = do_bench_cudagraph(
-                    lambda: mod.parallax_forward(q, r, k, v, scale, 0, stats, False), rep=200)
-        for what in ("backward", "forward", "forward + stats"):
-            old, new = times["baseline", what], times["current", what]
-            print(f"| {B},{H},{T},{D} | {what} | {old:.3f} | {new:.3f} | {100 * (new / old - 1):+.1f}% |")
+    print("| shape (B,H,T,D) | pass | baseline ms | " + " | ".join(f"{n} ms" for n in others) + " |")
+    print("|---|---|---|" + "---|" * len(others))
+    for shape in SHAPES:
+        times = time_versions(versions, shape)
+        for what in PASSES:
+            base = times["baseline", what]
+            cells = [f"{times[n, what]:.3f} ({100 * (times[n, what] / base - 1):+.1f}%)" for n in others]
+            print(f"| {','.join(map(str, shape))} | {what} | {base:.3f} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
