@@ -29,16 +29,18 @@ from parallax_probe.kernels import parallel as current
 SHAPES = [(4, 16, 4096, 128), (8, 16, 1024, 128), (4, 16, 4096, 64)]
 
 
-def load_baseline(path: Path):
-    """Import an earlier parallel.py as a standalone module (relative imports made absolute)."""
+def load_kernels(path: Path):
+    """Import another parallel.py (an earlier one, or a variant) as a standalone module named
+    after its file (relative imports made absolute)."""
     src = path.read_text().replace("from .stats import", "from parallax_probe.kernels.stats import")
     cut = src.find("@torch.library.custom_op(")
     if cut < 0:
         sys.exit(f"{path}: no custom-op registration found; is this a kernels/parallel.py?")
     # triton.jit reads the kernels' source from their file, so the module must live in one
     folder = Path(tempfile.mkdtemp(prefix="kernel-ab-"))
-    (folder / "baseline_parallel.py").write_text(src[:cut])
-    spec = importlib.util.spec_from_file_location("baseline_parallel", folder / "baseline_parallel.py")
+    copy = folder / f"{path.stem}.py"
+    copy.write_text(src[:cut])
+    spec = importlib.util.spec_from_file_location(path.stem, copy)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -90,9 +92,9 @@ def main() -> None:
     parser.add_argument("--variant", type=Path, action="append", default=[],
                         help="another parallel.py to time beside them (repeatable)")
     args = parser.parse_args()
-    versions = {"baseline": load_baseline(args.baseline), "current": current}
+    versions = {"baseline": load_kernels(args.baseline), "current": current}
     for path in args.variant:
-        versions[path.stem] = load_baseline(path)
+        versions[path.stem] = load_kernels(path)
     others = list(versions)[1:]
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}\n")
     print("| shape (B,H,T,D) | pass | baseline ms | " + " | ".join(f"{n} ms" for n in others) + " |")

@@ -34,7 +34,7 @@ from parallax_probe.kernels.parallel import TileConfig
 KINDS = {
     "HGMMA": r"HGMMA", "BAR": r"\bBAR\b", "WARPGROUP": r"WARPGROUP", "LDL/STL": r"\bLDL|\bSTL",
     "MUFU": r"MUFU", "FFMA": r"\bFFMA\b", "FMUL": r"\bFMUL\b", "F2F": r"F2FP|\bF2F\b",
-    "SHFL": r"SHFL", "STS": r"\bSTS\b", "LDS": r"\bLDS|LDSM", "LDG": r"\bLDG|LDGSTS", "STG": r"\bSTG\b",
+    "SHFL": r"SHFL", "STS": r"\bSTS\b", "LDS": r"\bLDSM?\b", "LDG": r"\bLDG(?:STS)?\b", "STG": r"\bSTG\b",
 }
 
 
