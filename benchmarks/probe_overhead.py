@@ -39,13 +39,13 @@ def main() -> None:
     device, model, optimizer, x = setup.device, setup.model, setup.optimizer, setup.x
     folder = Path(tempfile.mkdtemp(prefix="probe-overhead-"))
 
-    def timed_steps(probe: Probe | None, first_step: int) -> list[float]:
+    def timed_steps(probe: Probe | None, steps) -> list[float]:
         times = []
-        for step in range(first_step, first_step + args.steps):
+        for step in steps:
             setup.sync()
             t0 = time.perf_counter()
             with probe.step(step) if probe else nullcontext(), setup.autocast():
-                logits = model(x)
+                logits = setup.step_model(x)
             loss = F.cross_entropy(logits.float().flatten(0, 1), x.flatten())
             loss.backward()
             optimizer.step()
@@ -54,37 +54,48 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         return times
 
+    def retrace(probe: Probe | None, first: int) -> None:
+        """With --compile, a graph traced under other hooks (or none) would run on without this
+        configuration's hooks: trace afresh, a logging step of every=50 and a plain one, untimed."""
+        if args.compile:
+            torch._dynamo.reset()
+            logging_step = (first - 2) // 50 * 50
+            timed_steps(probe, [logging_step, logging_step + 1])
+
     configs = {"no probe": None, "every=50": 50, "every=1": 1}
     results: dict[str, list[float]] = {name: [] for name in configs}
-    timed_steps(None, 0)  # warm-up
+    timed_steps(None, range(args.steps))  # warm-up
     # also warm up the statistics-mode kernel (compiled on its first call): a one-time cost, not overhead
     warm_probe = Probe(model, folder / "warm-up", every=1, spectra_every=1)
-    timed_steps(warm_probe, 0)
+    retrace(warm_probe, 100)
+    timed_steps(warm_probe, range(100, 100 + args.steps))
     warm_probe.close()
+    # Timed steps count on across rounds, so the W_R spectra come at their cadence over all the
+    # timed steps (--spectra-every), not once per round: with a fresh count per round, 100-step
+    # rounds took a spectra step in every 100 (about 165 ms on the H200's small preset), which
+    # read as probe overhead of 2-3% at every=50. They start at 100 to leave room for retrace().
+    timed = [100 + i for i in range(args.rounds * args.steps)]
     for round_index in range(args.rounds):
-        # Steps continue across rounds, so the W_R spectra come at their cadence over all the
-        # timed steps (--spectra-every), not once per round: with a fresh count per round,
-        # 100-step rounds took a spectra step in every 100 (about 165 ms on the H200's small
-        # preset), which read as probe overhead of 2-3% at every=50.
-        first = round_index * args.steps
+        first = timed[round_index * args.steps]
         for name, every in configs.items():
             probe = None
             if every is not None:
                 run_dir = folder / f"{name}-{round_index}"
-                probe = Probe(model, run_dir, every=every, spectra_every=args.spectra_every, start_step=first)
-            results[name] += timed_steps(probe, first)
+                probe = Probe(model, run_dir, every=every, spectra_every=args.spectra_every, start_step=first - 100)
+            retrace(probe, first)
+            results[name] += timed_steps(probe, range(first, first + args.steps))
             if probe:
                 probe.close()
     shutil.rmtree(folder, ignore_errors=True)
 
     # The mean, not the median: at every=50 the cost sits in one step of fifty.
     base = statistics.fmean(results["no probe"])
-    print(f"\nprobe overhead: preset {args.preset}, device {device}, batch {args.batch_size} x {args.seq_len}, "
+    print(f"\nprobe overhead: preset {args.preset}, device {device}, compile {args.compile or 'off'}, batch {args.batch_size} x {args.seq_len}, "
           f"{args.rounds} rounds x {args.steps} steps, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     # Steps at which the probe also took the W_R spectra, told apart: a spectra step is a cost of
     # its own, paid once per --spectra-every steps.
-    spectra = [i for i in range(len(results["no probe"])) if i % args.spectra_every == 0]
-    plain = [i for i in range(len(results["no probe"])) if i % args.spectra_every != 0]
+    spectra = [i for i, step in enumerate(timed) if step % args.spectra_every == 0]
+    plain = [i for i, step in enumerate(timed) if step % args.spectra_every != 0]
     base_plain = statistics.fmean(results["no probe"][i] for i in plain)
     print("| configuration | median step (ms) | mean step (ms) | overhead of the mean vs no probe | "
           "same, spectra steps left out | spectra steps (ms, each) |")

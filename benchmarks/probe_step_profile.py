@@ -44,7 +44,7 @@ def main() -> None:
             sync()
             t0 = time.perf_counter()
             with probe.step(step) if probe else nullcontext(), setup.autocast():
-                logits = model(x)
+                logits = setup.step_model(x)
             sync()
             t1 = time.perf_counter()
             F.cross_entropy(logits.float().flatten(0, 1), x.flatten()).backward()

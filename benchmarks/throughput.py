@@ -1,10 +1,12 @@
 """Training tokens per second of one model shape with each attention path.
 
-    python benchmarks/throughput.py --preset small --batch-size 16 --seq-len 1024
+    python benchmarks/throughput.py --preset small --batch-size 16 --seq-len 1024 [--compile]
 
 Rows: Parallax with the Triton kernel, Parallax with the plain-PyTorch reference, and the
 softmax model through SDPA (same shapes, no r_proj). Same optimiser (Muon + AdamW, as
 `parallax-probe train --optimizer muon`), bf16 autocast, median of timed steps after warm-up.
+With --compile, the Triton and SDPA rows again through torch.compile (as `parallax-probe
+train --compile`: the model's forward and backward; the optimiser step stays eager).
 """
 
 from __future__ import annotations
@@ -20,18 +22,19 @@ from parallax_probe.model import build_model
 from parallax_probe.optim import OptimizerConfig, build_optimizers
 
 
-def tokens_per_second(attention: str, backend: str, args) -> tuple[float, float]:
+def tokens_per_second(attention: str, backend: str, compile_backend: str | None, args) -> tuple[float, float]:
     torch.manual_seed(0)
     model = build_model(args.preset, vocab_size=args.vocab_size, attention=attention, attention_backend=backend,
                         max_seq_len=args.seq_len).cuda()
     optimizers, _ = build_optimizers(model, OptimizerConfig(name="muon"))
+    step_model = torch.compile(model, backend=compile_backend) if compile_backend else model
     x = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len), device="cuda")
     times = []
     for step in range(args.warmup + args.steps):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = model(x)
+            logits = step_model(x)
         F.cross_entropy(logits.float().flatten(0, 1), x.flatten()).backward()
         for opt in optimizers:
             opt.step()
@@ -50,20 +53,24 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--vocab-size", type=int, default=50304)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (with --compile: the compilation)")
+    parser.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                        help="also time the Triton and SDPA models through torch.compile")
     args = parser.parse_args()
-    rows = [("parallax", "triton"), ("parallax", "reference"), ("softmax", "auto")]
+    rows = [("parallax", "triton", None), ("parallax", "reference", None), ("softmax", "auto", None)]
+    if args.compile:
+        rows += [("parallax", "triton", args.compile), ("softmax", "auto", args.compile)]
     results = {}
-    for attention, backend in rows:
-        results[(attention, backend)] = tokens_per_second(attention, backend, args)
-    base = results[("parallax", "triton")][0]
+    for attention, backend, compile_backend in rows:
+        results[(attention, backend, compile_backend)] = tokens_per_second(attention, backend, compile_backend, args)
+    base = results[("parallax", "triton", None)][0]
     print(f"\ntraining throughput: preset {args.preset}, batch {args.batch_size} x {args.seq_len}, bf16 autocast, Muon, "
           f"{torch.cuda.get_device_name()}, torch {torch.__version__}\n")
-    print("| model | attention path | step (ms) | tokens/s | vs Parallax Triton |")
-    print("|---|---|---|---|---|")
-    names = {("parallax", "triton"): "Triton kernel", ("parallax", "reference"): "PyTorch reference", ("softmax", "auto"): "SDPA (softmax)"}
-    for key, (tps, median) in results.items():
-        print(f"| {key[0]} | {names[key]} | {median * 1e3:.1f} | {tps:,.0f} | {tps / base:.2f}x |")
+    print("| model | attention path | torch.compile | step (ms) | tokens/s | vs Parallax Triton, eager |")
+    print("|---|---|---|---|---|---|")
+    names = {"triton": "Triton kernel", "reference": "PyTorch reference", "auto": "SDPA (softmax)"}
+    for (attention, backend, compile_backend), (tps, median) in results.items():
+        print(f"| {attention} | {names[backend]} | {compile_backend or 'off'} | {median * 1e3:.1f} | {tps:,.0f} | {tps / base:.2f}x |")
 
 
 if __name__ == "__main__":

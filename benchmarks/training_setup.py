@@ -22,15 +22,19 @@ def add_training_args(parser: argparse.ArgumentParser, *, preset: str, device: s
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--seq-len", type=int, default=seq_len)
     parser.add_argument("--vocab-size", type=int, default=vocab_size)
+    parser.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                        help="run the forward through torch.compile (the probe hooks the uncompiled model)")
 
 
 @dataclass
 class TrainingSetup:
-    """The model (AdamW: a cheap step, so the probe's share is not hidden), one fixed batch x,
-    bf16 autocast on CUDA, and a device sync for timing."""
+    """The model (AdamW: a cheap step, so the probe's share is not hidden), what to call for a
+    step (the model, or with --compile the compiled model), one fixed batch x, bf16 autocast on
+    CUDA, and a device sync for timing."""
 
     device: torch.device
     model: torch.nn.Module
+    step_model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     x: torch.Tensor
 
@@ -48,4 +52,5 @@ def training_setup(args: argparse.Namespace) -> TrainingSetup:
     model = build_model(args.preset, vocab_size=args.vocab_size, max_seq_len=args.seq_len).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len), device=device)
-    return TrainingSetup(device, model, optimizer, x)
+    step_model = torch.compile(model, backend=args.compile) if args.compile else model
+    return TrainingSetup(device, model, step_model, optimizer, x)

@@ -186,7 +186,8 @@ class Probe:
             missing = [self.sites[i].name for i, r in enumerate(rows) if r is None]
             raise RuntimeError(
                 f"Probe: step {step} was a logging step but these modules did not run a forward pass inside "
-                f"`with probe.step(step)`: {missing}"
+                f"`with probe.step(step)`: {missing}. (A model that torch.compile traced before the probe was "
+                f"attached runs its graph without the hooks: attach the probe first, or call torch._dynamo.reset().)"
             )
         with torch.no_grad():
             stats = stack_layers(rows)  # (L, N, H) each, still on the device

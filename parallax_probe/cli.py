@@ -71,6 +71,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--wr-init", default="normal", choices=("normal", "zero"), help="zero: start as exact softmax attention")
     model.add_argument("--window", type=_positive_int, default=None, help="sliding window W (keys i-W < j <= i)")
     model.add_argument("--backend", default="auto", choices=("auto", "triton", "reference"), help="attention implementation")
+    model.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                       help="train through torch.compile (default backend: inductor; aot_eager traces only)")
     model.add_argument("--vocab-size", type=_positive_int, default=None, help="model vocabulary for bin: tasks")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--optimizer", default="muon", choices=("muon", "adamw"), help="muon (hidden matrices) + AdamW, or AdamW alone")
@@ -121,6 +123,7 @@ def train_config_from_args(args: argparse.Namespace):
         seed=args.seed, device=args.device, out=args.out, resume=args.resume, overwrite=args.overwrite,
         eval_every=args.eval_every, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
         probe_every=args.probe_every, spectra_every=args.spectra_every, progress=not args.no_progress,
+        compile=args.compile,
     )
 
 

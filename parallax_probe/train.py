@@ -73,6 +73,9 @@ class TrainConfig:
     spectra_every: int = 250
     """W_R spectra every N steps (a multiple of nothing in particular; cheap, from the weights)."""
     progress: bool = True
+    compile: str | None = None
+    """A torch.compile backend for the training forward and backward ('inductor' fuses the
+    small ops whose launches bound the step); None trains eagerly. Evaluation stays eager."""
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -88,6 +91,8 @@ class TrainConfig:
             raise ValueError(f"--seq-len must be at least 2, got {self.seq_len}")
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other; pick one")
+        if self.compile is not None:
+            check_compile_backend(self.compile)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,6 +111,29 @@ class TrainResult:
     history: list[dict]
     is_main_process: bool = True
     """False on data-parallel ranks other than 0, which print and write nothing."""
+
+
+def check_compile_backend(backend: str) -> None:
+    """Refuse a backend torch.compile does not know, and Inductor without the C++ compiler it
+    needs on the CPU, before anything is written (not at the first step, minutes in)."""
+    import torch._dynamo
+
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        common = ", ".join(sorted(torch._dynamo.list_backends()))
+        raise ValueError(f"--compile {backend}: not a torch.compile backend; choose one of {common}")
+
+
+def compiler_missing_for(backend: str, device: torch.device) -> str | None:
+    """Why `backend` cannot build code for `device` here, or None. Inductor's CPU code is C++."""
+    if backend != "inductor" or device.type != "cpu":
+        return None
+    import shutil
+
+    compiler = os.environ.get("CXX", "g++")
+    if shutil.which(compiler) is None:
+        return (f"--compile inductor on the CPU needs a C++ compiler and {compiler!r} is not on PATH; "
+                "install one (or set CXX), or use --compile aot_eager")
+    return None
 
 
 def folder_holds_run(out: Path) -> bool:
@@ -175,6 +203,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     check_run_folder(cfg)
     dist = setup_distributed(cfg.device)
     device = dist.device if dist.enabled else pick_device(cfg.device)
+    if cfg.compile is not None and (missing := compiler_missing_for(cfg.compile, device)):
+        raise ValueError(missing)
     if cfg.batch_size % dist.world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the world size {dist.world_size}")
     task = load_task(cfg.task, seq_len=cfg.seq_len, seed=cfg.seed, vocab_size=cfg.vocab_size, mad_overrides=cfg.mad_overrides)
@@ -196,6 +226,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         for stale in (out / CHECKPOINT_NAME, out / RUN_INFO_NAME):
             stale.unlink(missing_ok=True)
     train_model = dist.wrap(model)
+    if cfg.compile is not None:
+        # Around DDP, not inside it, so Dynamo splits the graph at DDP's gradient buckets.
+        # The probe hooks the uncompiled modules; they trace into the graph (README).
+        train_model = torch.compile(train_model, backend=cfg.compile)
 
     provenance = {
         "code_version": code_version(),

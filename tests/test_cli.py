@@ -46,6 +46,7 @@ def finished_run(tmp_path_factory):
         (["train", "--task", "bin:/nonexistent/*.bin"], "no file matches"),
         (["train", "--resume", "--overwrite"], "exclude each other"),
         (["train", "--mad", "no_such_knob=3"], "unknown MADTaskConfig field"),
+        (["train", "--compile", "no_such_backend"], "not a torch.compile backend"),
         (["inspect", "/nonexistent/run"], "/nonexistent/run"),
         (["frobnicate"], "invalid choice"),
     ],
@@ -99,6 +100,30 @@ def test_the_same_seed_gives_the_same_run_on_cpu(tmp_path):
     a, b = open_run(tmp_path / "r0"), open_run(tmp_path / "r1")
     np.testing.assert_array_equal(a["scalars/loss"], b["scalars/loss"])
     np.testing.assert_array_equal(a["attn/cor_mean"], b["attn/cor_mean"])
+
+
+def test_a_compiled_run_records_what_the_eager_run_records(tmp_path):
+    """--compile traces the training step (aot_eager: Dynamo and AOTAutograd without Inductor's
+    code generation, so the arithmetic is the eager one): same losses, same probe rows."""
+    eager = run_cli("train", *SHORT_RUN, "--steps", "10", "--seed", "3", "--out", tmp_path / "eager")
+    traced = run_cli("train", *SHORT_RUN, "--steps", "10", "--seed", "3", "--compile", "aot_eager", "--out", tmp_path / "traced")
+    assert eager.returncode == 0 and traced.returncode == 0, eager.stderr + traced.stderr
+    a, b = open_run(tmp_path / "eager"), open_run(tmp_path / "traced")
+    assert b["step"].tolist() == a["step"].tolist() == [0, 5]
+    np.testing.assert_array_equal(a["scalars/loss"], b["scalars/loss"])
+    np.testing.assert_array_equal(a["attn/cor_mean"], b["attn/cor_mean"])
+    assert json.loads((tmp_path / "traced" / "run.json").read_text())["train_config"]["compile"] == "aot_eager"
+
+
+def test_inductor_on_the_cpu_without_a_compiler_is_refused_before_anything_is_written(tmp_path):
+    import os
+
+    env = {**os.environ, "CXX": "no-such-compiler++"}
+    result = subprocess.run([*CLI, "train", *SHORT_RUN, "--device", "cpu", "--compile", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2
+    assert "needs a C++ compiler" in result.stderr and "--compile aot_eager" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_text_and_bin_tasks_train(tmp_path):
