@@ -20,13 +20,13 @@ ARGS = ["train", "--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--
         "--probe-every", "3", "--spectra-every", "6", "--log-every", "2", "--eval-every", "6", "--device", "cpu", "--no-progress"]
 
 
-def launch(out, nproc: int):
+def launch(out, nproc: int, *extra: str):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     if nproc == 1:
-        cmd = [sys.executable, "-m", "parallax_probe", *ARGS, "--out", str(out)]
+        cmd = [sys.executable, "-m", "parallax_probe", *ARGS, *extra, "--out", str(out)]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "parallax_probe", *ARGS, "--out", str(out)]
+               "-m", "parallax_probe", *ARGS, *extra, "--out", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
@@ -85,3 +85,17 @@ def test_step_zero_sums_equal_the_sums_of_each_ranks_own_statistics(runs, tmp_pa
         np.testing.assert_allclose(two[f"attn/{name}"][0], expected, rtol=1e-5, err_msg=name)
     expected_max = np.maximum(per_rank[0]["attn/cor_max"][0], per_rank[1]["attn/cor_max"][0])
     np.testing.assert_allclose(two["attn/cor_max"][0], expected_max, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_compiled_ddp_run_equals_the_eager_ddp_run(runs, tmp_path):
+    """--compile wraps the DDP model (Dynamo splits the graph at DDP's buckets); aot_eager keeps
+    the eager arithmetic, so two compiled processes record what two eager ones recorded."""
+    _, two_dir, _ = runs
+    launch(tmp_path / "compiled", 2, "--compile", "aot_eager")
+    eager, compiled = open_run(two_dir), open_run(tmp_path / "compiled")
+    np.testing.assert_array_equal(compiled["step"], eager["step"])
+    np.testing.assert_allclose(compiled["scalars/loss"], eager["scalars/loss"], rtol=1e-6)
+    for name in ("cor_mean", "cor_max", "sum_osm_sq", "sum_c_sq", "tokens"):
+        np.testing.assert_allclose(compiled[f"attn/{name}"], eager[f"attn/{name}"], rtol=1e-5, err_msg=name)
+    assert json.loads((tmp_path / "compiled" / "run.json").read_text())["replicas_identical_at_end"] is True
