@@ -91,7 +91,10 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, required=True, help="an earlier kernels/parallel.py")
     parser.add_argument("--variant", type=Path, action="append", default=[],
                         help="another parallel.py to time beside them (repeatable)")
+    parser.add_argument("--shape", action="append", default=[], metavar="B,H,T,D",
+                        help=f"a shape to time (repeatable; default: {' '.join(','.join(map(str, s)) for s in SHAPES)})")
     args = parser.parse_args()
+    shapes = [tuple(map(int, s.split(","))) for s in args.shape] or SHAPES
     versions = {"baseline": load_kernels(args.baseline), "current": current}
     for path in args.variant:
         versions[path.stem] = load_kernels(path)
@@ -99,7 +102,7 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}\n")
     print("| shape (B,H,T,D) | pass | baseline ms | " + " | ".join(f"{n} ms" for n in others) + " |")
     print("|---|---|---|" + "---|" * len(others))
-    for shape in SHAPES:
+    for shape in shapes:
         times = time_versions(versions, shape)
         for what in PASSES:
             base = times["baseline", what]

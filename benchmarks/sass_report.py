@@ -47,7 +47,7 @@ def _signature(names_types: list[tuple[str, str]], constants: dict) -> dict:
 def build(kernel: str, D: int, tiles: TileConfig, stats: bool, residuals: bool, window: bool):
     """The compiled kernel, with the launch's constexprs for 16 heads (no GQA)."""
     common = {"HQ": 16, "HK": 16, "D": D, "BM": tiles.BM, "BN": tiles.BN, "HAS_WINDOW": window, "INTERPRET": False}
-    scalars = [("scale_log2", "fp32"), ("T", "i32"), ("W", "i32")]
+    scalars = [("scale_log2", "fp32"), ("T", "i32"), ("W", "i32"), ("GROUP", "i32")]
     if kernel == "forward":
         pointers = [(n, "*bf16") for n in ("Q", "R", "K", "V", "O")] + [("OSM", "*fp32"), ("OLO", "*bf16"),
                                                                        ("LSE", "*fp32"), ("TBAR", "*fp32"), ("STATS", "*fp32")]

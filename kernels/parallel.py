@@ -67,6 +67,16 @@ class TileConfig(NamedTuple):
     num_stages: int
 
 
+# What the heads whose programs run interleaved may read between them (`_longest_first`): a
+# third of the H200's 50 MB L2, so that their K and V stay there while their programs reuse them.
+L2_SHARE_BYTES = 16 << 20
+
+
+def heads_per_group(bytes_per_head: int) -> int:
+    """How many heads to interleave when each head's programs read bytes_per_head between them."""
+    return max(1, L2_SHARE_BYTES // max(bytes_per_head, 1))
+
+
 def forward_config(head_dim: int, device: torch.device) -> TileConfig:
     if device.type != "cuda":
         # Triton's interpreter (CPU tests): small tiles so short sequences span several
@@ -131,13 +141,34 @@ def _round(x, dtype: tl.constexpr, INTERPRET: tl.constexpr):
 
 
 @triton.jit
-def _query_block_program(K, V, T, HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr, BM: tl.constexpr):
+def _longest_first(n_blocks, GROUP):
+    """(head, rank) of this program in a 1-D grid of n_blocks programs per head, rank 0 being
+    a head's longest program (causal work is uneven across a head's blocks).
+
+    The GPU starts programs in grid order as SMs free up, so the order is the schedule. Heads
+    go in groups of GROUP, and within a group programs go by rank across the group's heads:
+    every head's longest block, then every head's second, ... The short ones come last and
+    fill the tail, where head by head (all of head 0, then head 1) left the last head's
+    longest blocks to start late. A group's heads share the L2 while their programs run, so
+    GROUP is what fits there (heads_per_group)."""
+    pid = tl.program_id(0)
+    n_heads = tl.num_programs(0) // n_blocks
+    per_group = n_blocks * GROUP
+    first_head = (pid // per_group) * GROUP
+    heads_here = tl.minimum(GROUP, n_heads - first_head)
+    within = pid % per_group
+    return first_head + within % heads_here, within // heads_here
+
+
+@triton.jit
+def _query_block_program(K, V, T, GROUP, HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr, BM: tl.constexpr):
     """Where a query-block program (forward, dQ/dR) works: its batch x query-head index,
     first row, rows, row mask, the offsets of its rows in a [B, T, HQ, D] tensor, and the
-    bases of its key head in K and V. Causal work grows with the query block, so the longest
-    programs are launched first."""
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    bases of its key head in K and V. Causal work grows with the query block, so the last
+    block is a head's longest program."""
+    n_blocks = tl.cdiv(T, BM)
+    pid_bh, rank = _longest_first(n_blocks, GROUP)
+    pid_m = n_blocks - 1 - rank
     i_b = pid_bh // HQ
     i_hq = pid_bh % HQ
     i_hk = i_hq // (HQ // HK)
@@ -226,16 +257,16 @@ def _fwd_inner(
     return o1, o2, d1, mu, m_i
 
 
-@triton.jit(do_not_specialize=["T", "W"])
+@triton.jit(do_not_specialize=["T", "W", "GROUP"])
 def _parallax_fwd_kernel(
     Q, R, K, V, O, OSM, OLO, LSE, TBAR, STATS,
-    scale_log2, T, W,
+    scale_log2, T, W, GROUP,
     HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr,
     HAS_WINDOW: tl.constexpr, SAVE_RESIDUALS: tl.constexpr, WRITE_STATS: tl.constexpr,
     INTERPRET: tl.constexpr,
 ):
-    pid_bh, m0, offs_m, row_ok, q_off, q_offs, k_base, v_base = _query_block_program(K, V, T, HQ, HK, D, BM)
+    pid_bh, m0, offs_m, row_ok, q_off, q_offs, k_base, v_base = _query_block_program(K, V, T, GROUP, HQ, HK, D, BM)
     b_q = tl.load(Q + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
     b_r = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
     if WRITE_STATS:
@@ -314,8 +345,9 @@ def _parallax_bwd_preprocess_kernel(
     QR [B * HQ, 2 T', D], q and r stacked for the kv kernel (`stack_queries_and_probes`, whose
     layout this writes; T' = T rounded up to a multiple of 8, BM a multiple of 8, so the last
     program also writes the zero rows from T to T')."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    n_blocks = tl.cdiv(T, BM)
+    pid_bh = tl.program_id(0) // n_blocks
+    pid_m = tl.program_id(0) % n_blocks
     i_b = pid_bh // HQ
     i_hq = pid_bh % HQ
     m0 = pid_m * BM
@@ -460,10 +492,10 @@ def _bwd_inner(
     return dk, dv
 
 
-@triton.jit(do_not_specialize=["T", "W"])
+@triton.jit(do_not_specialize=["T", "W", "GROUP"])
 def _parallax_bwd_kernel(
     qr_desc, do_desc, dq_desc, dr_desc, K, V, ROWS, DK, DV,
-    scale, scale_log2, T, W,
+    scale, scale_log2, T, W, GROUP,
     HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, ACCUMULATE_DQ: tl.constexpr,
     HAS_WINDOW: tl.constexpr, INTERPRET: tl.constexpr,
@@ -471,9 +503,8 @@ def _parallax_bwd_kernel(
     """dK and dV of one key block: one program walks every query block of every query head
     in its key head's GQA group."""
     G: tl.constexpr = HQ // HK
-    # Causal work shrinks with the key block: block 0 meets every query, so it goes first.
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    # Causal work shrinks with the key block: block 0 meets every query, so it is rank 0.
+    pid_bh, pid_n = _longest_first(tl.cdiv(T, BN), GROUP)
     i_b = pid_bh // HK
     i_hk = pid_bh % HK
     n0 = pid_n * BN
@@ -570,16 +601,16 @@ def _bwd_dq_inner(
     return dq, dr
 
 
-@triton.jit(do_not_specialize=["T", "W"])
+@triton.jit(do_not_specialize=["T", "W", "GROUP"])
 def _parallax_bwd_dq_kernel(
     Q, R, K, V, DO, ROWS, DQ, DR,
-    scale, scale_log2, T, W,
+    scale, scale_log2, T, W, GROUP,
     HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, HAS_WINDOW: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     """dQ and dR of one query block, walking its key blocks as the forward does: the split
     backward's second kernel (it recomputes s1, s2, a instead of adding with atomics)."""
-    pid_bh, m0, offs_m, row_ok, q_off, q_offs, k_base, v_base = _query_block_program(K, V, T, HQ, HK, D, BM)
+    pid_bh, m0, offs_m, row_ok, q_off, q_offs, k_base, v_base = _query_block_program(K, V, T, GROUP, HQ, HK, D, BM)
     b_q = tl.load(Q + q_off + q_offs, mask=row_ok[:, None], other=0.0)
     b_r = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0)
     b_do = tl.load(DO + q_off + q_offs, mask=row_ok[:, None], other=0.0)
@@ -644,10 +675,10 @@ def parallax_forward(
         stats = torch.empty((B, HQ, T, 4), device=q.device, dtype=torch.float32)
     else:
         stats = q.new_empty((0,), dtype=torch.float32)
-    grid = (triton.cdiv(T, config.BM), B * HQ)
+    grid = (triton.cdiv(T, config.BM) * B * HQ,)
     _parallax_fwd_kernel[grid](
         q, r, k, v, o, o_sm, o_lo, lse, tbar, stats,
-        scale * LOG2E, T, max(window, 0),
+        scale * LOG2E, T, max(window, 0), heads_per_group(2 * T * D * k.element_size()),
         HQ=HQ, HK=HK, D=D, BM=config.BM, BN=config.BN,
         HAS_WINDOW=window > 0, SAVE_RESIDUALS=save_residuals, WRITE_STATS=return_stats,
         INTERPRET=q.device.type == "cpu",
@@ -664,7 +695,7 @@ def backward_preprocess(o, o_lo, o_sm, do, lse, tbar, q, r):
     T8 = triton.cdiv(T, 8) * 8
     qr = torch.empty((B * HQ, 2 * T8, D), device=q.device, dtype=q.dtype)
     BM = 32  # a multiple of 8: see the kernel
-    _parallax_bwd_preprocess_kernel[(triton.cdiv(T, BM), B * HQ)](
+    _parallax_bwd_preprocess_kernel[(triton.cdiv(T, BM) * B * HQ,)](
         o, o_lo, o_sm, do, lse, tbar, q, r, rows, qr, T, HQ=HQ, D=D, BM=BM, num_warps=4,
     )
     return rows, qr
@@ -716,12 +747,14 @@ def parallax_backward(
 
     qr_desc = TensorDescriptor.from_tensor(qr, [1, 2 * kv.BM, D])
     do_desc = rows_of_heads(do)
-    _parallax_bwd_kernel[(triton.cdiv(T, kv.BN), B * HK)](
+    # a key head's programs read q, r and dO of every query head in its GQA group
+    kv_group = heads_per_group(3 * T * D * q.element_size() * (HQ // HK))
+    _parallax_bwd_kernel[(triton.cdiv(T, kv.BN) * B * HK,)](
         qr_desc, do_desc,
         # unused when dQ, dR come from the second kernel
         rows_of_heads(dq) if fused else do_desc, rows_of_heads(dr) if fused else do_desc,
         k, v, rows, dk, dv,
-        scale, scale * LOG2E, T, max(window, 0),
+        scale, scale * LOG2E, T, max(window, 0), kv_group,
         HQ=HQ, HK=HK, D=D, BM=kv.BM, BN=kv.BN, ACCUMULATE_DQ=fused, HAS_WINDOW=window > 0,
         INTERPRET=interpret,
         num_warps=kv.num_warps, num_stages=kv.num_stages,
@@ -729,9 +762,9 @@ def parallax_backward(
     if fused:
         return dq.to(q.dtype), dr.to(q.dtype), dk, dv
     qc = config.q
-    _parallax_bwd_dq_kernel[(triton.cdiv(T, qc.BM), B * HQ)](
+    _parallax_bwd_dq_kernel[(triton.cdiv(T, qc.BM) * B * HQ,)](
         q, r, k, v, do, rows, dq, dr,
-        scale, scale * LOG2E, T, max(window, 0),
+        scale, scale * LOG2E, T, max(window, 0), heads_per_group(2 * T * D * k.element_size()),
         HQ=HQ, HK=HK, D=D, BM=qc.BM, BN=qc.BN, HAS_WINDOW=window > 0, INTERPRET=interpret,
         num_warps=qc.num_warps, num_stages=qc.num_stages,
     )

@@ -164,6 +164,25 @@ def test_single_position_is_its_value(nan_poisoned_empty):
     torch.testing.assert_close(dv, do.view(2, 1, 2, 2, 128).sum(3).to(dv.dtype))
 
 
+# B=3, T=77, HQ=2, HK=1, D=64 in bf16: a forward / dQ head reads 2*77*64*2 = 19,712 bytes of
+# K and V, a kv-kernel head 3*77*64*2*2 = 59,136 of q, r and dO. These L2 shares group the 6
+# query heads in fours (4 + 2) or the 3 key heads in twos (2 + 1), or every head alone.
+@pytest.mark.parametrize("l2_share", [4 * 19_712, 2 * 59_136, 1])
+def test_the_launch_order_changes_no_result(l2_share, monkeypatch, nan_poisoned_empty):
+    """Programs start longest first in groups of heads (`_longest_first`); any grouping,
+    including a short last group, covers every block once and computes the same bits."""
+    from parallax_probe.kernels import parallel
+
+    q, r, k, v, do = make_inputs(3, 77, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, torch.randint(0, 2**31, ()).item())
+    one_group = run(q, r, k, v, do, window=None, backend="triton")
+    monkeypatch.setattr(parallel, "L2_SHARE_BYTES", l2_share)
+    grouped = run(q, r, k, v, do, window=None, backend="triton")
+    (o, stats, grads), (o_g, stats_g, grads_g) = one_group, grouped
+    assert torch.equal(o, o_g) and not o_g.isnan().any()
+    assert all(torch.equal(a, b) for a, b in zip(stats, stats_g))
+    assert all(torch.equal(a, b) and not b.isnan().any() for a, b in zip(grads, grads_g))
+
+
 @pytest.mark.parametrize("variant", ["fused", "split"])
 def test_both_backward_variants_match_float64(variant, nan_poisoned_empty):
     """The default picks one backward per head dim; the other must stay correct too."""
