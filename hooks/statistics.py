@@ -48,37 +48,38 @@ def quantiles_along(values: torch.Tensor, dim: int, qs: tuple[float, ...] = QUAN
     return out
 
 
-def _mean_quantiles_max(values: torch.Tensor) -> list[torch.Tensor]:
-    """(L, N, HQ) -> mean, p50, p90, max over the N tokens, each (L, HQ)."""
-    return [values.mean(1), *quantiles_along(values, dim=1), values.amax(1)]
+def _mean_quantiles_max(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mean, p50, p90 and max over `dim`, stacked in that order at `dim`."""
+    return torch.stack([values.mean(dim), *quantiles_along(values, dim=dim), values.amax(dim)], dim=dim)
 
 
 def reduce_attention_stats(stats: AttentionStats) -> torch.Tensor:
     """(L, len(ATTN_STAT_NAMES), HQ) float64 summary of each layer's rows, over all N tokens.
 
-    Sums are accumulated in float64 and kept so; counts are exact in float64.
+    Sums are accumulated in float64 and kept so; counts are exact in float64. The four
+    statistics go through as one tensor and COR and the probe norm as another, so that the
+    whole summary is about twenty kernel launches: on a GPU that outruns Python, a logging
+    step's cost is mostly launches (RESULTS.md, probe overhead).
     """
-    osm_sq, c_sq, osm_c, r_sq = (s.float() for s in stats)  # (L, N, HQ) each
-    L, N, HQ = osm_sq.shape
-    cor = correction_to_output_ratio(AttentionStats(osm_sq, c_sq, osm_c, r_sq))
-    probe_norm = r_sq.sqrt()
-    finite = torch.isfinite(osm_sq) & torch.isfinite(c_sq) & torch.isfinite(osm_c) & torch.isfinite(r_sq)
-    rows = [
-        *_mean_quantiles_max(cor),
-        osm_sq.sum(1, dtype=torch.float64),
-        c_sq.sum(1, dtype=torch.float64),
-        osm_c.sum(1, dtype=torch.float64),
-        torch.full((L, HQ), float(N), device=osm_sq.device, dtype=torch.float64),
-        *_mean_quantiles_max(probe_norm),
-        (~finite).sum(1).double(),
-    ]
-    return torch.stack([r.double() for r in rows], dim=1)
+    rows = torch.stack([s.float() for s in stats], dim=1)  # (L, 4, N, HQ): osm_sq, c_sq, osm_c, r_sq
+    L, _, N, HQ = rows.shape
+    per_token = torch.empty((L, 2, N, HQ), device=rows.device, dtype=torch.float32)
+    torch.div(rows[:, 1], rows[:, 0], out=per_token[:, 0]).sqrt_()  # COR, as correction_to_output_ratio
+    torch.sqrt(rows[:, 3], out=per_token[:, 1])  # ||r||
+    summary = _mean_quantiles_max(per_token, dim=2).double()  # (L, 2, 4, HQ)
+    sums = rows[:, :3].sum(2, dtype=torch.float64)  # (L, 3, HQ)
+    tokens = torch.full((L, 1, HQ), float(N), device=rows.device, dtype=torch.float64)
+    nonfinite = torch.isfinite(rows).all(1).logical_not().sum(1, keepdim=True).double()  # (L, 1, HQ)
+    # ATTN_STAT_NAMES' order: COR's four, the three sums, tokens, the norm's four, nonfinite
+    return torch.cat([summary[:, 0], sums, tokens, summary[:, 1], nonfinite], dim=1)
 
 
 def stack_layers(per_layer: list[AttentionStats]) -> AttentionStats:
     """Each layer's (B, T, HQ) rows -> one AttentionStats of (L, B*T, HQ) tensors.
 
-    One stack per statistic, flattened afterwards: the Triton kernel's rows are strided
-    views ([B, HQ, T, 4] underneath), and flattening each layer's view first would copy
-    it, one more kernel launch per layer and statistic on every logging step."""
-    return AttentionStats(*(torch.stack([s[i].detach() for s in per_layer]).flatten(1, 2) for i in range(4)))
+    One stack of every layer's four statistics, flattened afterwards: the Triton kernel's rows
+    are strided views ([B, HQ, T, 4] underneath), and flattening each layer's view first would
+    copy it, one more kernel launch per layer and statistic on every logging step."""
+    with torch.no_grad():  # the rows are data, not part of any graph (and 4 L detach calls cost host time)
+        stacked = torch.stack([s for layer in per_layer for s in layer])  # (L * 4, B, T, HQ)
+    return AttentionStats(*stacked.unflatten(0, (len(per_layer), 4)).flatten(2, 3).unbind(1))
