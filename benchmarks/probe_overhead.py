@@ -83,7 +83,12 @@ def main() -> None:
                 run_dir = folder / f"{name}-{round_index}"
                 probe = Probe(model, run_dir, every=every, spectra_every=args.spectra_every, start_step=first - 100)
             retrace(probe, first)
+            graphs_before = dict(torch._dynamo.utils.counters["stats"])
             results[name] += timed_steps(probe, range(first, first + args.steps))
+            if args.compile:  # a graph traced during timed steps would be compile time read as overhead
+                compiled = {k: v - graphs_before.get(k, 0) for k, v in torch._dynamo.utils.counters["stats"].items()}
+                print(f"round {round_index} {name}: Dynamo during the timed steps: {compiled or 'nothing compiled'}; "
+                      f"graph breaks so far: {sum(torch._dynamo.utils.counters['graph_break'].values())}")
             if probe:
                 probe.close()
     shutil.rmtree(folder, ignore_errors=True)
