@@ -114,8 +114,9 @@ class TrainResult:
 
 
 def check_compile_backend(backend: str) -> None:
-    """Refuse a backend torch.compile does not know, and Inductor without the C++ compiler it
-    needs on the CPU, before anything is written (not at the first step, minutes in)."""
+    """Refuse a backend torch.compile does not know when the config is made, before anything
+    is written, not at the first step (`compiler_missing_for` does the same for Inductor on a
+    CPU without a C++ compiler, once the device is known)."""
     import torch._dynamo
 
     if backend not in torch._dynamo.list_backends(exclude_tags=()):
@@ -265,6 +266,10 @@ def train(cfg: TrainConfig) -> TrainResult:
                   f"{sum(p.numel() for p in model.parameters()):,} parameters, {cfg.optimizer.name} on {provenance['device']}"
                   f"{f', world size {dist.world_size}' if dist.enabled else ''}", file=sys.stderr)
             print(f"[parallax-probe] parameter groups:\n{groups.describe()}", file=sys.stderr)
+            if cfg.compile is not None:
+                # the bar stands still meanwhile: say why
+                print(f"[parallax-probe] torch.compile ({cfg.compile}): the first steps compile the model's graphs "
+                      "(one with the probe's statistics, one without; tens of seconds on a GPU)", file=sys.stderr)
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     chance = chance_accuracy(task)
