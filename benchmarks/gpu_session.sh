@@ -8,7 +8,7 @@ OUT=${OUT:-/tmp/gpu-session}; mkdir -p "$OUT"
 python3 -m pip install -q --no-build-isolation --no-deps --no-index -e . >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
 nvidia-smi -L
 python3 benchmarks/spectra_time.py --preset qwen3-1.7b --device cuda 2>&1 | tee "$OUT/spectra.md"
-CUDA_VISIBLE_DEVICES=0 python3 benchmarks/throughput.py --preset small --batch-size 16 --seq-len 1024 2>&1 | tee "$OUT/throughput.md"
+CUDA_VISIBLE_DEVICES=0 python3 benchmarks/throughput.py --preset small --batch-size 16 --seq-len 1024 --compile 2>&1 | tee "$OUT/throughput.md"
 # 4 rounds x 125 steps: the 500 timed steps of each configuration hold one W_R spectra step (the default cadence).
 CUDA_VISIBLE_DEVICES=0 python3 benchmarks/probe_overhead.py --preset small --device cuda --batch-size 16 --seq-len 1024 \
     --vocab-size 50304 --steps 125 --rounds 4 2>&1 | tee "$OUT/probe_overhead.md"
