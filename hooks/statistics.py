@@ -63,9 +63,8 @@ def reduce_attention_stats(stats: AttentionStats) -> torch.Tensor:
     """
     rows = torch.stack([s.float() for s in stats], dim=1)  # (L, 4, N, HQ): osm_sq, c_sq, osm_c, r_sq
     L, _, N, HQ = rows.shape
-    per_token = torch.empty((L, 2, N, HQ), device=rows.device, dtype=torch.float32)
-    torch.div(rows[:, 1], rows[:, 0], out=per_token[:, 0]).sqrt_()  # COR, as correction_to_output_ratio
-    torch.sqrt(rows[:, 3], out=per_token[:, 1])  # ||r||
+    cor = correction_to_output_ratio(AttentionStats(*rows.unbind(1)))
+    per_token = torch.stack([cor, rows[:, 3].sqrt()], dim=1)  # (L, 2, N, HQ): COR and ||r||
     summary = _mean_quantiles_max(per_token, dim=2).double()  # (L, 2, 4, HQ)
     sums = rows[:, :3].sum(2, dtype=torch.float64)  # (L, 3, HQ)
     tokens = torch.full((L, 1, HQ), float(N), device=rows.device, dtype=torch.float64)
