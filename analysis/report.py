@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TextIO
 
 import numpy as np
+
+from parallax_probe.probe_schema import nan_mean
 
 from .compare import GroupComparison, compare_groups
 from .depth import DepthTrend, depth_trend
@@ -256,13 +257,6 @@ class _RunReader:
         return steps, values
 
 
-def _head_mean(cor_mean: np.ndarray) -> np.ndarray:
-    """(N, L, H) -> (N, L), ignoring heads whose value is NaN (no tokens logged)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN (step, layer) stays NaN on purpose
-        return np.nanmean(cor_mean.astype(np.float64), axis=2)
-
-
 def _layer_cor(reader: _RunReader) -> tuple[np.ndarray, np.ndarray] | None:
     """(steps (N,), COR (N, L) as the mean over heads of each head's token mean).
 
@@ -275,7 +269,7 @@ def _layer_cor(reader: _RunReader) -> tuple[np.ndarray, np.ndarray] | None:
         if layer is not None and not np.isnan(layer[1]).all(axis=1).any():
             return layer[0], layer[1].astype(np.float64)
     cor = reader.series(COR_STEP_NAME, COR_NAME, ndim=3)
-    return None if cor is None else (cor[0], _head_mean(cor[1]))
+    return None if cor is None else (cor[0], nan_mean(cor[1], axis=2))  # (N, L): NaN heads left out
 
 
 def _per_layer_stats(steps, values, label: str, values_name: str, problems: list[Problem], settings: ReportSettings):

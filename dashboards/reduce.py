@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parallax_probe.probe_schema import nan_mean
+
 # Heatmap columns: a panel is at most about 600 px wide, so more columns than this are not seen.
 HEATMAP_BUCKETS = 500
 # Points per line after min/max downsampling: two per bucket of 500, about one per pixel of a
@@ -21,12 +23,8 @@ LINE_POINTS = 1000
 
 
 def finite_mean(values: np.ndarray, axis: int) -> np.ndarray:
-    """Mean over `axis` ignoring NaN (a head with no tokens); plain mean when all are finite (7x faster)."""
-    if not np.isnan(values).any():
-        return values.mean(axis=axis, dtype=np.float64).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN slice stays NaN on purpose
-        return np.nanmean(values, axis=axis, dtype=np.float64).astype(np.float32)
+    """Mean over `axis` ignoring NaN (a head with no tokens), in float32 for the figures."""
+    return nan_mean(values, axis=axis).astype(np.float32)
 
 
 def bucket_mean(steps: np.ndarray, values: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .store import Column
+from .store_format import Column  # the format alone: no h5py, so analysis can import this module
 
 ATTN_STAT_NAMES = (
     "cor_mean", "cor_p50", "cor_p90", "cor_max",
@@ -57,15 +57,19 @@ def probe_tables(layers: int, heads: int, head_dim: int, d_model: int) -> dict[s
     return {"attn": attn, "wr": wr, "wrk": wrk}
 
 
-def head_means(row: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The "layer_<name>" columns of one attn row from its (L, H) per-head columns.
-
-    NaN heads (no tokens, or a non-finite token) are left out, as the dashboard and the
-    analysis do when they reduce a run without these columns; an all-NaN layer stays NaN.
-    """
+def nan_mean(values: np.ndarray, axis: int) -> np.ndarray:
+    """Float64 mean over `axis` that leaves NaN entries out (a head with no tokens, or with a
+    non-finite token); a slice of NaN only stays NaN. The one such mean of the probe's layer
+    columns and of every reader that reduces heads (or steps) itself."""
+    values = np.asarray(values)
+    if not np.isnan(values).any():
+        return values.mean(axis=axis, dtype=np.float64)  # the common case, several times faster
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN layer: NaN on purpose
-        return {
-            HEAD_MEAN_PREFIX + name: np.nanmean(np.asarray(row[name], dtype=np.float64), axis=-1).astype(np.float32)
-            for name in HEAD_MEAN_STATS
-        }
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN slice stays NaN on purpose
+        return np.nanmean(values, axis=axis, dtype=np.float64)
+
+
+def head_means(row: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The "layer_<name>" columns of one attn row from its (L, H) per-head columns: `nan_mean`
+    over the heads, as the dashboard and the analysis reduce a run without these columns."""
+    return {HEAD_MEAN_PREFIX + name: nan_mean(row[name], axis=-1).astype(np.float32) for name in HEAD_MEAN_STATS}

@@ -9,10 +9,10 @@ Whatever the run lacks (no rows yet, no spectra, a column) is said, not failed o
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
+from .probe_schema import nan_mean
 from .store_reader import Run
 
 _STATUS_NOTES = {
@@ -31,13 +31,6 @@ def _number(value: float) -> str:
     if not np.isfinite(value):
         return "nan" if np.isnan(value) else str(value)
     return f"{value:.4g}"
-
-
-def _head_mean(values_LH: np.ndarray) -> np.ndarray:
-    """Mean over heads, ignoring heads whose value is NaN (non-finite activations)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a layer with every head NaN is NaN
-        return np.nanmean(values_LH, axis=-1)
 
 
 def format_run_summary(run: Run) -> str:
@@ -87,7 +80,7 @@ def _layer_table(steps: np.ndarray, cor_mean: np.ndarray | None, wr_steps: np.nd
     """Per layer: COR at the last attention row, W_R ranks at the last spectrum (each labelled with its step)."""
     cor = None
     if cor_mean is not None and len(cor_mean):
-        cor = _head_mean(cor_mean[-1])  # (L,)
+        cor = nan_mean(cor_mean[-1], axis=-1)  # (L,): NaN heads left out
     wr_row = len(wr_steps) - 1 if len(wr_steps) else None
     stable = wr.get("wr/stable_rank")
     effective = wr.get("wr/effective_rank")
