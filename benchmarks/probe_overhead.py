@@ -56,10 +56,12 @@ def main() -> None:
 
     def retrace(probe: Probe | None, first: int) -> None:
         """With --compile, a graph traced under other hooks (or none) would run on without this
-        configuration's hooks: trace afresh, a logging step of every=50 and a plain one, untimed."""
+        configuration's hooks: trace afresh, a logging step and (unless every step logs) a
+        plain one, untimed, just before `first`."""
         if args.compile:
             torch._dynamo.reset()
-            logging_step = (first - 2) // 50 * 50
+            every = probe.every if probe else 1
+            logging_step = (first - 2) // every * every
             timed_steps(probe, [logging_step, logging_step + 1])
 
     configs = {"no probe": None, "every=50": 50, "every=1": 1}
@@ -83,10 +85,10 @@ def main() -> None:
                 run_dir = folder / f"{name}-{round_index}"
                 probe = Probe(model, run_dir, every=every, spectra_every=args.spectra_every, start_step=first - 100)
             retrace(probe, first)
-            graphs_before = dict(torch._dynamo.utils.counters["stats"])
+            traced_before = dict(torch._dynamo.utils.counters["stats"])
             results[name] += timed_steps(probe, range(first, first + args.steps))
             if args.compile:  # a graph traced during timed steps would be compile time read as overhead
-                compiled = {k: v - graphs_before.get(k, 0) for k, v in torch._dynamo.utils.counters["stats"].items()}
+                compiled = {k: v - traced_before.get(k, 0) for k, v in torch._dynamo.utils.counters["stats"].items()}
                 print(f"round {round_index} {name}: Dynamo during the timed steps: {compiled or 'nothing compiled'}; "
                       f"graph breaks so far: {sum(torch._dynamo.utils.counters['graph_break'].values())}")
             if probe:

@@ -18,6 +18,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from training_setup import add_training_args
+
 from parallax_probe.model import build_model
 from parallax_probe.optim import OptimizerConfig, build_optimizers
 
@@ -25,10 +27,10 @@ from parallax_probe.optim import OptimizerConfig, build_optimizers
 def tokens_per_second(attention: str, backend: str, compile_backend: str | None, args) -> tuple[float, float]:
     torch.manual_seed(0)
     model = build_model(args.preset, vocab_size=args.vocab_size, attention=attention, attention_backend=backend,
-                        max_seq_len=args.seq_len).cuda()
+                        max_seq_len=args.seq_len).to(args.device)
     optimizers, _ = build_optimizers(model, OptimizerConfig(name="muon"))
     step_model = torch.compile(model, backend=compile_backend) if compile_backend else model
-    x = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len), device="cuda")
+    x = torch.randint(0, args.vocab_size, (args.batch_size, args.seq_len), device=args.device)
     times = []
     for step in range(args.warmup + args.steps):
         torch.cuda.synchronize()
@@ -48,15 +50,13 @@ def tokens_per_second(attention: str, backend: str, compile_backend: str | None,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seq-len", type=int, default=1024)
-    parser.add_argument("--vocab-size", type=int, default=50304)
+    # --compile (BACKEND, default inductor): the Triton and SDPA rows again, compiled
+    add_training_args(parser, preset="small", device="cuda", batch_size=16, seq_len=1024, vocab_size=50304)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (with --compile: the compilation)")
-    parser.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
-                        help="also time the Triton and SDPA models through torch.compile")
     args = parser.parse_args()
+    if not args.device.startswith("cuda"):
+        parser.error("throughput.py times CUDA devices only (--device cuda or cuda:N)")
     rows = [("parallax", "triton", None), ("parallax", "reference", None), ("softmax", "auto", None)]
     if args.compile:
         rows += [("parallax", "triton", args.compile), ("softmax", "auto", args.compile)]

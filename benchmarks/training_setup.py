@@ -23,7 +23,7 @@ def add_training_args(parser: argparse.ArgumentParser, *, preset: str, device: s
     parser.add_argument("--seq-len", type=int, default=seq_len)
     parser.add_argument("--vocab-size", type=int, default=vocab_size)
     parser.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
-                        help="run the forward through torch.compile (the probe hooks the uncompiled model)")
+                        help="through torch.compile (default backend: inductor)")
 
 
 @dataclass

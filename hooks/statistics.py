@@ -58,7 +58,7 @@ def reduce_attention_stats(stats: AttentionStats) -> torch.Tensor:
 
     Sums are accumulated in float64 and kept so; counts are exact in float64. The four
     statistics go through as one tensor and COR and the probe norm as another, so that the
-    whole summary is about twenty kernel launches: on a GPU that outruns Python, a logging
+    whole summary is about twenty-five kernel launches: on a GPU that outruns Python, a logging
     step's cost is mostly launches (RESULTS.md, probe overhead).
     """
     rows = torch.stack([s.float() for s in stats], dim=1)  # (L, 4, N, HQ): osm_sq, c_sq, osm_c, r_sq

@@ -77,6 +77,12 @@ def heads_per_group(bytes_per_head: int) -> int:
     return max(1, L2_SHARE_BYTES // max(bytes_per_head, 1))
 
 
+def query_block_group(k: torch.Tensor) -> int:
+    """heads_per_group for the query-block kernels (forward, dQ/dR): a head's programs read
+    its key head's K and V, k [B, T, HK, D] and v alike."""
+    return heads_per_group(2 * k.shape[1] * k.shape[3] * k.element_size())
+
+
 def forward_config(head_dim: int, device: torch.device) -> TileConfig:
     if device.type != "cuda":
         # Triton's interpreter (CPU tests): small tiles so short sequences span several
@@ -678,7 +684,7 @@ def parallax_forward(
     grid = (triton.cdiv(T, config.BM) * B * HQ,)
     _parallax_fwd_kernel[grid](
         q, r, k, v, o, o_sm, o_lo, lse, tbar, stats,
-        scale * LOG2E, T, max(window, 0), heads_per_group(2 * T * D * k.element_size()),
+        scale * LOG2E, T, max(window, 0), query_block_group(k),
         HQ=HQ, HK=HK, D=D, BM=config.BM, BN=config.BN,
         HAS_WINDOW=window > 0, SAVE_RESIDUALS=save_residuals, WRITE_STATS=return_stats,
         INTERPRET=q.device.type == "cpu",
@@ -764,7 +770,7 @@ def parallax_backward(
     qc = config.q
     _parallax_bwd_dq_kernel[(triton.cdiv(T, qc.BM) * B * HQ,)](
         q, r, k, v, do, rows, dq, dr,
-        scale, scale * LOG2E, T, max(window, 0), heads_per_group(2 * T * D * k.element_size()),
+        scale, scale * LOG2E, T, max(window, 0), query_block_group(k),
         HQ=HQ, HK=HK, D=D, BM=qc.BM, BN=qc.BN, HAS_WINDOW=window > 0, INTERPRET=interpret,
         num_warps=qc.num_warps, num_stages=qc.num_stages,
     )

@@ -115,7 +115,7 @@ class TrainResult:
 
 def check_compile_backend(backend: str) -> None:
     """Refuse a backend torch.compile does not know when the config is made, before anything
-    is written, not at the first step (`compiler_missing_for` does the same for Inductor on a
+    is written, not at the first step (`check_compiler_for` does the same for Inductor on a
     CPU without a C++ compiler, once the device is known)."""
     import torch._dynamo
 
@@ -124,17 +124,16 @@ def check_compile_backend(backend: str) -> None:
         raise ValueError(f"--compile {backend}: not a torch.compile backend; choose one of {common}")
 
 
-def compiler_missing_for(backend: str, device: torch.device) -> str | None:
-    """Why `backend` cannot build code for `device` here, or None. Inductor's CPU code is C++."""
+def check_compiler_for(backend: str, device: torch.device) -> None:
+    """Refuse `backend` where it cannot build code for `device`: Inductor's CPU code is C++."""
     if backend != "inductor" or device.type != "cpu":
-        return None
+        return
     import shutil
 
     compiler = os.environ.get("CXX", "g++")
     if shutil.which(compiler) is None:
-        return (f"--compile inductor on the CPU needs a C++ compiler and {compiler!r} is not on PATH; "
-                "install one (or set CXX), or use --compile aot_eager")
-    return None
+        raise ValueError(f"--compile inductor on the CPU needs a C++ compiler and {compiler!r} is not on PATH; "
+                         "install one (or set CXX), or use --compile aot_eager")
 
 
 def folder_holds_run(out: Path) -> bool:
@@ -204,8 +203,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     check_run_folder(cfg)
     dist = setup_distributed(cfg.device)
     device = dist.device if dist.enabled else pick_device(cfg.device)
-    if cfg.compile is not None and (missing := compiler_missing_for(cfg.compile, device)):
-        raise ValueError(missing)
+    if cfg.compile is not None:
+        check_compiler_for(cfg.compile, device)
     if cfg.batch_size % dist.world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the world size {dist.world_size}")
     task = load_task(cfg.task, seq_len=cfg.seq_len, seed=cfg.seed, vocab_size=cfg.vocab_size, mad_overrides=cfg.mad_overrides)

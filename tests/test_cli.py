@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,8 +117,6 @@ def test_a_compiled_run_records_what_the_eager_run_records(tmp_path):
 
 
 def test_inductor_on_the_cpu_without_a_compiler_is_refused_before_anything_is_written(tmp_path):
-    import os
-
     env = {**os.environ, "CXX": "no-such-compiler++"}
     result = subprocess.run([*CLI, "train", *SHORT_RUN, "--device", "cpu", "--compile", "--out", str(tmp_path / "out")],
                             capture_output=True, text=True, timeout=300, env=env)
