@@ -24,6 +24,8 @@ import torch
 import triton
 from triton.testing import do_bench_cudagraph
 
+from gpu_check import inputs
+
 from parallax_probe.kernels import parallel as current
 
 SHAPES = [(4, 16, 4096, 128), (8, 16, 1024, 128), (4, 16, 4096, 64)]
@@ -46,13 +48,6 @@ def load_kernels(path: Path):
     return module
 
 
-def inputs(B, H, T, D):
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q, r, k, v, do = (torch.randn(B, T, H, D, device="cuda", generator=g).bfloat16() for _ in range(5))
-    r = (r.float() / r.float().norm(dim=-1, keepdim=True) * 10).bfloat16()  # ||r|| = 10
-    return q, r, k, v, do
-
-
 PASSES = ("forward", "forward + stats", "forward, residuals", "backward")
 
 
@@ -60,7 +55,7 @@ def time_versions(versions: dict, shape) -> dict:
     """{(version, pass): ms}, the best of two rounds; asserts every version computes what the
     first does (same math, so only float32 summation order may differ)."""
     B, H, T, D = shape
-    q, r, k, v, do = inputs(B, H, T, D)
+    q, r, k, v, do = inputs(B, T, H, H, D)  # bf16, ||r|| = 10, as the sweep's
     scale = D**-0.5
     times, reference = {}, None
     for _ in range(2):
