@@ -14,20 +14,17 @@ interpreter; the `gpu` cases run real shapes on compute capability 9.0 only.
 from __future__ import annotations
 
 import math
-import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from parallax_probe.kernels import parallax_attention
-from parallax_probe.kernels.capability import triton_runs_on
+sys.path.insert(0, str(Path(__file__).parent))
+from triton_device import DEVICE, ON_HOPPER  # noqa: E402  (sets TRITON_INTERPRET without a Hopper GPU)
 
-ON_HOPPER = torch.cuda.is_available() and triton_runs_on(torch.device("cuda"))
-if not ON_HOPPER:
-    # Triton picks compiled or interpreted kernels when they are defined, which happens at
-    # the first Triton call (kernels.parallel is imported lazily): set it before then.
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-DEVICE = "cuda" if ON_HOPPER else "cpu"
+from parallax_probe.kernels import parallax_attention  # noqa: E402
+
 requires_hopper = pytest.mark.skipif(not ON_HOPPER, reason="needs a GPU of compute capability 9.0")
 
 FLOOR = 1e-6  # float32-exact quantities (r_sq) agree to rounding of float32 itself

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,14 +16,10 @@ from parallax_probe import Probe, build_model, open_run
 from parallax_probe.hooks import NoParallaxModulesError
 from parallax_probe.kernels import parallax_attention, parallax_attention_reference
 from parallax_probe.model import apply_rope
-from parallax_probe.kernels.capability import triton_runs_on
 from parallax_probe.probe_schema import HEAD_MEAN_STATS, head_means
 
-ON_HOPPER = torch.cuda.is_available() and triton_runs_on(torch.device("cuda"))
-if not ON_HOPPER:
-    # the Triton kernel's test below runs in Triton's interpreter here; Triton reads this
-    # when the kernels are first defined (kernels.parallel is imported lazily)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+from triton_device import DEVICE  # noqa: E402  (the Triton kernel's test below: interpreted without a Hopper GPU)
 
 
 def capture_qrkv(model):
@@ -100,7 +97,7 @@ def test_the_probe_reads_the_triton_kernels_statistics_as_it_reads_the_reference
     """Through the model and the hooks: the statistics the Triton kernel returns from its
     epilogue (strided rows, interpreted on a CPU) are recorded as the reference's are, up to
     the bf16 inputs' rounding."""
-    device = "cuda" if ON_HOPPER else "cpu"
+    device = DEVICE
     torch.manual_seed(0)
     model = build_model("tiny", vocab_size=30, n_layers=2, head_dim=64).to(device, torch.bfloat16)
     x = torch.randint(0, 30, (2, 37), device=device)
