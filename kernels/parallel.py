@@ -278,8 +278,12 @@ def _parallax_fwd_kernel(
     if WRITE_STATS:
         # ||r||^2 is summed here, from the r just loaded for the dots, and kept to the
         # epilogue: measured cheaper than a second load of r there (NOTES.md, version 4).
-        r_f32 = b_r.to(tl.float32)
-        r_sq = tl.sum(r_f32 * r_f32, 1)
+        # The sum goes through a (BM, 2, D / 2) view. Summed straight from (BM, D), Triton
+        # moves the whole r tile into the accumulators' layout (a round trip through shared
+        # memory) so that r_sq arrives in theirs; through the view it moves only the BM sums:
+        # statistics mode 1.5-2.7% faster (version 7).
+        r_f32 = tl.reshape(b_r.to(tl.float32), (BM, 2, D // 2))
+        r_sq = tl.sum(tl.sum(r_f32 * r_f32, 2), 1)
 
     o1 = tl.zeros((BM, D), dtype=tl.float32)
     o2 = tl.zeros((BM, D), dtype=tl.float32)
