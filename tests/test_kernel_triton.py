@@ -132,6 +132,9 @@ def test_small_shapes_match_float64(case, nan_poisoned_empty):
 
 GPU_CASES = [
     (2, 1041, 8, 2, 128, None, torch.bfloat16, 10.0),
+    # rows <= SHORT_ROWS: the forward's 64x64 tiles at D = 128
+    (3, 333, 4, 2, 128, None, torch.bfloat16, 10.0),
+    (2, 500, 4, 4, 128, 100, torch.float16, 30.0),
     (1, 2047, 4, 4, 64, None, torch.bfloat16, 30.0),
     (2, 1500, 4, 1, 128, 300, torch.bfloat16, 10.0),
     (1, 999, 4, 2, 64, 37, torch.float16, 10.0),
