@@ -99,9 +99,8 @@ def forward_config(head_dim: int, device: torch.device, seq_len: int) -> TileCon
     if head_dim <= 64:
         return TileConfig(BM=64, BN=64, num_warps=4, num_stages=3)
     # Short rows: 64x64 with 4 warps and 2 stages (255 registers x 128 threads, 96 KB of shared
-    # memory) fits two programs on one SM, so one's softmax runs beside the other's products
-    # and the fixed cost per program (the wait for q and r) is hidden; twice the programs
-    # also fill the SMs when B x H is small. Measured faster at T <= 512 in every mode (-6 to
+    # memory) fits two programs on one SM, so one's softmax, prologue and epilogue can run
+    # beside the other's products; twice the programs also fill the SMs when B x H is small. Measured faster at T <= 512 in every mode (-6 to
     # -16%; statistics mode at T = 512 -1.4%; version 7). From T = 1024 on, each program streams
     # every key for half the rows and the L2 traffic doubles: mixed at 1024 (statistics mode
     # slower), 1-6% slower at 2048 and 5% at 4096 (version 5).
@@ -294,7 +293,7 @@ def _parallax_fwd_kernel(
         # The sum goes through a (BM, 2, D / 2) view. Summed straight from (BM, D), Triton
         # moves the whole r tile into the accumulators' layout (a round trip through shared
         # memory) so that r_sq arrives in theirs; through the view it moves only the BM sums:
-        # statistics mode 1.5-2.7% faster (version 7).
+        # statistics mode 1.5-2.7% faster at D = 128 (version 7).
         r_f32 = tl.reshape(b_r.to(tl.float32), (BM, 2, D // 2))
         r_sq = tl.sum(tl.sum(r_f32 * r_f32, 2), 1)
 
