@@ -71,6 +71,16 @@ def build(kernel: str, D: int, tiles: TileConfig, stats: bool, residuals: bool, 
                           options={"num_warps": tiles.num_warps, "num_stages": tiles.num_stages})
 
 
+def compiled_resources(compiled, cubin: Path) -> tuple[str, str, list[tuple[int, str]]]:
+    """Write `compiled`'s cubin to `cubin`; (registers, stack bytes, SASS lines), '?' where
+    cuobjdump's resource report has no number."""
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    cubin.write_bytes(compiled.asm["cubin"])
+    usage = subprocess.run([str(cuobjdump), "-res-usage", str(cubin)], capture_output=True, text=True).stdout
+    registers, stack = (re.search(pattern, usage) for pattern in (r"REG:(\d+)", r"STACK:(\d+)"))
+    return (registers.group(1) if registers else "?", stack.group(1) if stack else "?", sass_lines(cubin, cuobjdump))
+
+
 def sass_lines(cubin: Path, cuobjdump: Path) -> list[tuple[int, str]]:
     sass = subprocess.run([str(cuobjdump), "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
     lines = []
@@ -111,19 +121,13 @@ def main() -> None:
     args = parser.parse_args()
     tiles = TileConfig(*map(int, args.tiles.split(",")))
     compiled = build(args.kernel, args.head_dim, tiles, args.stats, args.residuals, args.window)
-    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
     tag = f"{args.kernel}_d{args.head_dim}_{'_'.join(map(str, tiles))}" + "".join(
         f"_{flag}" for flag in ("stats", "residuals", "window") if getattr(args, flag))
     workdir = Path("/tmp/sass_report")
     workdir.mkdir(exist_ok=True)
-    cubin = workdir / f"{tag}.cubin"
-    cubin.write_bytes(compiled.asm["cubin"])
-    usage = subprocess.run([str(tools / "cuobjdump"), "-res-usage", str(cubin)], capture_output=True, text=True).stdout
-    registers = re.search(r"REG:(\d+)", usage)
-    stack = re.search(r"STACK:(\d+)", usage)
-    print(f"{tag} (triton {triton.__version__}): {registers.group(1) if registers else '?'} registers, "
-          f"{stack.group(1) if stack else '?'} B stack, {compiled.metadata.shared} B shared memory")
-    lines = sass_lines(cubin, tools / "cuobjdump")
+    registers, stack, lines = compiled_resources(compiled, workdir / f"{tag}.cubin")
+    print(f"{tag} (triton {triton.__version__}): {registers} registers, {stack} B stack, "
+          f"{compiled.metadata.shared} B shared memory")
     spans = loops(lines)
     for first, last in spans:
         print(f"  loop {first:#06x}-{last:#06x}: " + describe([t for a, t in lines if first <= a <= last]))

@@ -20,7 +20,6 @@ its largest difference from the plain build's output. Findings: kernels/NOTES.md
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import tempfile
@@ -78,7 +77,7 @@ def build(config) -> str:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from sass_report import describe, loops, sass_lines
+    from sass_report import compiled_resources, describe, loops
 
     BM, BN, warps, stages, ws = config
     D = SHAPE[3]
@@ -92,11 +91,7 @@ def build(config) -> str:
                                   target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
     except Exception as error:  # the pass pipeline reports through a RuntimeError
         return f"{config}: does not compile ({type(error).__name__}: {str(error).splitlines()[0][:100]})"
-    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-    cubin = Path(tempfile.mkdtemp(prefix="ws-probe-")) / "sketch.cubin"
-    cubin.write_bytes(compiled.asm["cubin"])
-    usage = subprocess.run([str(tools / "cuobjdump"), "-res-usage", str(cubin)], capture_output=True, text=True).stdout
-    lines = sass_lines(cubin, tools / "cuobjdump")
+    registers, stack, lines = compiled_resources(compiled, Path(tempfile.mkdtemp(prefix="ws-probe-")) / "sketch.cubin")
     # the tile loop: of the innermost loops, the one issuing the most matrix products (a
     # backward branch can also span the tile loop and the code after it; a warp-specialized
     # build has one tile loop per consumer warpgroup and the producer's loop of copies)
@@ -105,7 +100,6 @@ def build(config) -> str:
     bodies = [[t for a, t in lines if first <= a <= last] for first, last in innermost]
     tile_loop = max(bodies, key=lambda b: (sum("HGMMA" in t for t in b), -len(b)), default=None)
     loop = describe(tile_loop) if tile_loop else "none found"
-    registers, stack = (re.search(pattern, usage).group(1) for pattern in (r"REG:(\d+)", r"STACK:(\d+)"))
     setmaxnreg = sum("SETMAXREG" in t for _, t in lines)
     return (f"{config}: {compiled.metadata.num_warps} warps, {registers} registers, {stack} B stack, "
             f"{setmaxnreg} setmaxnreg; tile loop: {loop}")

@@ -100,10 +100,11 @@ def forward_config(head_dim: int, device: torch.device, seq_len: int) -> TileCon
         return TileConfig(BM=64, BN=64, num_warps=4, num_stages=3)
     # Short rows: 64x64 with 4 warps and 2 stages (255 registers x 128 threads, 96 KB of shared
     # memory) fits two programs on one SM, so one's softmax, prologue and epilogue can run
-    # beside the other's products; twice the programs also fill the SMs when B x H is small. Measured faster at T <= 512 in every mode (-6 to
-    # -16%; statistics mode at T = 512 -1.4%; version 7). From T = 1024 on, each program streams
-    # every key for half the rows and the L2 traffic doubles: mixed at 1024 (statistics mode
-    # slower), 1-6% slower at 2048 and 5% at 4096 (version 5).
+    # beside the other's products; twice the programs also fill the SMs when B x H is small.
+    # Measured faster at T <= 512 in every mode (-6 to -16%; statistics mode at T = 512 -1.4%;
+    # version 7). From T = 1024 on, each program streams every key for half the rows and the L2
+    # traffic doubles: mixed at 1024 (statistics mode slower), 1-6% slower at 2048 and 5% at
+    # 4096 (version 5).
     if seq_len <= SHORT_ROWS:
         return TileConfig(BM=64, BN=64, num_warps=4, num_stages=2)
     return TileConfig(BM=128, BN=64, num_warps=8, num_stages=3)

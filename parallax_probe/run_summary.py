@@ -9,7 +9,6 @@ Whatever the run lacks (no rows yet, no spectra, a column) is said, not failed o
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from .probe_schema import nan_mean
