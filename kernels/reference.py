@@ -15,6 +15,9 @@ never subtracts two large terms when ||r|| is large, so the reference stays accu
 float32 exactly where the correction dominates.
 
 Layout [B, T, H, D]; GQA by repeating each key/value head over its group of query heads.
+Keys may outnumber queries (a decode step against a cache): the Tq queries are then the
+last Tq of the Tk positions, so query i sits at position Tk - Tq + i. Packed sequences
+(`cu_seqlens`) run each sequence on its own: no query sees a key of another sequence.
 Math in float32 (float64 inputs stay float64, for gradcheck); output in the input dtype.
 This module trusts its caller: validation lives in the public `parallax_attention`.
 """
@@ -26,12 +29,18 @@ import torch
 from .stats import AttentionStats
 
 
-def allowed_keys_mask(T: int, *, causal: bool, window: int | None, device) -> torch.Tensor | None:
-    """Boolean [T, T] mask, True where query i may attend to key j; None when all may."""
+def allowed_keys_mask(
+    T: int, *, causal: bool, window: int | None, device, key_length: int | None = None
+) -> torch.Tensor | None:
+    """Boolean [T, Tk] mask, True where query i may attend to key j; None when all may.
+
+    Tk = key_length (default T); query i sits at position Tk - T + i (bottom-right aligned).
+    """
     if not causal:
         return None
-    i = torch.arange(T, device=device)[:, None]
-    j = torch.arange(T, device=device)[None, :]
+    Tk = T if key_length is None else key_length
+    i = torch.arange(Tk - T, Tk, device=device)[:, None]
+    j = torch.arange(Tk, device=device)[None, :]
     allowed = j <= i
     if window is not None:
         allowed = allowed & (j > i - window)
@@ -47,9 +56,12 @@ def parallax_attention_reference(
     scale: float,
     causal: bool = True,
     window: int | None = None,
+    cu_seqlens: torch.Tensor | None = None,
     return_stats: bool = False,
 ):
-    """Parallax attention by materialising the [B, HQ, T, T] score matrices."""
+    """Parallax attention by materialising the [B, HQ, Tq, Tk] score matrices."""
+    if cu_seqlens is not None:
+        return _packed(q, r, k, v, scale=scale, causal=causal, window=window, cu_seqlens=cu_seqlens, return_stats=return_stats)
     B, T, HQ, D = q.shape
     HK = k.shape[2]
     compute_dtype = torch.promote_types(q.dtype, torch.float32)
@@ -59,9 +71,9 @@ def parallax_attention_reference(
         k_ = k_.repeat_interleave(group, dim=2)
         v_ = v_.repeat_interleave(group, dim=2)
 
-    s1 = torch.einsum("bihd,bjhd->bhij", q_, k_) * scale  # (B, HQ, T, T)
-    s2 = torch.einsum("bihd,bjhd->bhij", r_, k_)  # (B, HQ, T, T)
-    allowed = allowed_keys_mask(T, causal=causal, window=window, device=q.device)
+    s1 = torch.einsum("bihd,bjhd->bhij", q_, k_) * scale  # (B, HQ, Tq, Tk)
+    s2 = torch.einsum("bihd,bjhd->bhij", r_, k_)  # (B, HQ, Tq, Tk)
+    allowed = allowed_keys_mask(T, causal=causal, window=window, device=q.device, key_length=k.shape[1])
     if allowed is not None:
         s1 = s1.masked_fill(~allowed, float("-inf"))
     p = torch.softmax(s1, dim=-1)
@@ -82,3 +94,19 @@ def parallax_attention_reference(
         r_sq=r_.square().sum(-1).float(),
     )
     return o, stats
+
+
+def _packed(q, r, k, v, *, scale, causal, window, cu_seqlens, return_stats):
+    """Packed sequences ([1, total, H, D], boundaries `cu_seqlens`): each sequence alone, concatenated."""
+    bounds = cu_seqlens.tolist()  # a host sync: the reference is the definition, not a fast path
+    pieces = [
+        parallax_attention_reference(
+            q[:, a:b], r[:, a:b], k[:, a:b], v[:, a:b], scale=scale, causal=causal, window=window, return_stats=True
+        )
+        for a, b in zip(bounds[:-1], bounds[1:])
+        if b > a
+    ]
+    o = torch.cat([o for o, _ in pieces], dim=1)
+    if not return_stats:
+        return o
+    return o, AttentionStats(*(torch.cat(rows, dim=1) for rows in zip(*(stats for _, stats in pieces))))

@@ -120,7 +120,8 @@ def test_gradcheck_in_float64():
         (lambda q, r, k, v: (q[0], r, k, v), "4 dims"),
         (lambda q, r, k, v: (q, r[:, :, :1], k, v), "r must have q's shape"),
         (lambda q, r, k, v: (q, r, k, v[..., :8]), "v must have k's shape"),
-        (lambda q, r, k, v: (q, r, k[:, :5], v[:, :5]), "agree on batch, length"),
+        (lambda q, r, k, v: (q, r, k[:1, :, :, :8], v[:1, :, :, :8]), "agree on batch and head_dim"),
+        (lambda q, r, k, v: (q, r, k[:, :5], v[:, :5]), "at least as many keys as queries"),
         (lambda q, r, k, v: (q[:, :, :3], r[:, :, :3], k, v), "multiple of key/value heads"),
         (lambda q, r, k, v: (q, r.double(), k, v), "share one dtype"),
         (lambda q, r, k, v: (q.long(), r.long(), k.long(), v.long()), "floating-point"),
@@ -137,3 +138,73 @@ def test_bad_options_raise_value_errors(kwargs):
     q, r, k, v = random_inputs(1, 9, 2, 2, 16, probe_norm=1.0)
     with pytest.raises(ValueError):
         parallax_attention(q, r, k, v, **kwargs)
+
+
+PACKS = [  # sequence lengths packed into one row: length 1, odd lengths, one empty sequence
+    pytest.param([1, 7, 12], id="lens-1-7-12"),
+    pytest.param([5, 0, 9, 1], id="lens-5-0-9-1"),
+    pytest.param([23], id="lens-23"),
+]
+
+
+@pytest.mark.parametrize("lengths", PACKS)
+@pytest.mark.parametrize("window", [None, 4])
+def test_packed_sequences_equal_each_sequence_alone(lengths, window):
+    seed = 1000 + sum(lengths)
+    q, r, k, v = random_inputs(1, sum(lengths), 4, 2, 16, probe_norm=5.0, seed=seed)
+    cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    o, stats = parallax_attention(q, r, k, v, window=window, cu_seqlens=cu_seqlens, return_stats=True)
+    for a, b in zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist()):
+        if a == b:
+            continue
+        alone_o, alone_stats = spec_parallax_float64(q[:, a:b], r[:, a:b], k[:, a:b], v[:, a:b], scale=0.25, window=window)
+        assert relative_error(o[:, a:b], alone_o) < 1e-5, (a, b)
+        for name, got, want in zip(AttentionStats._fields, stats, alone_stats):
+            assert relative_error(got[:, a:b], want) < 1e-5, (name, a, b)
+
+
+def test_packed_sequences_do_not_see_each_other():
+    q, r, k, v = random_inputs(1, 10, 2, 2, 8, probe_norm=3.0, seed=7)
+    cu_seqlens = torch.tensor([0, 4, 10])
+    o = parallax_attention(q, r, k, v, cu_seqlens=cu_seqlens)
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :4], v2[:, :4] = -k2[:, :4], 2 * v2[:, :4]
+    o2 = parallax_attention(q, r, k2, v2, cu_seqlens=cu_seqlens)
+    assert torch.equal(o[:, 4:], o2[:, 4:])
+    assert not torch.allclose(o[:, :4], o2[:, :4])
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_queries_against_a_longer_cache_are_its_last_positions(window):
+    """A decode step: Tq new queries over Tk cached keys equal the last Tq rows of the full pass."""
+    q, r, k, v = random_inputs(2, 11, 4, 2, 16, probe_norm=4.0, seed=11)
+    full_o, full_stats = parallax_attention(q, r, k, v, window=window, return_stats=True)
+    for Tq in (1, 3):
+        o, stats = parallax_attention(q[:, -Tq:], r[:, -Tq:], k, v, window=window, return_stats=True)
+        torch.testing.assert_close(o, full_o[:, -Tq:], rtol=1e-5, atol=1e-6)
+        for got, want in zip(stats, full_stats):
+            torch.testing.assert_close(got, want[:, -Tq:], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"cu_seqlens": [0, 9]}, "1-D int32 or int64 tensor"),
+        ({"cu_seqlens": torch.tensor([0.0, 9.0])}, "1-D int32 or int64 tensor"),
+        ({"cu_seqlens": torch.tensor([0, 4, 8])}, "rise from 0 to the packed length 9"),
+        ({"cu_seqlens": torch.tensor([0, 6, 4, 9])}, "without decreasing"),
+        ({"cu_seqlens": torch.tensor([9])}, "at least 2 entries"),
+        ({"cu_seqlens": torch.tensor([0, 9]), "max_seqlen": 0}, "max_seqlen must be a positive int"),
+        ({"max_seqlen": 9}, "max_seqlen goes with cu_seqlens"),
+    ],
+)
+def test_bad_packing_raises_value_errors(kwargs, message):
+    q, r, k, v = random_inputs(1, 9, 2, 2, 16, probe_norm=1.0, seed=3)
+    with pytest.raises(ValueError, match=message):
+        parallax_attention(q, r, k, v, **kwargs)
+
+
+def test_packing_needs_one_row():
+    q, r, k, v = random_inputs(2, 9, 2, 2, 16, probe_norm=1.0, seed=4)
+    with pytest.raises(ValueError, match="pack the sequences into one row"):
+        parallax_attention(q, r, k, v, cu_seqlens=torch.tensor([0, 9]))
