@@ -8,13 +8,20 @@
         probe.log_scalars(step, loss=loss, lr=lr)
     probe.close()
 
+Where the statistics come from: the call each layer makes to its attention op, with exactly
+the q, r, k, v, scale, window and sequence boundaries it passes (hooks/calls.py). A layer's
+layout (hooks/layouts.py) says which op that is; the probe's own model passes its kernel's
+statistics through a capture point instead.
+
 How it costs little:
-- Hooks are PyTorch module hooks only, removed on `close()`. At a non-logging step the
-  pre-hook sets one flag to False and the forward hooks return at once.
-- On our modules the attention kernel itself returns the row statistics
-  (`return_stats=True`): no second attention pass. Foreign modules (fla layout) are
-  recomputed from the captured input: four projections and one extra attention forward
-  per layer, at logging steps only, under no_grad.
+- Module hooks and op wrappers only, removed on `close()`. At a non-logging step the layer
+  hooks return at once and an op wrapper calls the op untouched (same outputs and gradients).
+- At a logging step the statistics come out of the attention pass itself where our Triton
+  kernel covers the call (`parallax_attention(..., return_stats=True)` serves it: output,
+  gradients and statistics in one pass). Where it does not (CPU, decode kernels, packed
+  sequences, head dims other than 64 and 128, `serve=False`), the model's own op runs and
+  the statistics are computed beside it, without autograd: one more attention forward per
+  layer, at logging steps only.
 - The hooks only keep each layer's row statistics (four (B, T, H) float32 tensors per
   layer, until the step ends). At the end of a logging step every layer is reduced in one
   batched pass on the device and copied to the host once (asynchronously on CUDA).
@@ -27,6 +34,8 @@ How it costs little:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import math
 import queue
 import threading
@@ -39,11 +48,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from parallax_probe.kernels import AttentionStats, parallax_attention
+from parallax_probe.kernels import AttentionStats
 from parallax_probe.probe_schema import ATTN_STAT_NAMES, INTEGER_STATS, head_means, probe_tables
 from parallax_probe.store import Column, RunWriter
 
+from .calls import kernel_serves, serve, statistics_beside
 from .discovery import AttentionSite, Selector, find_attention_sites
+from .layouts import Layout, Op
 from .spectra import circuit_singular_values, effective_rank, singular_values, stable_rank
 from .statistics import reduce_attention_stats, stack_layers
 
@@ -66,6 +77,8 @@ class Probe:
         circuit_every: int | None = None,
         meta: Mapping[str, Any] | None = None,
         selector: Selector = None,
+        layouts: Sequence[Layout] = (),
+        serve: bool = True,
         scalar_names: Sequence[str] = (),
         mode: Literal["new", "resume", "overwrite"] = "new",
         start_step: int = 0,
@@ -76,7 +89,8 @@ class Probe:
             raise ValueError(f"Probe: every ({every}) and spectra_every ({spectra_every}) must be >= 1")
         self.every, self.spectra_every = every, spectra_every
         self.circuit_every = circuit_every or spectra_every
-        self.sites: list[AttentionSite] = find_attention_sites(model, selector)
+        self.sites: list[AttentionSite] = find_attention_sites(model, selector, layouts)
+        self.serve = serve
         refuse_sharded_weights(self.sites)
         heads = {s.n_heads for s in self.sites}
         dims = {s.head_dim for s in self.sites}
@@ -89,6 +103,8 @@ class Probe:
         self._step: int | None = None
         self._layer_rows: list[AttentionStats | None] = [None] * self.n_layers
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._frames: list[_LayerFrame] = []  # the watched layers whose forward is running, innermost last
+        self._patches: list[tuple[Any, str, Any, Any]] = []  # (namespace, attribute, original, wrapper)
         self._closed = False
         self._error: BaseException | None = None
         self._last_spectra_step: int | None = None
@@ -108,7 +124,7 @@ class Probe:
 
     # ---- schema and metadata -------------------------------------------------------------
     def _schema(self) -> dict[str, dict[str, Column]]:
-        return probe_tables(self.n_layers, self.n_heads, self.head_dim, self.sites[0].module.r_proj.in_features)
+        return probe_tables(self.n_layers, self.n_heads, self.head_dim, self.sites[0].w_r.shape[1])
 
     def _meta(self, meta: Mapping[str, Any] | None) -> dict[str, Any]:
         info = {k: v for k, v in (meta or {}).items() if v is not None}  # HDF5 attributes have no None
@@ -117,7 +133,9 @@ class Probe:
         info["heads"] = self.n_heads
         info["head_dim"] = self.head_dim
         info["layer_modules"] = [s.name for s in self.sites]
-        info["native_statistics"] = all(s.native for s in self.sites)
+        info["layer_layouts"] = [s.layout.name for s in self.sites]
+        info["statistics_from"] = "attention call"  # not re-derived from the projections
+        info["serve_logging_steps"] = self.serve
         info["probe_every"] = self.every
         info["spectra_every"] = self.spectra_every
         if self._dist is not None and getattr(self._dist, "enabled", False):
@@ -127,31 +145,76 @@ class Probe:
 
     # ---- hooks ---------------------------------------------------------------------------
     def _attach(self) -> None:
+        wrappers: dict[tuple[int, str], Any] = {}
         for index, site in enumerate(self.sites):
-            if site.native:
-                self._handles.append(site.module.register_forward_pre_hook(self._make_native_pre_hook(site)))
-                self._handles.append(site.module.stats_site.register_forward_hook(self._make_native_hook(index)))
-            else:
-                self._handles.append(site.module.register_forward_hook(self._make_foreign_hook(index, site), with_kwargs=True))
+            capture_point = site.layout.capture_point
+            if capture_point is not None:
+                point = getattr(site.module, capture_point)
+                self._handles.append(site.module.register_forward_pre_hook(self._make_capture_pre_hook(point)))
+                self._handles.append(point.register_forward_hook(self._make_capture_hook(index)))
+                continue
+            self._handles.append(site.module.register_forward_pre_hook(self._make_enter_hook(index)))
+            self._handles.append(site.module.register_forward_hook(self._leave_hook, always_call=True))
+            for op in site.layout.ops_of(site.module):
+                key = (id(op.namespace), op.attribute)
+                if key not in wrappers:
+                    wrappers[key] = self._install_wrapper(op)
 
-    def _make_native_pre_hook(self, site: AttentionSite):
+    def _make_capture_pre_hook(self, point: nn.Module):
         def pre_hook(module, args):
-            module.stats_site.wanted = self._logging
+            point.wanted = self._logging
         return pre_hook
 
-    def _make_native_hook(self, index: int):
+    def _make_capture_hook(self, index: int):
         def hook(module, args, stats: AttentionStats):
             self._layer_rows[index] = stats
         return hook
 
-    def _make_foreign_hook(self, index: int, site: AttentionSite):
-        def hook(module, args, kwargs, output):
-            if not self._logging:
-                return
-            x = args[0] if args else kwargs["hidden_states"]
+    def _make_enter_hook(self, index: int):
+        def enter(module, args):
+            if self._logging:
+                self._frames.append(_LayerFrame(index))
+        return enter
+
+    def _leave_hook(self, module, args, output):
+        if self._logging and self._frames:
+            self._frames.pop()
+
+    def _install_wrapper(self, op: Op):
+        original = getattr(op.namespace, op.attribute)
+
+        @functools.wraps(original)
+        def wrapper(*args, **kwargs):
+            frame = self._frames[-1] if self._frames else None
+            if frame is None or frame.recorded:
+                return original(*args, **kwargs)  # not a logging step, or not inside a watched layer
+            return self._record_call(frame, op, original, args, kwargs)
+
+        setattr(op.namespace, op.attribute, wrapper)
+        self._patches.append((op.namespace, op.attribute, original, wrapper))
+        return wrapper
+
+    def _record_call(self, frame: _LayerFrame, op: Op, original, args, kwargs):
+        """A watched layer's attention call at a logging step: its statistics, and its output."""
+        call = op.read(*args, **kwargs)
+        if self.serve and op.write is not None and kernel_serves(call):
+            out, stats = serve(call)
+            out = op.write(out, call)
+        else:
+            out = original(*args, **kwargs)
             with torch.no_grad():
-                self._layer_rows[index] = recompute_foreign_stats(module, x, site)
-        return hook
+                stats = statistics_beside(call)
+        # The first call a layer makes in a step is the one recorded: a recomputation of the
+        # same forward (activation checkpointing) would only repeat it.
+        frame.recorded = True
+        self._layer_rows[frame.index] = stats
+        return out
+
+    def _remove_wrappers(self) -> None:
+        for namespace, attribute, original, wrapper in reversed(self._patches):
+            if getattr(namespace, attribute, None) is wrapper:
+                setattr(namespace, attribute, original)
+        self._patches.clear()
 
     # ---- the step protocol -----------------------------------------------------------------
     def is_logging_step(self, step: int) -> bool:
@@ -163,6 +226,7 @@ class Probe:
         self._raise_if_failed()
         self._step = step
         self._logging = self.is_logging_step(step)
+        self._frames.clear()
         try:
             yield self
         finally:
@@ -175,9 +239,10 @@ class Probe:
                 self.record_spectra(step)
 
     def _stop_wanting_stats(self) -> None:
+        self._frames.clear()
         for site in self.sites:
-            if site.native:
-                site.module.stats_site.wanted = False
+            if site.layout.capture_point is not None:
+                getattr(site.module, site.layout.capture_point).wanted = False
 
     def _emit_attention_row(self, step: int) -> None:
         rows = self._layer_rows
@@ -186,8 +251,10 @@ class Probe:
             missing = [self.sites[i].name for i, r in enumerate(rows) if r is None]
             raise RuntimeError(
                 f"Probe: step {step} was a logging step but these modules did not run a forward pass inside "
-                f"`with probe.step(step)`: {missing}. (A model that torch.compile traced before the probe was "
-                f"attached runs its graph without the hooks: attach the probe first, or call torch._dynamo.reset().)"
+                f"`with probe.step(step)`, or ran one without calling an attention op their layout intercepts: "
+                f"{missing}. (A model that torch.compile traced before the probe was attached runs its graph without "
+                f"the hooks: attach the probe first, or call torch._dynamo.reset(). A layer calling another op needs "
+                f"a Layout naming it: docs/adapters.md.)"
             )
         with torch.no_grad():
             stats = stack_layers(rows)  # (L, N, H) each, still on the device
@@ -202,7 +269,7 @@ class Probe:
 
         No indexing with host lists: that would copy an index to the device and wait for it.
         """
-        weights = [getattr(getattr(site.module, "r_norm", None), "weight", None) for site in self.sites]
+        weights = [site.r_gain for site in self.sites]
         if all(w is not None for w in weights) and len({w.shape for w in weights}) == 1:
             stacked = torch.stack([w.detach() for w in weights]).float()
             return torch.linalg.vector_norm(stacked, dim=1).to(device, torch.float64)
@@ -216,7 +283,7 @@ class Probe:
         self._last_spectra_step = step
         H, D = self.n_heads, self.head_dim
         with torch.no_grad():
-            w_r = torch.stack([s.module.r_proj.weight for s in self.sites])  # (L, H*D, C)
+            w_r = torch.stack([s.w_r for s in self.sites])  # (L, H*D, C)
             s_full = singular_values(w_r)  # (L, k)
             w_r_heads = w_r.unflatten(1, (H, D))  # (L, H, D, C)
             s_heads = singular_values(w_r_heads)  # (L, H, D)
@@ -224,9 +291,7 @@ class Probe:
             self._enqueue(("wr", step, _to_host_async(torch.cat([p.float().flatten() for p in parts]))))
             if step % self.circuit_every == 0:
                 s_circuit = torch.stack([
-                    circuit_singular_values(
-                        s.module.r_proj.weight.unflatten(0, (H, D)), s.module.k_proj.weight.unflatten(0, (s.n_kv_heads, D))
-                    )
+                    circuit_singular_values(s.w_r.unflatten(0, (H, D)), s.w_k.unflatten(0, (s.n_kv_heads, D)))
                     for s in self.sites
                 ])  # (L, H, D)
                 parts = [s_circuit, stable_rank(s_circuit), effective_rank(s_circuit)]
@@ -309,6 +374,7 @@ class Probe:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._remove_wrappers()
         self._stop_wanting_stats()
         self._queue.put(None)
         self._thread.join()
@@ -332,13 +398,21 @@ def refuse_sharded_weights(sites: list[AttentionSite]) -> None:
     PyTorch ships a Muon for DTensor, FSDP2 runs are out of scope (docs/distributed.md).
     """
     for site in sites:
-        weight = site.module.r_proj.weight
+        weight = site.w_r
         if type(weight).__name__ == "DTensor":
             raise ValueError(
-                f"Probe: {site.name}.r_proj.weight is an FSDP2/DTensor shard. parallax-probe supports DDP "
+                f"Probe: {site.name}.{site.layout.w_r} is an FSDP2/DTensor shard. parallax-probe supports DDP "
                 "(torchrun + DistributedDataParallel), not FSDP2: W_R's spectrum needs the whole matrix and "
                 "torch.optim.Muon would orthogonalise shards, not matrices. Train with DDP (see docs/distributed.md)"
             )
+
+
+@dataclasses.dataclass
+class _LayerFrame:
+    """A watched layer's forward in progress at a logging step."""
+
+    index: int
+    recorded: bool = False
 
 
 def _to_host_async(t: torch.Tensor):
@@ -368,27 +442,6 @@ def _split_columns(columns: Mapping[str, Column], values: np.ndarray) -> dict[st
         out[name] = values[offset : offset + size].reshape(column.shape)
         offset += size
     return out
-
-
-def recompute_foreign_stats(module: nn.Module, x_BTC: torch.Tensor, site: AttentionSite) -> AttentionStats:
-    """Statistics of a foreign (fla-layout) module, recomputed from its input hidden states."""
-    B, T, _ = x_BTC.shape
-    H, G, D = site.n_heads, site.n_kv_heads, site.head_dim
-    q = module.q_proj(x_BTC).view(B, T, H, D)
-    r = module.r_proj(x_BTC).view(B, T, H, D)
-    k = module.k_proj(x_BTC).view(B, T, G, D)
-    v = module.v_proj(x_BTC).view(B, T, G, D)
-    q, r, k = (_apply_if_present(module, name, t) for name, t in (("q_norm", q), ("r_norm", r), ("k_norm", k)))
-    q, r, k, v = (t.to(v.dtype) for t in (q, r, k, v))
-    window = getattr(module, "window_size", None) or getattr(module, "window", None)
-    _, stats = parallax_attention(q, r, k, v, window=window, return_stats=True)
-    return stats
-
-
-def _apply_if_present(module: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
-    """fla applies its per-head q/r/k norms only when built with qk_norm: use them where they exist."""
-    norm = getattr(module, name, None)
-    return norm(x) if callable(norm) else x
 
 
 def gather_rows(stats: AttentionStats) -> AttentionStats:

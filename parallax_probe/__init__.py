@@ -16,6 +16,7 @@ _LAZY = {
     "Probe": "parallax_probe.hooks",
     "open_run": "parallax_probe.store",
     "parallax_attention": "parallax_probe.kernels",
+    "load_model": "parallax_probe.load",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -13,12 +12,13 @@ import torch
 import torch.nn as nn
 
 from parallax_probe import Probe, build_model, open_run
-from parallax_probe.hooks import NoParallaxModulesError
-from parallax_probe.kernels import parallax_attention, parallax_attention_reference
+from parallax_probe.hooks import AttentionCall, Layout, NoParallaxModulesError, Op
+from parallax_probe.kernels import parallax_attention
 from parallax_probe.model import apply_rope
 from parallax_probe.probe_schema import HEAD_MEAN_STATS, head_means
 
 sys.path.insert(0, str(Path(__file__).parent))
+from probe_expectations import CapturedCalls, assert_recorded, float64_rows, head_stats  # noqa: E402
 from triton_device import DEVICE  # noqa: E402  (the Triton kernel's test below: interpreted without a Hopper GPU)
 
 
@@ -38,26 +38,6 @@ def capture_qrkv(model):
     return captured, handles
 
 
-def float64_row_stats(q, r, k, v, window=None):
-    _, stats = parallax_attention_reference(
-        q.double(), r.double(), k.double(), v.double(), scale=1 / math.sqrt(q.shape[-1]), window=window, return_stats=True
-    )
-    return stats
-
-
-def expected_head_stats(stats):
-    """SPEC section 2 per head, computed in float64 with numpy from per-row stats."""
-    osm_sq, c_sq, osm_c, r_sq = (s.reshape(-1, s.shape[-1]).numpy() for s in stats)
-    cor, norm = np.sqrt(c_sq / osm_sq), np.sqrt(r_sq)
-    return {
-        "cor_mean": cor.mean(0), "cor_p50": np.quantile(cor, 0.5, axis=0), "cor_p90": np.quantile(cor, 0.9, axis=0),
-        "cor_max": cor.max(0), "sum_osm_sq": osm_sq.sum(0), "sum_c_sq": c_sq.sum(0), "sum_osm_c": osm_c.sum(0),
-        "tokens": np.full(osm_sq.shape[1], osm_sq.shape[0]), "probe_norm_mean": norm.mean(0),
-        "probe_norm_p50": np.quantile(norm, 0.5, axis=0), "probe_norm_p90": np.quantile(norm, 0.9, axis=0),
-        "probe_norm_max": norm.max(0),
-    }
-
-
 def test_recorded_statistics_match_a_float64_recomputation(tmp_path):
     torch.manual_seed(0)
     model = build_model("tiny", vocab_size=30, n_layers=3)
@@ -75,7 +55,7 @@ def test_recorded_statistics_match_a_float64_recomputation(tmp_path):
         c = captured[layer]
         q, r, k = (apply_rope(c[n], cos, sin) for n in ("q_norm", "r_norm", "k_norm"))
         v = c["v_proj"].view(3, 37, 2, 16)
-        expected = expected_head_stats(float64_row_stats(q, r, k, v))
+        expected = head_stats(float64_rows(q, r, k, v))
         for name, want in expected.items():
             got = run[f"attn/{name}"][0, layer]
             np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5, err_msg=f"layer {layer} {name}")
@@ -210,63 +190,70 @@ def test_rows_reach_readers_after_flush_and_within_the_commit_interval(tmp_path)
         assert open_run(tmp_path / "run").status == "live"
 
 
-class FlaLayoutParallax(nn.Module):
-    """A stand-in with fla.layers.Parallax's layout: no RoPE, per-head norms on q, r, k."""
+class OwnLayoutParallax(nn.Module):
+    """A layer of someone else's design: its own names, no RoPE, our public function as its op."""
 
-    def __init__(self, hidden_size=32, num_heads=4, num_kv_heads=2):
+    def __init__(self, hidden_size=32, heads=4, kv_heads=2):
         super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, hidden_size // num_heads
-        self.window_size = None
-        self.q_proj = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.r_proj = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.k_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.q_norm, self.r_norm, self.k_norm = (nn.RMSNorm(self.head_dim) for _ in range(3))
+        self.heads, self.kv_heads, self.dim = heads, kv_heads, hidden_size // heads
+        self.wq, self.wr = nn.Linear(hidden_size, hidden_size, bias=False), nn.Linear(hidden_size, hidden_size, bias=False)
+        self.wk = nn.Linear(hidden_size, kv_heads * self.dim, bias=False)
+        self.wv = nn.Linear(hidden_size, kv_heads * self.dim, bias=False)
+        self.wo = nn.Linear(hidden_size, hidden_size, bias=False)
 
-    def forward(self, hidden_states):
-        B, T, _ = hidden_states.shape
-        q = self.q_norm(self.q_proj(hidden_states).view(B, T, self.num_heads, self.head_dim))
-        r = self.r_norm(self.r_proj(hidden_states).view(B, T, self.num_heads, self.head_dim))
-        k = self.k_norm(self.k_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim))
-        v = self.v_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
-        return self.o_proj(parallax_attention(q, r, k, v).flatten(2)), None, None
+    def forward(self, x):
+        B, T, _ = x.shape
+        q, r = self.wq(x).view(B, T, self.heads, self.dim), self.wr(x).view(B, T, self.heads, self.dim)
+        k, v = self.wk(x).view(B, T, self.kv_heads, self.dim), self.wv(x).view(B, T, self.kv_heads, self.dim)
+        return self.wo(parallax_attention(q, r, k, v, window=6).flatten(2))
 
 
 class TwoLayerForeignModel(nn.Module):
     def __init__(self):
         super().__init__()
-        self.blocks = nn.ModuleList(FlaLayoutParallax() for _ in range(2))
+        self.blocks = nn.ModuleList(OwnLayoutParallax() for _ in range(2))
 
     def forward(self, x):
         for block in self.blocks:
-            x = x + block(x)[0]
+            x = x + block(x)
         return x
 
 
-def test_foreign_fla_layout_modules_are_found_and_recomputed_exactly(tmp_path):
+def own_layout():
+    """The few lines a user writes for a layout the probe does not know (docs/adapters.md)."""
+    return Layout(
+        name="own",
+        is_layer=lambda module: isinstance(module, OwnLayoutParallax),
+        ops=[Op(namespace=sys.modules[__name__], attribute="parallax_attention",
+                read=lambda q, r, k, v, window=None, **_: AttentionCall(q, r, k, v, window=window))],
+        heads=lambda module: (module.heads, module.kv_heads, module.dim),
+        w_r="wr.weight", w_k="wk.weight", r_gain=None,
+    )
+
+
+def test_a_user_layout_reads_its_own_op_exactly(tmp_path):
     torch.manual_seed(2)
     model = TwoLayerForeignModel()
     x = torch.randn(2, 21, 32)
-    inputs = {}
-    handles = [b.register_forward_pre_hook(lambda m, a, i=i: inputs.__setitem__(i, a[0].detach())) for i, b in enumerate(model.blocks)]
-    with Probe(model, tmp_path / "run", every=1, spectra_every=1) as probe:
-        assert [s.native for s in probe.sites] == [False, False]
-        with probe.step(0):
-            model(x)
-    for h in handles:
-        h.remove()
+    with Probe(model, tmp_path / "run", every=1, spectra_every=1, layouts=[own_layout()]) as probe:
+        assert [s.layout.name for s in probe.sites] == ["own", "own"]
+        captured = CapturedCalls(sys.modules[__name__], ["parallax_attention"])
+        try:
+            with probe.step(0):
+                model(x)
+        finally:
+            captured.restore()
     run = open_run(tmp_path / "run")
     assert run.meta["layers"] == 2 and run.meta["heads"] == 4
-    for i, block in enumerate(model.blocks):
-        h = inputs[i]
-        with torch.no_grad():
-            q = block.q_norm(block.q_proj(h).view(2, 21, 4, 8))
-            r = block.r_norm(block.r_proj(h).view(2, 21, 4, 8))
-            k = block.k_norm(block.k_proj(h).view(2, 21, 2, 8))
-            v = block.v_proj(h).view(2, 21, 2, 8)
-        for name, want in expected_head_stats(float64_row_stats(q, r, k, v)).items():
-            np.testing.assert_allclose(run[f"attn/{name}"][0, i], want, rtol=2e-4, atol=1e-5, err_msg=name)
+    for layer, (_, args, kwargs) in enumerate(captured.calls):
+        assert kwargs == {"window": 6}
+        assert_recorded(run, 0, layer, head_stats(float64_rows(*args, window=6)), rtol=2e-4)
+
+
+def test_an_unknown_layout_is_refused_not_guessed(tmp_path):
+    with pytest.raises(NoParallaxModulesError, match=r"blocks\.0 .*OwnLayoutParallax.*docs/adapters\.md"):
+        Probe(TwoLayerForeignModel(), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_model_without_parallax_modules_gets_an_error_listing_what_was_searched(tmp_path):
