@@ -2,6 +2,7 @@
 
     python benchmarks/probe_overhead.py                      # tiny preset, CPU
     python benchmarks/probe_overhead.py --preset small --device cuda --batch-size 16 --seq-len 1024
+    python benchmarks/probe_overhead.py --model fla --device cuda --batch-size 8 --seq-len 2048 --vocab-size 8192
 
 Each configuration runs the same model, data and optimiser (AdamW, so the step is cheap
 and the probe's share is not hidden); configurations are interleaved in rounds so that
@@ -97,7 +98,9 @@ def main() -> None:
 
     # The mean, not the median: at every=50 the cost sits in one step of fifty.
     base = statistics.fmean(results["no probe"])
-    print(f"\nprobe overhead: preset {args.preset}, device {device}, compile {args.compile or 'off'}, batch {args.batch_size} x {args.seq_len}, "
+    parameters = sum(p.numel() for p in model.parameters())
+    model_name = "fla ParallaxForCausalLM" if args.model == "fla" else f"preset {args.preset}"
+    print(f"\nprobe overhead: {model_name} ({parameters / 1e6:.0f}M parameters), device {device}, compile {args.compile or 'off'}, batch {args.batch_size} x {args.seq_len}, "
           f"{args.rounds} rounds x {args.steps} steps, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     # Steps at which the probe also took the W_R spectra, told apart: a spectra step is a cost of
     # its own, paid once per --spectra-every steps.

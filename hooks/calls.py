@@ -10,6 +10,7 @@ and where each row's real keys start in a left-padded cache.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +54,13 @@ class AttentionCall:
 
 def kernel_serves(call: AttentionCall) -> bool:
     """Whether our Triton kernel computes this call itself (output, gradients and statistics in one pass)."""
-    return call.is_plain and call.causal and resolve_backend(call.q, "auto", call.causal, k=call.k, cu_seqlens=call.cu_seqlens) == "triton"
+    one_dtype = len({t.dtype for t in (call.q, call.r, call.k, call.v)}) == 1
+    return (
+        one_dtype
+        and call.is_plain
+        and call.causal
+        and resolve_backend(call.q, "auto", call.causal, k=call.k, cu_seqlens=call.cu_seqlens) == "triton"
+    )
 
 
 def serve(call: AttentionCall) -> tuple[torch.Tensor, AttentionStats]:
@@ -69,7 +76,9 @@ def statistics_beside(call: AttentionCall) -> AttentionStats:
     Rows: (B, Tq, HQ) without key_start; otherwise (1, N, HQ) for the N real query tokens,
     in batch-then-time order. Padding keys are left out as the op leaves them out.
     """
-    q, r, k, v = (t.detach() for t in (call.q, call.r, call.k, call.v))
+    # one dtype for our function (under autocast a layer may hand its op a float32 q beside a bf16 v)
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in (call.q, call.r, call.k, call.v)))
+    q, r, k, v = (t.detach().to(dtype) for t in (call.q, call.r, call.k, call.v))
     options = dict(scale=call.scale, window=call.window, causal=call.causal, return_stats=True)
     if call.key_start is None:
         if call.cu_seqlens is not None:

@@ -5,6 +5,9 @@ matrices of qwen3-1.7b (2048 x 2048) it took 0.34 s on an H200, against 0.69 s f
 eigenvalues of the float64 Gram matrix and 5.6 s for the default `svdvals` driver, with
 stable and effective ranks equal to numpy's float64 SVD to 1e-12 (benchmarks/RESULTS.md).
 On the CPU, LAPACK's float64 `svdvals` is exact and fast at the sizes used there.
+gesvda can refuse a batch it does not converge on (seen on the H200 for a freshly
+initialised fla model's 12 W_R matrices, 768 x 768); such a batch is computed by LAPACK on
+the host instead, slower but exact.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ def singular_values(matrix: torch.Tensor) -> torch.Tensor:
     if w.shape[-2] < w.shape[-1]:
         w = w.mT  # gesvda takes tall matrices; the singular values are the transpose's
     if w.is_cuda:
-        return torch.linalg.svdvals(w.contiguous(), driver="gesvda")
+        try:
+            return torch.linalg.svdvals(w.contiguous(), driver="gesvda")
+        except torch.linalg.LinAlgError:
+            return torch.linalg.svdvals(w.cpu()).to(w.device)
     return torch.linalg.svdvals(w)
 
 

@@ -52,7 +52,7 @@ def float64_rows(q, r, k, v, *, scale=None, window=None, cu_seqlens=None) -> Att
 
 def head_stats(rows: AttentionStats) -> dict[str, np.ndarray]:
     """SPEC section 2 per head, in float64 with numpy, from rows of any leading shape."""
-    osm_sq, c_sq, osm_c, r_sq = (s.reshape(-1, s.shape[-1]).double().numpy() for s in rows)
+    osm_sq, c_sq, osm_c, r_sq = (s.reshape(-1, s.shape[-1]).double().cpu().numpy() for s in rows)
     cor, norm = np.sqrt(c_sq / osm_sq), np.sqrt(r_sq)
     return {
         "cor_mean": cor.mean(0), "cor_p50": np.quantile(cor, 0.5, axis=0), "cor_p90": np.quantile(cor, 0.9, axis=0),

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The device-tool calls behind the real-models checks and overhead (an H200, from the repo root,
+# with the wheels of flash-linear-attention, fla-core and parallax-kernel in .whl/):
+#   bash benchmarks/gpu_session_real_models.sh checks     # exactness on fla and parallax-kernel, training check, README snippets
+#   bash benchmarks/gpu_session_real_models.sh overhead   # probe overhead, fla ~100M and our small preset, T=2048
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu-session}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+export PYTHONPATH=/tmp/site
+python3 -m pip install -q --no-build-isolation --no-deps --no-index -e . >>"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+nvidia-smi -L
+for part in "${@:-checks}"; do
+case "$part" in
+  checks)
+    timeout 280 python3 benchmarks/real_models_gpu.py 2>&1 | tee "$OUT/real_models.md"
+    (cd /tmp && timeout 60 python3 - < "$OLDPWD/docs/examples/fla_quickstart.py") 2>&1 | tail -3 | tee "$OUT/fla_quickstart.log"
+    (cd /tmp && timeout 40 python3 - < "$OLDPWD/docs/examples/official_quickstart.py") 2>&1 | tail -3 | tee "$OUT/official_quickstart.log"
+    python3 -c "from parallax_probe import open_run; r = open_run('/tmp/runs/fla-adamw'); print('fla quickstart rows', r['step'].tolist()[:3], '...', r['attn/layer_cor_mean'][-1])" | tee -a "$OUT/fla_quickstart.log"
+    python3 -c "from parallax_probe import open_run; r = open_run('/tmp/runs/official-adamw'); print('official quickstart rows', r['step'].tolist()[:3], '...', r['attn/layer_cor_mean'][-1])" | tee -a "$OUT/official_quickstart.log"
+    ;;
+  overhead)
+    for model in "--model fla" "--preset small"; do
+      timeout 100 python3 benchmarks/probe_overhead.py $model --device cuda --batch-size 8 --seq-len 2048 --vocab-size 8192 \
+          --steps 60 --rounds 2 2>&1 | tail -8 | tee -a "$OUT/probe_overhead.md"
+    done
+    ;;
+esac
+done
