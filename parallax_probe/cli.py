@@ -48,6 +48,7 @@ def _number(cast, accept, expected: str):
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _number(float, lambda v: v > 0, "a positive number")
+_tcp_port = _number(int, lambda v: 1 <= v <= 65535, "a TCP port from 1 to 65535")
 
 
 def _key_value(text: str) -> tuple[str, int | float | str]:
@@ -147,7 +148,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .demo import run_demo
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise BadInput(f"--out {args.out} is a file; the demo writes two run folders into a folder, choose another --out")
 
     return run_demo(out=args.out, steps=args.steps, overwrite=not args.keep)
 
@@ -178,12 +184,20 @@ def cmd_repair(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis.report import analyze_main
 
-    return analyze_main(args.runs, group_by=args.group_by, fmt=args.format, out=sys.stdout)
+    return analyze_main(args.runs, group_by=args.group_by, fmt=args.format, out=sys.stdout, err=sys.stderr)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from .dashboards.serve import serve
+    import socket
 
+    from .dashboards.serve import WILDCARD_HOSTS, serve
+
+    if args.host not in WILDCARD_HOSTS:
+        try:
+            socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as error:
+            raise BadInput(f"--host {args.host}: not an address of this machine ({error}); use 127.0.0.1, or a name or "
+                           "address this machine has") from None
     return serve(args.runs_dir, port=args.port, host=args.host)
 
 
@@ -217,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dashboard", help="serve the Streamlit dashboard on a runs folder", description="Compare runs layer by layer in the browser (bound to 127.0.0.1 unless --host is given).")
     p.add_argument("runs_dir", nargs="?", default="runs", help="folder holding run folders (default: runs)")
-    p.add_argument("--port", type=_positive_int, default=8501)
+    p.add_argument("--port", type=_tcp_port, default=8501)
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback exposes the dashboard")
     p.set_defaults(func=cmd_dashboard)
     return parser

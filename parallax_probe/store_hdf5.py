@@ -25,6 +25,7 @@ import functools
 import math
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -107,8 +108,14 @@ def read_superblock(path: Path, fd: int | None = None) -> Superblock:
     superblock and the size belong to the same file even if the name was just replaced.
     """
     if fd is None:
-        with open(path, "rb") as fh:
-            return read_superblock(path, fh.fileno())
+        # O_NONBLOCK: a FIFO put in the file's place would otherwise block this open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise RunFileError(f"{path}: not a regular file (a pipe, socket or device); a run segment is an HDF5 file")
+            return read_superblock(path, fd)
+        finally:
+            os.close(fd)
     size = os.fstat(fd).st_size
     offset = 0
     while os.pread(fd, 8, offset) != HDF5_SIGNATURE:

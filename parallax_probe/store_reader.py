@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,6 +67,24 @@ class Segment:
     status: str  # "closed", "continued" (closed; its writer went on in the next segment), "live", "crashed"
     writer_live: bool  # its writer runs and has not closed it (a "continued" one: creating the next)
     open_for_write: bool  # the file is not closed (live, or its writer died): SWMR rules apply
+
+
+def is_run_folder(path: Path) -> bool:
+    """True for a folder, False for a regular file; refuses anything else and a missing path.
+
+    A FIFO would block the first read until something writes to it, a device might never
+    end: only folders and regular files are opened.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such run folder or segment file") from None
+    if stat.S_ISDIR(mode):
+        return True
+    if not stat.S_ISREG(mode):
+        raise RunFileError(f"{path}: not a folder or a regular file (a pipe, socket or device); "
+                           "point at a run folder or one of its segment-NNNNN.h5 files")
+    return False
 
 
 def segment_paths(run_dir: Path) -> list[tuple[int, Path]]:
@@ -126,6 +146,21 @@ def load_segment(path: Path, byte_budget: int, index: int | None = None) -> Segm
         writer_live=code != STATUS_CLOSED and writer_status(heartbeat, raw) == "live",
         open_for_write=superblock.open_for_write,
     )
+
+
+def live_writer_of(run_dir: Path) -> Segment | None:
+    """A segment of the folder `run_dir` whose writer is still running, or None.
+
+    Segments that do not load are skipped: a damaged file has no live writer behind it.
+    """
+    for index, path in segment_paths(run_dir):
+        try:
+            segment = load_segment(path, DEFAULT_BYTE_BUDGET, index)
+        except RunFileError:
+            continue
+        if segment.writer_live:
+            return segment
+    return None
 
 
 def _union_tables(segments: list[Segment], where: Path) -> dict[str, Table]:
@@ -373,9 +408,7 @@ def open_run(path: str | Path, *, byte_budget: int = DEFAULT_BYTE_BUDGET) -> Run
     `path` does not exist.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such run folder or segment file")
-    if path.is_dir():
+    if is_run_folder(path):
         found = segment_paths(path)
         if not found:
             raise RunFileError(

@@ -30,7 +30,7 @@ from .store_hdf5 import (
     read_committed,
     read_status,
 )
-from .store_reader import _reading, load_segment, segment_paths
+from .store_reader import _reading, is_run_folder, load_segment, segment_paths
 
 _COPY_BLOCK_BYTES = 64 * 1024**2  # rows are copied in blocks of at most this many bytes
 
@@ -164,9 +164,7 @@ def repair_run(path: str | Path) -> list[str]:
     Returns one line per segment saying what was done; `parallax-probe repair` prints them.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such run folder or segment file")
-    found = [p for _, p in segment_paths(path)] if path.is_dir() else [path]
+    found = [p for _, p in segment_paths(path)] if is_run_folder(path) else [path]
     if not found:
         raise RunFileError(f"{path}: no segment-NNNNN.h5 files in this folder; not a parallax-probe run.")
     lines = []
