@@ -163,10 +163,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .store import RunFileError, open_run
 
     try:
-        run = open_run(args.run)
+        summary = format_run_summary(open_run(args.run))  # reading the rows can find damage too
     except (RunFileError, FileNotFoundError, OSError) as error:
         raise BadInput(str(error)) from error
-    print(format_run_summary(run))
+    print(summary)
     return 0
 
 

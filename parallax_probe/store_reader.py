@@ -42,6 +42,7 @@ from .store_format import (
 from .store_hdf5 import (
     DEFAULT_BYTE_BUDGET,
     check_chunks_in_file,
+    chunk_bytes,
     check_contents,
     check_root,
     check_tables,
@@ -321,19 +322,16 @@ class Run:
         budget: int,
         select: tuple[int | slice, ...] = (),
     ) -> int:
-        # The superblock of this open, not segment.open_for_write: a segment closed when
-        # the Run was opened can since have been replaced by its live successor.
-        f, superblock = open_for_read(segment.path)
+        f, _ = open_for_read(segment.path)
         with f, _reading(segment.path):
             for table_name, columns in requests.items():
                 table = segment.tables[table_name]
-                n = read_committed(f, table, segment.path)
-                budget = _spend(budget, n * 8, segment.path, table.step_path, self.byte_budget)
+                n = read_committed(f, table, segment.path)  # checks that n rows are stored
                 step_ds = f[table.step_path]
-                if superblock.open_for_write:
-                    check_chunks_in_file(step_ds, n, segment.path)
+                # the steps (8 bytes a row), the order check's booleans (1), one chunk being decompressed
+                budget = _spend(budget, n * 9 + chunk_bytes(step_ds), segment.path, table.step_path, self.byte_budget)
                 steps = step_ds[:n]
-                if n > 1 and not np.all(np.diff(steps) > 0):
+                if n > 1 and not np.all(steps[1:] > steps[:-1]):
                     raise RunFileError(
                         f"{segment.path}: {table.step_path} is not strictly increasing; the file is damaged."
                     )
@@ -346,15 +344,19 @@ class Run:
                     spec = full.column(column)
                     index, row_shape = _row_index(spec.shape, select, name)
                     row_bytes = math.prod(row_shape) * np.dtype(spec.dtype).itemsize
-                    budget = _spend(budget, m * row_bytes, segment.path, name, self.byte_budget)
                     if table.column(column) is None:
+                        budget = _spend(budget, m * row_bytes, segment.path, name, self.byte_budget)
                         if m:  # an empty fill would still turn an integer column into float64
                             fill_dtype = spec.dtype if spec.is_float else np.float64
                             parts[name].append(np.full((m,) + row_shape, np.nan, dtype=fill_dtype))
                         continue
                     ds = f[table.column_path(column)]
-                    if superblock.open_for_write:
-                        check_chunks_in_file(ds, m, segment.path)
+                    # the rows read, and the one chunk HDF5 decompresses at a time to read them
+                    budget = _spend(budget, m * row_bytes + chunk_bytes(ds), segment.path, name, self.byte_budget)
+                    if ds.shape[0] < n:
+                        raise RunFileError(f"{segment.path}: {ds.name} holds {ds.shape[0]} rows but {table.committed_path} "
+                                           f"says {n}; the file is damaged.")
+                    check_chunks_in_file(ds, m, segment.path)
                     parts[name].append(ds[(slice(0, m), *index)] if m else np.zeros((0,) + row_shape, ds.dtype))
         return budget
 

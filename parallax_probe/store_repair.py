@@ -57,7 +57,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 def rewrite_segment(src: Path, dst: Path, *, extra_attrs: dict | None = None, durable: bool = True) -> None:
     """Write `dst`: `src`'s attributes and committed rows, compact layout; verify; leave `src` alone."""
-    f, superblock = open_for_read(src)
+    f, _ = open_for_read(src)
     with f, _reading(src):
         raw = check_root(f, src)
         check_contents(f, src, DEFAULT_BYTE_BUDGET)
@@ -73,8 +73,7 @@ def rewrite_segment(src: Path, dst: Path, *, extra_attrs: dict | None = None, du
             for path, table in paths:
                 n = counts[table]
                 source, target = f[path], g[path]
-                if superblock.open_for_write:
-                    check_chunks_in_file(source, n, src)
+                check_chunks_in_file(source, n, src)
                 target.resize(n, axis=0)
                 for start, stop in _row_blocks(source, n):
                     target[start:stop] = source[start:stop]
