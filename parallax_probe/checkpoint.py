@@ -86,7 +86,10 @@ def save_checkpoint(obj: Any, path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        torch.save(obj, tmp)
+        # through a Python file: a full disk then surfaces as OSError(ENOSPC) (as the exception's
+        # context), where torch's own writer reports only "unexpected pos"
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

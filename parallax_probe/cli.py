@@ -129,14 +129,22 @@ def train_config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from .data import TaskSpecError
-    from .train import RunFolderError, train
+    from .train import DiskFullError, RunFolderError, train
 
     try:
         cfg = train_config_from_args(args)
         result = train(cfg)
     except (TaskSpecError, RunFolderError, ValueError) as error:
         raise BadInput(str(error)) from error
+    except DiskFullError as error:
+        print(f"parallax-probe train: error: {error}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Not a normal exit: HDF5 flushes every file still open at exit, and the segment whose
+        # flush just failed on the full disk made that crash the interpreter (exit 139).
+        os._exit(EXIT_BAD_INPUT)
     if not result.is_main_process:
         return 0
     print(

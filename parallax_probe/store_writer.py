@@ -31,6 +31,7 @@ Single-threaded: call it from one thread (the probe's writer thread).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -208,7 +209,10 @@ class RunWriter:
         try:
             self._commit()
         except BaseException:
-            self._segment.file.close()
+            with contextlib.suppress(Exception):  # raises again on a full disk: the first error tells
+                self._segment.file.close()
+            if not self._published:  # a segment no reader has seen: nothing in it to keep
+                _tmp_name(path).unlink(missing_ok=True)
             raise
         self._close_segment(STATUS_CLOSED)
         if not self._published:  # a resumed segment that never got a row: it would only hide rows
@@ -331,7 +335,8 @@ class RunWriter:
             elif not self._publish_at_first_row or any(self._segment.rows.values()):
                 self._publish()
         except BaseException:
-            f.close()
+            with contextlib.suppress(Exception):  # a full disk fails the close too; the tmp goes either way
+                f.close()
             tmp.unlink(missing_ok=True)
             raise
         if self._fsync_every_s is not None:

@@ -7,7 +7,9 @@ only at the log interval (`loss.item()`), at evaluation, and at checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -42,6 +44,10 @@ TRAINING_SCALARS = ("loss", "lr_multiplier", "grad_norm", "tokens_per_second", "
 
 class RunFolderError(ValueError):
     """The output folder cannot be used as asked (exists without --resume/--overwrite, ...)."""
+
+
+class DiskFullError(RuntimeError):
+    """The run's disk filled up: training stopped, committed rows and the last checkpoint kept."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -332,6 +338,53 @@ def load_training_state(checkpoint: dict, model: ParallaxLM, optimizers: list, p
                               "resume with the flags the run was started with") from error
 
 
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ENOSPC is behind `error` (h5py reports it as a RuntimeError naming errno 28)."""
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(current) or "errno = 28" in str(current):
+            return True
+        pending += [current.__cause__, current.__context__]
+    return False
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.absolute()
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+@contextlib.contextmanager
+def full_disk_stops_cleanly(out: Path, model: ParallaxLM, optimizers: list):
+    """Turn a full disk anywhere in the run (probe rows, checkpoint, run.json) into DiskFullError
+    naming the disk and the space needed. Whatever fails removes its own temporary file; rows
+    committed before stay readable, and the last complete checkpoint stays in place."""
+    try:
+        yield
+    except BaseException as error:
+        if not is_disk_full(error):
+            raise
+        # What finishing needs: a checkpoint (the model and about two optimiser states per
+        # parameter) and, when a segment closes, a compressed copy of it (at most its size).
+        state = 3 * sum(p.numel() * p.element_size() for p in model.state_dict().values())
+        segments = [p.stat().st_size for p in out.glob("segment-*.h5")]
+        needed = state + max(segments, default=0)
+        free = shutil.disk_usage(out).free
+        raise DiskFullError(
+            f"no space left on {_mount_point(out)}, the disk holding {out} ({free:,} bytes free; this run needs about "
+            f"{needed:,} more). Training stopped; every committed row and the last checkpoint are kept: free space, then "
+            + ("continue with --resume" if (out / CHECKPOINT_NAME).exists() else "start again with --overwrite (no checkpoint yet)")
+        ) from error
+
+
 def _atomic_save(obj, path: Path) -> None:
     save_checkpoint(obj, path)
 
@@ -401,95 +454,96 @@ def train(cfg: TrainConfig) -> TrainResult:
         "seed": cfg.seed,
         **provenance,
     }
-    probe = None
-    if cfg.probe_every and model_config.attention == "parallax":
-        from .hooks import Probe
+    with full_disk_stops_cleanly(out, model, optimizers):
+        probe = None
+        if cfg.probe_every and model_config.attention == "parallax":
+            from .hooks import Probe
 
-        try:
-            probe = Probe(
-                model, out, every=cfg.probe_every, spectra_every=cfg.spectra_every or cfg.steps + 1,
-                meta={"optimizer": cfg.optimizer.name, "config": run_info, "preset": cfg.preset,
-                      "attention": model_config.attention, "seed": cfg.seed, "task": task.name, **provenance},
-                mode="resume" if cfg.resume else ("overwrite" if cfg.overwrite else "new"),
-                start_step=start_step, distributed=dist, scalar_names=TRAINING_SCALARS,
-            )
-        except (RunExistsError, RunInUseError) as error:
-            # another process started on this folder between our check and now
-            raise RunFolderError(f"{out}: another process is writing this run ({error})") from error
-    if dist.is_main:
-        if cfg.overwrite and not cfg.resume:
-            # only now: the probe has checked that no writer is live and replaced the segments
-            (out / CHECKPOINT_NAME).unlink(missing_ok=True)
-        _write_json(out / RUN_INFO_NAME, run_info)
-        if cfg.progress:
-            print(f"[parallax-probe] {out}: {cfg.preset} {model_config.attention} model, "
-                  f"{sum(p.numel() for p in model.parameters()):,} parameters, {cfg.optimizer.name} on {provenance['device']}"
-                  f"{f', world size {dist.world_size}' if dist.enabled else ''}", file=sys.stderr)
-            print(f"[parallax-probe] parameter groups:\n{groups.describe()}", file=sys.stderr)
-            asked = cfg.model_overrides.get("attention_backend", "auto")
-            if asked not in ("auto", model_config.attention_backend):
-                print(f"[parallax-probe] --backend {asked}: not available for this model on {device.type}; "
-                      f"attention runs on the {model_config.attention_backend} backend (recorded as such)", file=sys.stderr)
-            if cfg.compile is not None:
-                # the bar stands still meanwhile: say why
-                print(f"[parallax-probe] torch.compile ({cfg.compile}): the first steps compile the model's graphs "
-                      "(one with the probe's statistics, one without; tens of seconds on a GPU)", file=sys.stderr)
-
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    chance = chance_accuracy(task)
-    tokens_per_step = cfg.batch_size * task.seq_len
-    bar = tqdm(total=cfg.steps, initial=start_step, disable=not (cfg.progress and dist.is_main), dynamic_ncols=True, unit="step", file=sys.stderr)
-    t0, window_start, window_steps = time.perf_counter(), time.perf_counter(), 0
-    eval_loss, eval_accuracy, loss_value = math.nan, math.nan, math.nan
-    try:
-        for step in range(start_step, cfg.steps):
-            multiplier = lr_multiplier(step, cfg.steps, cfg.optimizer)
-            set_learning_rates(optimizers, multiplier)
-            x, y = task.train_batch(step, cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with probe.step(step) if probe else nullcontext(), autocast:
-                logits = train_model(x)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            for opt in optimizers:
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            window_steps += 1
-            last = step + 1 == cfg.steps
-            if (step + 1) % cfg.log_every == 0 or last:
-                loss_value = all_reduce_mean(loss.detach(), dist).item()  # host-device sync, at the log interval only
-                elapsed = time.perf_counter() - window_start
-                tokens_per_second = window_steps * tokens_per_step / max(elapsed, 1e-9)
-                window_start, window_steps = time.perf_counter(), 0
-                record = {"step": step, "loss": loss_value, "lr_multiplier": multiplier, "grad_norm": float(grad_norm), "tokens_per_second": tokens_per_second}
-                if (step + 1) % cfg.eval_every == 0 or last:
-                    eval_loss, eval_accuracy = evaluate(model, task, cfg, device, autocast)
-                    record.update(eval_loss=eval_loss, eval_accuracy=eval_accuracy)
-                history.append(record)
-                if probe:
-                    probe.log_scalars(step, **{k: v for k, v in record.items() if k != "step"})
-                bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{eval_accuracy:.3f}", tok_s=f"{tokens_per_second:,.0f}")
-            bar.update(1)
-            if dist.is_main and ((step + 1) % cfg.checkpoint_every == 0 or last):
-                if probe:
-                    # The checkpoint says "resume after this step": the probe's rows up to it
-                    # must be in the file first, or a crash between the two loses them for good
-                    # (the writer commits at most every COMMIT_INTERVAL_S).
-                    probe.flush()
-                _atomic_save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
-                              "step": step + 1, "history": history, "train_config": cfg.to_dict()}, out / CHECKPOINT_NAME)
-        if probe:
-            probe.record_spectra(cfg.steps)  # the final weights, whatever the spectra cadence
-        identical = replicas_identical(model, dist)
+            try:
+                probe = Probe(
+                    model, out, every=cfg.probe_every, spectra_every=cfg.spectra_every or cfg.steps + 1,
+                    meta={"optimizer": cfg.optimizer.name, "config": run_info, "preset": cfg.preset,
+                          "attention": model_config.attention, "seed": cfg.seed, "task": task.name, **provenance},
+                    mode="resume" if cfg.resume else ("overwrite" if cfg.overwrite else "new"),
+                    start_step=start_step, distributed=dist, scalar_names=TRAINING_SCALARS,
+                )
+            except (RunExistsError, RunInUseError) as error:
+                # another process started on this folder between our check and now
+                raise RunFolderError(f"{out}: another process is writing this run ({error})") from error
         if dist.is_main:
-            _write_json(out / RUN_INFO_NAME, {**run_info, "replicas_identical_at_end": identical, "completed_steps": cfg.steps})
-        if not identical:
-            raise RuntimeError("data-parallel replicas diverged: parameters differ across ranks")
-    finally:
-        bar.close()
-        if probe:
-            probe.close()
+            if cfg.overwrite and not cfg.resume:
+                # only now: the probe has checked that no writer is live and replaced the segments
+                (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+            _write_json(out / RUN_INFO_NAME, run_info)
+            if cfg.progress:
+                print(f"[parallax-probe] {out}: {cfg.preset} {model_config.attention} model, "
+                      f"{sum(p.numel() for p in model.parameters()):,} parameters, {cfg.optimizer.name} on {provenance['device']}"
+                      f"{f', world size {dist.world_size}' if dist.enabled else ''}", file=sys.stderr)
+                print(f"[parallax-probe] parameter groups:\n{groups.describe()}", file=sys.stderr)
+                asked = cfg.model_overrides.get("attention_backend", "auto")
+                if asked not in ("auto", model_config.attention_backend):
+                    print(f"[parallax-probe] --backend {asked}: not available for this model on {device.type}; "
+                          f"attention runs on the {model_config.attention_backend} backend (recorded as such)", file=sys.stderr)
+                if cfg.compile is not None:
+                    # the bar stands still meanwhile: say why
+                    print(f"[parallax-probe] torch.compile ({cfg.compile}): the first steps compile the model's graphs "
+                          "(one with the probe's statistics, one without; tens of seconds on a GPU)", file=sys.stderr)
+
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        chance = chance_accuracy(task)
+        tokens_per_step = cfg.batch_size * task.seq_len
+        bar = tqdm(total=cfg.steps, initial=start_step, disable=not (cfg.progress and dist.is_main), dynamic_ncols=True, unit="step", file=sys.stderr)
+        t0, window_start, window_steps = time.perf_counter(), time.perf_counter(), 0
+        eval_loss, eval_accuracy, loss_value = math.nan, math.nan, math.nan
+        try:
+            for step in range(start_step, cfg.steps):
+                multiplier = lr_multiplier(step, cfg.steps, cfg.optimizer)
+                set_learning_rates(optimizers, multiplier)
+                x, y = task.train_batch(step, cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with probe.step(step) if probe else nullcontext(), autocast:
+                    logits = train_model(x)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                for opt in optimizers:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                window_steps += 1
+                last = step + 1 == cfg.steps
+                if (step + 1) % cfg.log_every == 0 or last:
+                    loss_value = all_reduce_mean(loss.detach(), dist).item()  # host-device sync, at the log interval only
+                    elapsed = time.perf_counter() - window_start
+                    tokens_per_second = window_steps * tokens_per_step / max(elapsed, 1e-9)
+                    window_start, window_steps = time.perf_counter(), 0
+                    record = {"step": step, "loss": loss_value, "lr_multiplier": multiplier, "grad_norm": float(grad_norm), "tokens_per_second": tokens_per_second}
+                    if (step + 1) % cfg.eval_every == 0 or last:
+                        eval_loss, eval_accuracy = evaluate(model, task, cfg, device, autocast)
+                        record.update(eval_loss=eval_loss, eval_accuracy=eval_accuracy)
+                    history.append(record)
+                    if probe:
+                        probe.log_scalars(step, **{k: v for k, v in record.items() if k != "step"})
+                    bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{eval_accuracy:.3f}", tok_s=f"{tokens_per_second:,.0f}")
+                bar.update(1)
+                if dist.is_main and ((step + 1) % cfg.checkpoint_every == 0 or last):
+                    if probe:
+                        # The checkpoint says "resume after this step": the probe's rows up to it
+                        # must be in the file first, or a crash between the two loses them for good
+                        # (the writer commits at most every COMMIT_INTERVAL_S).
+                        probe.flush()
+                    _atomic_save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+                                  "step": step + 1, "history": history, "train_config": cfg.to_dict()}, out / CHECKPOINT_NAME)
+            if probe:
+                probe.record_spectra(cfg.steps)  # the final weights, whatever the spectra cadence
+            identical = replicas_identical(model, dist)
+            if dist.is_main:
+                _write_json(out / RUN_INFO_NAME, {**run_info, "replicas_identical_at_end": identical, "completed_steps": cfg.steps})
+            if not identical:
+                raise RuntimeError("data-parallel replicas diverged: parameters differ across ranks")
+        finally:
+            bar.close()
+            if probe:
+                probe.close()
     seconds = time.perf_counter() - t0
     dist.shutdown()
     return TrainResult(
