@@ -627,21 +627,26 @@ def _open_run(path: str):
     return open_run(path)
 
 
-def analyze_main(paths: list[str], group_by: str, fmt: str, out: TextIO) -> int:
+def analyze_main(paths: list[str], group_by: str, fmt: str, out: TextIO, err: TextIO) -> int:
     """`parallax-probe analyze`: open the runs, build the report, write it in `fmt` to `out`.
 
-    Exit code: 0 when the report was written (problems with the input are listed in it),
-    1 when none of the paths could be opened as a run, 2 for an unknown format.
+    A path that does not open as a run gets one line on `err` (and a Problem in the report);
+    the report on the runs that did open is still written. Exit code: 0 when every path
+    opened, 2 when any did not (or for an unknown format), so scripts notice a run left out.
     """
     if fmt not in FORMATS:
-        out.write(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}\n")
+        err.write(f"parallax-probe analyze: error: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}\n")
         return 2
     runs, opening_problems = [], []
     for path in paths:
         try:
             runs.append(_open_run(path))
         except Exception as error:  # one unreadable path must not hide the report on the others
-            opening_problems.append(Problem(run=str(path), message=f"could not be opened: {error}"))
+            message = " ".join(str(error).split())  # one line, whatever the error's text holds
+            err.write(f"parallax-probe analyze: error: {message if str(path) in message else f'{path}: {message}'}\n")
+            opening_problems.append(Problem(run=str(path), message=f"could not be opened: {message}"))
+    if not runs:
+        return 2
     try:
         report = build_report(runs, group_by=group_by)
         report = dataclasses.replace(report, problems=tuple(opening_problems) + report.problems)
@@ -652,4 +657,4 @@ def analyze_main(paths: list[str], group_by: str, fmt: str, out: TextIO) -> int:
             close = getattr(run, "close", None)
             if callable(close):
                 close()
-    return 0 if runs else 1
+    return 2 if opening_problems else 0

@@ -48,6 +48,7 @@ def _number(cast, accept, expected: str):
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _number(float, lambda v: v > 0, "a positive number")
+_tcp_port = _number(int, lambda v: 1 <= v <= 65535, "a TCP port from 1 to 65535")
 
 
 def _key_value(text: str) -> tuple[str, int | float | str]:
@@ -128,14 +129,22 @@ def train_config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from .data import TaskSpecError
-    from .train import RunFolderError, train
+    from .train import DiskFullError, RunFolderError, train
 
     try:
         cfg = train_config_from_args(args)
         result = train(cfg)
     except (TaskSpecError, RunFolderError, ValueError) as error:
         raise BadInput(str(error)) from error
+    except DiskFullError as error:
+        print(f"parallax-probe train: error: {error}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Not a normal exit: HDF5 flushes every file still open at exit, and the segment whose
+        # flush just failed on the full disk made that crash the interpreter (exit 139).
+        os._exit(EXIT_BAD_INPUT)
     if not result.is_main_process:
         return 0
     print(
@@ -147,7 +156,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .demo import run_demo
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise BadInput(f"--out {args.out} is a file; the demo writes two run folders into a folder, choose another --out")
 
     return run_demo(out=args.out, steps=args.steps, overwrite=not args.keep)
 
@@ -157,10 +171,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .store import RunFileError, open_run
 
     try:
-        run = open_run(args.run)
+        summary = format_run_summary(open_run(args.run))  # reading the rows can find damage too
     except (RunFileError, FileNotFoundError, OSError) as error:
         raise BadInput(str(error)) from error
-    print(format_run_summary(run))
+    print(summary)
     return 0
 
 
@@ -178,12 +192,20 @@ def cmd_repair(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis.report import analyze_main
 
-    return analyze_main(args.runs, group_by=args.group_by, fmt=args.format, out=sys.stdout)
+    return analyze_main(args.runs, group_by=args.group_by, fmt=args.format, out=sys.stdout, err=sys.stderr)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from .dashboards.serve import serve
+    import socket
 
+    from .dashboards.serve import WILDCARD_HOSTS, serve
+
+    if args.host not in WILDCARD_HOSTS:
+        try:
+            socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as error:
+            raise BadInput(f"--host {args.host}: not an address of this machine ({error}); use 127.0.0.1, or a name or "
+                           "address this machine has") from None
     return serve(args.runs_dir, port=args.port, host=args.host)
 
 
@@ -217,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dashboard", help="serve the Streamlit dashboard on a runs folder", description="Compare runs layer by layer in the browser (bound to 127.0.0.1 unless --host is given).")
     p.add_argument("runs_dir", nargs="?", default="runs", help="folder holding run folders (default: runs)")
-    p.add_argument("--port", type=_positive_int, default=8501)
+    p.add_argument("--port", type=_tcp_port, default=8501)
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback exposes the dashboard")
     p.set_defaults(func=cmd_dashboard)
     return parser

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .optim import OptimizerConfig
-from .train import RunFolderError, TrainConfig, TrainResult, train
+from .train import RunFolderError, TrainConfig, TrainResult, check_run_folder, train
 
 DEMO_STEPS = 600
 DEMO_SEQ_LEN = 64  # MAD's recall task at half its baseline length: learnable in a minute on 2 cores
@@ -75,13 +75,16 @@ def run_demo(out: str = "runs/demo", steps: int | None = None, overwrite: bool =
     out_dir = Path(out)
     steps = steps or DEMO_STEPS
     results: dict[str, TrainResult] = {}
-    for optimizer in OPTIMIZERS:
-        print(f"\n== training tiny Parallax on MAD in-context recall with {optimizer} ({steps} steps) ==", file=sys.stderr)
-        try:
-            results[optimizer] = train(demo_config(optimizer, out_dir, steps, overwrite))
-        except RunFolderError as error:
-            print(f"parallax-probe demo: error: {error}", file=sys.stderr)
-            return 2
+    configs = {optimizer: demo_config(optimizer, out_dir, steps, overwrite) for optimizer in OPTIMIZERS}
+    try:
+        for config in configs.values():  # both folders, before the first run writes anything
+            check_run_folder(config)
+        for optimizer, config in configs.items():
+            print(f"\n== training tiny Parallax on MAD in-context recall with {optimizer} ({steps} steps) ==", file=sys.stderr)
+            results[optimizer] = train(config)
+    except RunFolderError as error:
+        print(f"parallax-probe demo: error: {error}", file=sys.stderr)
+        return 2
     print("\nMuon vs AdamW, tiny preset, MAD in-context recall (same data and seed)\n")
     print(summary_table(results))
     print("\nPer layer at the end of training (COR: mean over heads of mean ||c||/||o_sm||; W_R ranks of r_proj.weight)\n")

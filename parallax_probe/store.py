@@ -31,6 +31,7 @@ Reading (never holds a file open between calls):
         run.meta, run.config            last segment's root attributes (JSON ones parsed)
         run.status                      "live" | "closed" | "crashed" (the last segment's)
         run.segments, run.tables, run.dims, run.layers, run.heads, run.steps_logged, run.last_step
+    live_writer_of(run_dir) -> Segment | None       a segment of the folder whose writer still runs
 
 Repair (a segment whose writer died opens for reading as it is; repair makes a clean copy):
 
@@ -56,7 +57,7 @@ from .store_format import (
     Table,
 )
 from .store_hdf5 import DEFAULT_BYTE_BUDGET, LIVE_HEARTBEAT_S
-from .store_reader import Run, Segment, open_run
+from .store_reader import Run, Segment, live_writer_of, open_run
 from .store_repair import repair_run, repair_segment
 from .store_writer import RunWriter
 
@@ -75,6 +76,7 @@ __all__ = [
     "RunWriter",
     "Segment",
     "Table",
+    "live_writer_of",
     "open_run",
     "repair_run",
     "repair_segment",

@@ -25,6 +25,7 @@ import functools
 import math
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -61,6 +62,11 @@ ALLOWED_FILTERS = {
 # superblock checksum was still waiting after 25 minutes here.
 SWMR_READ_ATTEMPTS = 26
 DEFAULT_BYTE_BUDGET = 4 * 1024**3
+# Reading any element decompresses its whole chunk into a buffer of the chunk's full size,
+# whatever the file's size: a few-KB gzip chunk of zeros expands to a gigabyte. The writer's
+# chunks hold at most COMPACT_CHUNK_BYTES (one row of a column more, where a row is larger):
+# a file declaring chunks over this is not one of ours.
+MAX_CHUNK_BYTES = 64 * 1024**2
 ATTRIBUTE_BUDGET = 16 * 1024**2  # any one attribute; config JSON is a few KB
 MAX_OBJECTS = 100_000  # a run segment holds about 50; more means a file of another kind
 # A writer on another host cannot be checked by pid: it counts as live while its last
@@ -107,8 +113,14 @@ def read_superblock(path: Path, fd: int | None = None) -> Superblock:
     superblock and the size belong to the same file even if the name was just replaced.
     """
     if fd is None:
-        with open(path, "rb") as fh:
-            return read_superblock(path, fh.fileno())
+        # O_NONBLOCK: a FIFO put in the file's place would otherwise block this open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise RunFileError(f"{path}: not a regular file (a pipe, socket or device); a run segment is an HDF5 file")
+            return read_superblock(path, fd)
+        finally:
+            os.close(fd)
     size = os.fstat(fd).st_size
     offset = 0
     while os.pread(fd, 8, offset) != HDF5_SIGNATURE:
@@ -331,16 +343,31 @@ def _check_dataset(ds: h5py.Dataset, path: Path, where: str, byte_budget: int) -
             )
     if ds.dtype.kind not in "iuf":
         raise RunFileError(f"{path}: {where} has dtype {ds.dtype}; run datasets are integer or float.")
-    chunk_bytes = math.prod(ds.chunks) * ds.dtype.itemsize if ds.chunks is not None else 0
-    if chunk_bytes > byte_budget:  # reading any row decompresses its whole chunk
+    # reading any row decompresses its whole chunk
+    if chunk_bytes(ds) > MAX_CHUNK_BYTES:
         raise RunFileError(
-            f"{path}: {where} declares chunks of {ds.chunks} ({chunk_bytes} bytes), over the byte budget of {byte_budget} "
+            f"{path}: {where} declares chunks of {ds.chunks} ({chunk_bytes(ds)} bytes); reading any row would decompress "
+            f"a whole chunk, and run segments use chunks of at most {MAX_CHUNK_BYTES} bytes. Refusing the file."
+        )
+    if chunk_bytes(ds) > byte_budget:
+        raise RunFileError(
+            f"{path}: {where} declares chunks of {ds.chunks} ({chunk_bytes(ds)} bytes), over the byte budget of {byte_budget} "
             "bytes. If the file is trusted, pass a larger budget: open_run(path, byte_budget=...)."
         )
 
 
+def chunk_bytes(ds: h5py.Dataset) -> int:
+    """Bytes of one decompressed chunk: what HDF5 allocates to read any element of `ds`."""
+    return math.prod(ds.chunks) * ds.dtype.itemsize if ds.chunks is not None else 0
+
+
 def check_tables(f: h5py.File, path: Path, tables: Mapping[str, Table]) -> None:
-    """Every dataset the schema names exists with the schema's dtype and row shape."""
+    """Every dataset the schema names exists, chunked, with the schema's dtype and row shape;
+    the counters /status, /heartbeat and each table's `committed` are one value in a chunk of one."""
+    for where, kind in (("/status", "i"), ("/heartbeat", "f")):
+        ds = f.get(where)
+        if not isinstance(ds, h5py.Dataset) or ds.shape != (1,) or ds.dtype.kind != kind or ds.chunks != (1,):
+            raise RunFileError(f"{path}: {where} should be one {'integer' if kind == 'i' else 'float'} in a chunk of one; the file is damaged.")
     for table in tables.values():
         expected = [(table.step_path, np.dtype("i8"), ()), (table.committed_path, None, None)]
         expected += [(table.column_path(c.name), np.dtype(c.dtype), c.shape) for c in table.columns]
@@ -349,9 +376,12 @@ def check_tables(f: h5py.File, path: Path, tables: Mapping[str, Table]) -> None:
             if not isinstance(ds, h5py.Dataset):
                 raise RunFileError(f"{path}: the schema lists {where} but the file has no such dataset; the file is damaged.")
             if row_shape is None:
-                if ds.shape != (1,) or ds.dtype.kind != "i":
-                    raise RunFileError(f"{path}: {where} should be one integer, is {ds.dtype} {ds.shape}.")
+                if ds.shape != (1,) or ds.dtype.kind != "i" or ds.chunks != (1,):
+                    raise RunFileError(f"{path}: {where} should be one integer in a chunk of one, is {ds.dtype} {ds.shape} "
+                                       f"in chunks of {ds.chunks}; the file is damaged.")
                 continue
+            if ds.chunks is None:  # an unchunked dataset has no per-row allocation to check committed rows against
+                raise RunFileError(f"{path}: {where} is not chunked; run datasets always are. The file is damaged.")
             if ds.dtype != dtype or ds.shape[1:] != row_shape or ds.ndim != 1 + len(row_shape):
                 raise RunFileError(
                     f"{path}: {where} is {ds.dtype} {ds.shape}; the schema says {dtype} (rows,) + {row_shape}. The file is damaged."
@@ -359,7 +389,11 @@ def check_tables(f: h5py.File, path: Path, tables: Mapping[str, Table]) -> None:
 
 
 def check_chunks_in_file(ds: h5py.Dataset, rows: int, path: Path) -> None:
-    """Every chunk holding rows [0, rows) lies inside the file (SWMR reads skip HDF5's check)."""
+    """Every chunk holding rows [0, rows) is stored, inside the file (SWMR reads skip HDF5's check).
+
+    Stored matters as much as inside: rows of a chunk never written read as fill values, so a
+    few-KB file can declare 10^8 committed rows and make a reader allocate gigabytes for them.
+    """
     if rows == 0 or ds.chunks is None:
         return
     size = file_size(ds.file)
@@ -505,13 +539,15 @@ class SegmentHandles:
 
 
 def read_committed(f: h5py.File, table: Table, path: Path) -> int:
-    """The table's committed row count, checked against its step dataset."""
+    """The table's committed row count, checked against its step dataset and the chunks stored for it."""
     n = int(f[table.committed_path][0])
-    length = f[table.step_path].shape[0]
+    step = f[table.step_path]
+    length = step.shape[0]
     if n < 0 or n > length:
         raise RunFileError(
             f"{path}: {table.committed_path} says {n} rows but {table.step_path} holds {length}; the file is damaged."
         )
+    check_chunks_in_file(step, n, path)
     return n
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from .store_format import (
 from .store_hdf5 import (
     DEFAULT_BYTE_BUDGET,
     check_chunks_in_file,
+    chunk_bytes,
     check_contents,
     check_root,
     check_tables,
@@ -65,6 +68,24 @@ class Segment:
     status: str  # "closed", "continued" (closed; its writer went on in the next segment), "live", "crashed"
     writer_live: bool  # its writer runs and has not closed it (a "continued" one: creating the next)
     open_for_write: bool  # the file is not closed (live, or its writer died): SWMR rules apply
+
+
+def is_run_folder(path: Path) -> bool:
+    """True for a folder, False for a regular file; refuses anything else and a missing path.
+
+    A FIFO would block the first read until something writes to it, a device might never
+    end: only folders and regular files are opened.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such run folder or segment file") from None
+    if stat.S_ISDIR(mode):
+        return True
+    if not stat.S_ISREG(mode):
+        raise RunFileError(f"{path}: not a folder or a regular file (a pipe, socket or device); "
+                           "point at a run folder or one of its segment-NNNNN.h5 files")
+    return False
 
 
 def segment_paths(run_dir: Path) -> list[tuple[int, Path]]:
@@ -126,6 +147,21 @@ def load_segment(path: Path, byte_budget: int, index: int | None = None) -> Segm
         writer_live=code != STATUS_CLOSED and writer_status(heartbeat, raw) == "live",
         open_for_write=superblock.open_for_write,
     )
+
+
+def live_writer_of(run_dir: Path) -> Segment | None:
+    """A segment of the folder `run_dir` whose writer is still running, or None.
+
+    Segments that do not load are skipped: a damaged file has no live writer behind it.
+    """
+    for index, path in segment_paths(run_dir):
+        try:
+            segment = load_segment(path, DEFAULT_BYTE_BUDGET, index)
+        except RunFileError:
+            continue
+        if segment.writer_live:
+            return segment
+    return None
 
 
 def _union_tables(segments: list[Segment], where: Path) -> dict[str, Table]:
@@ -286,19 +322,16 @@ class Run:
         budget: int,
         select: tuple[int | slice, ...] = (),
     ) -> int:
-        # The superblock of this open, not segment.open_for_write: a segment closed when
-        # the Run was opened can since have been replaced by its live successor.
-        f, superblock = open_for_read(segment.path)
+        f, _ = open_for_read(segment.path)
         with f, _reading(segment.path):
             for table_name, columns in requests.items():
                 table = segment.tables[table_name]
-                n = read_committed(f, table, segment.path)
-                budget = _spend(budget, n * 8, segment.path, table.step_path, self.byte_budget)
+                n = read_committed(f, table, segment.path)  # checks that n rows are stored
                 step_ds = f[table.step_path]
-                if superblock.open_for_write:
-                    check_chunks_in_file(step_ds, n, segment.path)
+                # the steps (8 bytes a row), the order check's booleans (1), one chunk being decompressed
+                budget = _spend(budget, n * 9 + chunk_bytes(step_ds), segment.path, table.step_path, self.byte_budget)
                 steps = step_ds[:n]
-                if n > 1 and not np.all(np.diff(steps) > 0):
+                if n > 1 and not np.all(steps[1:] > steps[:-1]):
                     raise RunFileError(
                         f"{segment.path}: {table.step_path} is not strictly increasing; the file is damaged."
                     )
@@ -311,15 +344,19 @@ class Run:
                     spec = full.column(column)
                     index, row_shape = _row_index(spec.shape, select, name)
                     row_bytes = math.prod(row_shape) * np.dtype(spec.dtype).itemsize
-                    budget = _spend(budget, m * row_bytes, segment.path, name, self.byte_budget)
                     if table.column(column) is None:
+                        budget = _spend(budget, m * row_bytes, segment.path, name, self.byte_budget)
                         if m:  # an empty fill would still turn an integer column into float64
                             fill_dtype = spec.dtype if spec.is_float else np.float64
                             parts[name].append(np.full((m,) + row_shape, np.nan, dtype=fill_dtype))
                         continue
                     ds = f[table.column_path(column)]
-                    if superblock.open_for_write:
-                        check_chunks_in_file(ds, m, segment.path)
+                    # the rows read, and the one chunk HDF5 decompresses at a time to read them
+                    budget = _spend(budget, m * row_bytes + chunk_bytes(ds), segment.path, name, self.byte_budget)
+                    if ds.shape[0] < n:
+                        raise RunFileError(f"{segment.path}: {ds.name} holds {ds.shape[0]} rows but {table.committed_path} "
+                                           f"says {n}; the file is damaged.")
+                    check_chunks_in_file(ds, m, segment.path)
                     parts[name].append(ds[(slice(0, m), *index)] if m else np.zeros((0,) + row_shape, ds.dtype))
         return budget
 
@@ -373,9 +410,7 @@ def open_run(path: str | Path, *, byte_budget: int = DEFAULT_BYTE_BUDGET) -> Run
     `path` does not exist.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such run folder or segment file")
-    if path.is_dir():
+    if is_run_folder(path):
         found = segment_paths(path)
         if not found:
             raise RunFileError(

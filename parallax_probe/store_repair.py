@@ -30,7 +30,7 @@ from .store_hdf5 import (
     read_committed,
     read_status,
 )
-from .store_reader import _reading, load_segment, segment_paths
+from .store_reader import _reading, is_run_folder, load_segment, segment_paths
 
 _COPY_BLOCK_BYTES = 64 * 1024**2  # rows are copied in blocks of at most this many bytes
 
@@ -57,7 +57,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 def rewrite_segment(src: Path, dst: Path, *, extra_attrs: dict | None = None, durable: bool = True) -> None:
     """Write `dst`: `src`'s attributes and committed rows, compact layout; verify; leave `src` alone."""
-    f, superblock = open_for_read(src)
+    f, _ = open_for_read(src)
     with f, _reading(src):
         raw = check_root(f, src)
         check_contents(f, src, DEFAULT_BYTE_BUDGET)
@@ -73,8 +73,7 @@ def rewrite_segment(src: Path, dst: Path, *, extra_attrs: dict | None = None, du
             for path, table in paths:
                 n = counts[table]
                 source, target = f[path], g[path]
-                if superblock.open_for_write:
-                    check_chunks_in_file(source, n, src)
+                check_chunks_in_file(source, n, src)
                 target.resize(n, axis=0)
                 for start, stop in _row_blocks(source, n):
                     target[start:stop] = source[start:stop]
@@ -164,9 +163,7 @@ def repair_run(path: str | Path) -> list[str]:
     Returns one line per segment saying what was done; `parallax-probe repair` prints them.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such run folder or segment file")
-    found = [p for _, p in segment_paths(path)] if path.is_dir() else [path]
+    found = [p for _, p in segment_paths(path)] if is_run_folder(path) else [path]
     if not found:
         raise RunFileError(f"{path}: no segment-NNNNN.h5 files in this folder; not a parallax-probe run.")
     lines = []

@@ -8,7 +8,12 @@
         writer.commit()                                   # rows, flush, counters, flush
 
 Lifecycle of a segment: created whole as `segment-NNNNN.h5.tmp` (every dataset,
-attribute and dimension scale), switched to SWMR, renamed to its final name. From then on
+attribute and dimension scale), switched to SWMR, published under its final name (a hard
+link, which fails if the name exists: two writers started on one folder cannot both
+publish segment N). A resumed writer publishes its segment only at its first commit that
+holds a row: until then the segment would hide the earlier segments' rows at or after its
+start_step without replacing any of them, so a resume that fails before logging anything
+leaves the run as it was (the next resume deletes the unpublished file). From then on
 only raw data changes: `commit` resizes and writes the buffered rows of every table,
 flushes, then writes each table's `committed` counter and the heartbeat and flushes again,
 so a reader that slices to `committed` never sees a half-written row. `close` commits,
@@ -26,6 +31,7 @@ Single-threaded: call it from one thread (the probe's writer thread).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -115,13 +121,16 @@ class RunWriter:
         self._fsync_every_s = fsync_every_s
         self._last_fsync = time.monotonic()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        index, self.run_id = self._prepare_folder(mode)
+        index, self.run_id, resumed = self._prepare_folder(mode)
+        # the first segment of a resume waits for its first row before it is published
+        self._publish_at_first_row = resumed
         self._buffer: dict[str, list[_Row]] = {name: [] for name in self._tables}
         self._last_step: dict[str, int | None] = {name: None for name in self._tables}
         self._last_row: dict[str, dict[str, Any] | None] = {name: None for name in self._tables}
         self._patches: list[tuple[str, int, dict[str, float]]] = []
         self._segment: SegmentHandles | None = None
         self._closed = False
+        self._published = False
         self._open_segment(index)
 
     # ---- public ---------------------------------------------------------------------------
@@ -133,8 +142,8 @@ class RunWriter:
 
     @property
     def path(self) -> Path:
-        """The segment file this writer appends to now."""
-        return self._path
+        """The segment file this writer appends to now (its `.tmp` name until published)."""
+        return self._path if self._published else _tmp_name(self._path)
 
     def append(self, table: str, step: int, **values: Any) -> None:
         """Buffer one row of `table` at `step` (copied now; written by the next commit).
@@ -200,9 +209,15 @@ class RunWriter:
         try:
             self._commit()
         except BaseException:
-            self._segment.file.close()
+            with contextlib.suppress(Exception):  # raises again on a full disk: the first error tells
+                self._segment.file.close()
+            if not self._published:  # a segment no reader has seen: nothing in it to keep
+                _tmp_name(path).unlink(missing_ok=True)
             raise
         self._close_segment(STATUS_CLOSED)
+        if not self._published:  # a resumed segment that never got a row: it would only hide rows
+            _tmp_name(path).unlink()
+            return
         self._compact(path)
 
     def __enter__(self) -> RunWriter:
@@ -219,11 +234,13 @@ class RunWriter:
         segment.file.flush()  # rows reach the file before the counters that announce them
         segment.write_counters(time.time())
         segment.file.flush()
+        if not self._published and any(segment.rows.values()):
+            self._publish()
         if self._fsync_every_s is not None and time.monotonic() - self._last_fsync >= self._fsync_every_s:
             self._fsync()
 
-    def _prepare_folder(self, mode: Mode) -> tuple[int, str]:
-        """Apply `mode` to the folder; return (index of the new segment, run_id)."""
+    def _prepare_folder(self, mode: Mode) -> tuple[int, str, bool]:
+        """Apply `mode` to the folder; return (index of the new segment, run_id, whether it continues earlier segments)."""
         store_files = sorted(
             p.name for p in self.run_dir.iterdir() if SEGMENT_RE.match(p.name) or STORE_FILE_RE.match(p.name)
         )
@@ -234,7 +251,7 @@ class RunWriter:
                     "Pass mode='resume' to continue it in a new segment, or mode='overwrite' to replace its segment "
                     "files (other files in the folder are kept)."
                 )
-            return 0, uuid.uuid4().hex
+            return 0, uuid.uuid4().hex, False
         segments = []
         for index, path in segment_paths(self.run_dir):
             try:
@@ -252,7 +269,7 @@ class RunWriter:
         if mode == "overwrite":
             for name in store_files:
                 (self.run_dir / name).unlink()
-            return 0, uuid.uuid4().hex
+            return 0, uuid.uuid4().hex, False
         for name in store_files:
             if name.endswith(".tmp"):
                 # unpublished: a segment being created or rewritten when its writer died;
@@ -262,7 +279,7 @@ class RunWriter:
             if segment.open_for_write:
                 repair_segment(segment.path)
         if not segments:
-            return 0, uuid.uuid4().hex
+            return 0, uuid.uuid4().hex, False
         run_ids = sorted({s.attrs["run_id"] for s in segments})
         if len(run_ids) > 1:
             raise RunFileError(f"{self.run_dir}: its segments come from different runs ({run_ids}); move the foreign ones out.")
@@ -271,10 +288,11 @@ class RunWriter:
         self._tables = union_tables(before, self._tables)  # known scalar names: no new segment for them
         indices = [int(STORE_FILE_RE.match(n).group(1)) for n in store_files if STORE_FILE_RE.match(n)]
         indices += [s.index for s in segments]
-        return max(indices) + 1, segments[0].attrs["run_id"]
+        return max(indices) + 1, segments[0].attrs["run_id"], True
 
     def _open_segment(self, index: int, *, replace: bool = False) -> None:
-        """Create segment `index` (start_step = self._start_step) with the buffered rows in it, publish it.
+        """Create segment `index` (start_step = self._start_step) with the buffered rows in it, publish it
+        (a resumed writer's first segment: once it holds a row, see the module docstring).
 
         replace: the closed segment of that name holds only rows carried into this one;
         the rename replaces it atomically (a reader sees the old file or the new one).
@@ -282,7 +300,7 @@ class RunWriter:
         path = self.run_dir / segment_name(index)
         if path.exists() and not replace:
             raise RunExistsError(f"{path} appeared while this writer was starting; is another writer using {self.run_dir}?")
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = _tmp_name(path)
         attrs = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -297,7 +315,11 @@ class RunWriter:
         }
         # locking=False: a reader in this same process (HDF5 shares one open file per
         # process) must open it with the same locking flag, and readers never lock.
-        f = h5py.File(tmp, "w", libver=LIBVER, locking=False)
+        try:
+            # "w-": create, fail if the name exists; of two writers starting on one folder, one gets it
+            f = h5py.File(tmp, "w-", libver=LIBVER, locking=False)
+        except FileExistsError as error:
+            raise RunExistsError(f"{tmp} exists: another writer is starting in {self.run_dir}; one writer per run folder") from error
         try:
             create_layout(f, self._tables, attrs)
             f["status"][0] = STATUS_RUNNING
@@ -306,14 +328,37 @@ class RunWriter:
             self._segment.write_counters(time.time())
             f.flush()
             f.swmr_mode = True
-            os.replace(tmp, path)
+            self._path, self._index = path, index
+            if replace:
+                os.replace(tmp, path)
+                self._published = True
+            elif not self._publish_at_first_row or any(self._segment.rows.values()):
+                self._publish()
         except BaseException:
-            f.close()
+            with contextlib.suppress(Exception):  # a full disk fails the close too; the tmp goes either way
+                f.close()
             tmp.unlink(missing_ok=True)
             raise
-        self._path, self._index = path, index
         if self._fsync_every_s is not None:
             self._fsync()
+            fsync_path(self.run_dir)
+
+    def _publish(self) -> None:
+        """Give the open segment its final name; RunExistsError if another writer took it."""
+        path = self._path
+        tmp = _tmp_name(path)
+        try:
+            os.link(tmp, path)  # unlike a rename, fails if the name exists
+        except FileExistsError as error:
+            raise RunExistsError(f"{path} appeared while this writer was starting; is another writer using {self.run_dir}?") from error
+        except OSError:  # a file system without hard links
+            if path.exists():
+                raise RunExistsError(f"{path} appeared while this writer was starting; is another writer using {self.run_dir}?") from None
+            os.replace(tmp, path)
+        else:
+            tmp.unlink()
+        self._published, self._publish_at_first_row = True, False
+        if self._fsync_every_s is not None:
             fsync_path(self.run_dir)
 
     def _close_segment(self, status: int) -> None:
@@ -383,7 +428,7 @@ class RunWriter:
         with a segment that holds nothing of its own.
         """
         self._commit()
-        old = self._path
+        old = self.path
         self._close_segment(STATUS_CONTINUED)
         try:
             self._continue_from(old, table, step, row, new)
@@ -408,8 +453,15 @@ class RunWriter:
             self._compact(old)
             self._start_step = step
             self._open_segment(self._index + 1)
+        elif not self._published:  # an unpublished segment without rows: start it again
+            old.unlink()
+            self._open_segment(self._index)
         else:
             self._open_segment(self._index, replace=True)
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
 
 
 def _check_unset(table: str, step: int, row: Mapping[str, float], existing: Mapping[str, float]) -> None:

@@ -202,19 +202,25 @@ def stored_runs(monkeypatch):
     return list(runs)
 
 
-def test_analyze_main_writes_each_format_and_names_unopenable_paths(stored_runs):
+def test_analyze_main_reports_the_good_runs_and_names_each_bad_path_on_stderr(stored_runs):
     for fmt in ("text", "markdown", "json"):
-        out = io.StringIO()
-        assert report_module.analyze_main([*stored_runs, "runs/missing"], "optimizer", fmt, out) == 0
+        out, err = io.StringIO(), io.StringIO()
+        assert report_module.analyze_main([*stored_runs, "runs/missing"], "optimizer", fmt, out, err) == 2
+        assert err.getvalue().splitlines() == ["parallax-probe analyze: error: no run folder at runs/missing"]
         assert "runs/missing" in out.getvalue() and "no run folder" in out.getvalue()
     assert json.loads(out.getvalue())["problems"][0]["run"] == "runs/missing"
 
 
 def test_analyze_main_exit_codes(stored_runs):
-    out = io.StringIO()
-    assert report_module.analyze_main(["runs/missing"], "optimizer", "text", out) == 1
-    assert "could not be opened" in out.getvalue()
-    assert report_module.analyze_main(stored_runs, "optimizer", "yaml", io.StringIO()) == 2
+    out, err = io.StringIO(), io.StringIO()
+    assert report_module.analyze_main(stored_runs, "optimizer", "text", out, err) == 0
+    assert out.getvalue() and not err.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    assert report_module.analyze_main(["runs/missing"], "optimizer", "text", out, err) == 2
+    assert not out.getvalue() and "runs/missing" in err.getvalue()
+    err = io.StringIO()
+    assert report_module.analyze_main(stored_runs, "optimizer", "yaml", io.StringIO(), err) == 2
+    assert "unknown format 'yaml'" in err.getvalue()
 
 
 def _final_cor(report) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -12,19 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parallax_probe import open_run
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_helpers import CLI, SHORT_RUN, folder_digest, run_cli  # noqa: E402
 
-CLI = [sys.executable, "-m", "parallax_probe"]
-SHORT_RUN = ["--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--eval-every", "20", "--log-every", "5",
-             "--probe-every", "5", "--spectra-every", "10", "--no-progress"]
-
-
-def run_cli(*args, cwd=None, timeout=300):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
-
-
-def folder_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+from parallax_probe import open_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")

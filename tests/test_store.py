@@ -447,3 +447,41 @@ def test_the_store_imports_no_torch(tmp_path):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# A resumed writer that opens its segment, says so, and waits to be killed before logging a row.
+_RESUME_THEN_WAIT = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import store_fixtures as fx
+from parallax_probe.store import RunWriter
+writer = RunWriter(sys.argv[1], tables=fx.tables(layers=3, heads=2), mode="resume", start_step=4)
+print("open", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_resume_that_stops_before_its_first_row_hides_no_row(tmp_path):
+    """A resumed segment supersedes the earlier rows at or after its start_step; published before
+    it held a row, a resume that failed (or was killed) hid rows 4..7 it never replaced."""
+    run_dir = tmp_path / "run"
+    write_steps(run_dir, range(8))
+    names = ("step", "attn/cor_mean", "wr/step", "scalars/loss")
+    before = open_run(run_dir).read(*names)
+
+    killed = subprocess.Popen([sys.executable, "-c", _RESUME_THEN_WAIT, str(run_dir), str(Path(__file__).parent)],
+                              stdout=subprocess.PIPE, text=True)
+    assert killed.stdout.readline().strip() == "open"
+    killed.kill()  # a real SIGKILL while the resumed segment is open
+    killed.wait()
+    failed = RunWriter(run_dir, tables=SMALL, meta=META, mode="resume", start_step=4)
+    failed.close()  # what a resume that raises before its first row does on the way out
+
+    run = open_run(run_dir)
+    assert [s.path.name for s in run.segments] == ["segment-00000.h5"]
+    after = run.read(*names)
+    for name in names:
+        np.testing.assert_array_equal(after[name], before[name])
+    write_steps(run_dir, range(4, 6), mode="resume", version=1)  # the next resume goes on as usual
+    assert open_run(run_dir)["step"].tolist() == list(range(6))
+    assert not list(run_dir.glob("*.tmp"))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +17,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import store_fixtures as fx  # noqa: E402
 
 from parallax_probe.store import FORMAT_VERSION, RunFileError, RunWriter, open_run  # noqa: E402
+
+CLI = [sys.executable, "-m", "parallax_probe"]
+MiB = 1024**2
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +123,7 @@ def test_huge_declared_shape_is_refused_before_reading(edited):
         f["committed"][0] = 10**12
     assert edited.stat().st_size < 1024**2
     run = open_run(edited)  # the structure is fine: only reading would be too much
-    with pytest.raises(RunFileError, match="over the byte budget.*byte_budget="):
+    with pytest.raises(RunFileError, match="/step counts 1000000000000 committed rows but stores only 1 of"):
         run["attn/cor_mean"]
 
 
@@ -175,3 +180,83 @@ def test_unknown_name_lists_what_exists(good_segment):
     with pytest.raises(KeyError, match="'attn/nope' is not in run.*attn/cor_mean"):
         run["attn/nope"]
     assert "attn/cor_mean" in run and "attn/nope" not in run
+
+
+# Runs argv and writes its peak resident memory to a file. The CLI is started from this small
+# process, not from pytest: a child forked from pytest counts pytest's pages (hundreds of MB after
+# a test built a large chunk) in its peak until it execs.
+_MEASURE = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.call(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024))\n"
+    "sys.exit(code)\n"
+)
+
+
+def run_measured(*args) -> tuple[int, str, str, int]:
+    """Run the CLI: (exit code, stdout, stderr, peak resident bytes of the CLI process)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        peak_file = Path(scratch) / "peak"
+        result = subprocess.run([sys.executable, "-c", _MEASURE, str(peak_file), *CLI, *map(str, args)],
+                                capture_output=True, text=True, timeout=300)
+        return result.returncode, result.stdout, result.stderr, int(peak_file.read_text())
+
+
+@pytest.fixture(scope="module")
+def inspect_baseline_rss(good_segment) -> int:
+    rc, _, _, peak = run_measured("inspect", good_segment)
+    assert rc == 0
+    return peak
+
+
+@pytest.mark.timeout(300)
+def test_committed_rows_never_written_are_refused_without_allocating_them(edited, inspect_baseline_rss):
+    """A file of a few hundred KB declaring 10^8 committed steps that were never written (they read
+    as fill values) made inspect allocate for all of them: refused from the chunks actually stored."""
+    with h5py.File(edited, "r+") as f:
+        f["step"].resize(10**8, axis=0)
+        f["committed"][0] = 10**8
+    assert edited.stat().st_size < MiB
+    rc, _, err, peak = run_measured("inspect", edited)
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "/step counts 100000000 committed rows but stores only" in err
+    assert peak < inspect_baseline_rss + 100 * MiB, f"inspect peaked at {peak / MiB:.0f} MiB"
+
+
+@pytest.mark.timeout(300)
+def test_a_chunk_that_decompresses_to_256_mib_is_refused_unread(edited, inspect_baseline_rss):
+    """Reading one row decompresses its whole chunk: a small gzip chunk of zeros can expand to
+    gigabytes, under any byte budget a reader would choose."""
+    with h5py.File(edited, "r+") as f:
+        rows = f["attn/cor_mean"][...]
+        del f["attn/cor_mean"]
+        f.create_dataset("attn/cor_mean", data=rows, maxshape=(None, 3, 2), chunks=(256 * MiB // 24, 3, 2), compression="gzip")
+    assert edited.stat().st_size < 2 * MiB
+    rc, _, err, peak = run_measured("inspect", edited)
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "/attn/cor_mean declares chunks of" in err and "Refusing the file" in err
+    assert peak < inspect_baseline_rss + 100 * MiB, f"inspect peaked at {peak / MiB:.0f} MiB"
+
+
+def replace_counter(f: h5py.File, name: str, value: int) -> None:
+    """The same one-element counter, in a chunk of 2^20 elements: reading it decompresses all of them."""
+    del f[name]
+    f.create_dataset(name, data=np.array([value], dtype="i8"), maxshape=(None,), chunks=(2**20,), compression="gzip")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: f["attn/cor_mean"].resize(2, axis=0), "/attn/cor_mean holds 2 rows but /committed says 4"),
+        (lambda f: f["wr/stable_rank"].resize(0, axis=0), "/wr/stable_rank holds 0 rows but /wr/committed says 1"),
+        (lambda f: replace_counter(f, "committed", 4), "/committed should be one integer in a chunk of one"),
+        (lambda f: replace_counter(f, "status", 1), "/status should be one integer in a chunk of one"),
+    ],
+    ids=["attn-column-short", "wr-column-empty", "committed-in-a-large-chunk", "status-in-a-large-chunk"],
+)
+def test_inspect_of_inconsistent_counters_gives_one_line(edited, damage, message):
+    with h5py.File(edited, "r+") as f:
+        damage(f)
+    rc, _, err, _ = run_measured("inspect", edited)
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert message in err

@@ -115,10 +115,19 @@ def _split_stream(tokens: np.ndarray, seq_len: int, what: str) -> tuple[np.ndarr
     return tokens[:-held_out], tokens[-held_out:]
 
 
+def _check_regular_file(path: Path, what: str) -> None:
+    """Refuse what is not a regular file: reading a FIFO or a device blocks or never ends."""
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a pipe, socket or device)"
+        raise TaskSpecError(f"{what}: {path} is {kind}; point it at data files")
+
+
 def _text_task(path_text: str, *, seq_len: int) -> TaskData:
     path = Path(path_text).expanduser()
     if not path.exists():
         raise TaskSpecError(f"text task: {path} does not exist; pass text:PATH to a file or folder of text")
+    if not path.is_dir():
+        _check_regular_file(path, "text task")
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     if not files:
         raise TaskSpecError(f"text task: folder {path} holds no files")
@@ -134,16 +143,27 @@ def _text_task(path_text: str, *, seq_len: int) -> TaskData:
 
 def read_bin_shard(path: Path) -> np.ndarray:
     """A uint16 token shard: modded-nanogpt's (256-int32 header) or nanoGPT's raw layout."""
+    _check_regular_file(path, "bin task")
+    size = path.stat().st_size
+    if size == 0:
+        raise TaskSpecError(f"bin shard {path}: the file is empty; remove it from the glob or write it again")
+    header_bytes = BIN_HEADER_INTS * 4
     with open(path, "rb") as f:
-        head = np.frombuffer(f.read(BIN_HEADER_INTS * 4), dtype=np.int32)
+        head = np.frombuffer(f.read(header_bytes), dtype=np.int32)
     if len(head) == BIN_HEADER_INTS and head[0] == BIN_MAGIC:
         count = int(head[2])
-        tokens = np.memmap(path, dtype=np.uint16, mode="r", offset=BIN_HEADER_INTS * 4)
+        if count < 0:
+            raise TaskSpecError(f"bin shard {path}: its header declares {count} tokens; the header is damaged, write the shard again")
+        if (size - header_bytes) % 2:
+            raise TaskSpecError(f"bin shard {path}: {size - header_bytes} bytes after the header, an odd number, so not "
+                                "uint16 tokens; the file is cut short or damaged")
+        tokens = np.memmap(path, dtype=np.uint16, mode="r", offset=header_bytes) if size > header_bytes else np.zeros(0, np.uint16)
         if len(tokens) < count:
             raise TaskSpecError(f"bin shard {path}: header declares {count} tokens but the file holds {len(tokens)}")
         return tokens[:count]
-    if path.stat().st_size % 2:
-        raise TaskSpecError(f"bin shard {path}: odd byte count; expected uint16 tokens")
+    if size % 2:
+        raise TaskSpecError(f"bin shard {path}: {size} bytes, an odd number, so not uint16 tokens (nor a shard with "
+                            "modded-nanogpt's header); the file is cut short or damaged")
     return np.memmap(path, dtype=np.uint16, mode="r")
 
 
@@ -156,6 +176,11 @@ def _bin_task(pattern: str, *, seq_len: int, vocab_size: int) -> TaskData:
     if val:
         train_tokens = np.concatenate([read_bin_shard(p) for p in train])
         test_tokens = np.concatenate([read_bin_shard(p) for p in val])
+        for tokens, kind, files in ((train_tokens, "training", train), (test_tokens, "validation", val)):
+            # one window of seq_len inputs and its shifted targets, at least
+            if len(tokens) < seq_len + 2:
+                raise TaskSpecError(f"bin task: the {kind} shards ({', '.join(p.name for p in files)}) hold {len(tokens)} tokens, "
+                                    f"fewer than one window of --seq-len {seq_len} needs ({seq_len + 2}); use more data or a smaller --seq-len")
     else:
         train_tokens, test_tokens = _split_stream(np.concatenate([read_bin_shard(p) for p in train]), seq_len, f"bin:{pattern}")
     top = int(max(train_tokens.max(), test_tokens.max()))
