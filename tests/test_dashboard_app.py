@@ -122,12 +122,17 @@ def test_changing_the_groups_changes_the_traces(runs):
     at.multiselect(key="groups-optimizer").set_value(["muon"]).run()
     assert {t["name"] for t in support.chart(at, "layer x step")["data"]} == {"muon (2 runs)"}
 
+    # By seed, each seed's runs differ in their optimizer: not averaged unless asked for.
     at.selectbox(key="group_by").set_value("seed").run()
+    names = {t["name"] for t in support.chart(at, "layer x step")["data"]}
+    assert names == {"0 · optimizer.name=adamw (1 run)", "0 · optimizer.name=muon (1 run)",
+                     "0 · optimizer.name=adamw - 0 · optimizer.name=muon"}
+    at.checkbox(key="merge").check().run()
     names = {t["name"] for t in support.chart(at, "layer x step")["data"]}
     assert names == {"0 (2 runs)", "1 (2 runs)", "0 - 1"}
     view(at, "cor-view", page_cor.CURVES)
     curves = {t.get("name") for t in support.chart(at, "per layer")["data"] if t.get("name")}
-    assert curves == {"0 (2 runs)", "1 (2 runs)"}
+    assert curves == {"0 (2 runs)", "1 (2 runs)", "0 (2 runs), not smoothed", "1 (2 runs), not smoothed"}
 
 
 def test_wr_page_spectrum_is_the_files_last_spectrum(at, runs):
@@ -270,17 +275,17 @@ def test_run_names_in_the_url_leading_outside_are_refused(runs):
     at = app(runs, run=["../../etc", "/etc/passwd", "muon-s0"])
     errors = [e.value for e in at.error]
     assert len(errors) == 2 and all("refused" in e and "outside the runs folder" in e for e in errors)
-    assert at.multiselect(key="runs").value == ["muon-s0"]
+    assert at.multiselect(key="run").value == ["muon-s0"]
     page(at, "COR")
     assert not at.exception
-    assert {t["name"] for t in support.chart(at, "layer x step")["data"]} == {"muon"}
+    assert {t["name"] for t in support.chart(at, "layer x step")["data"]} == {"muon (1 run)"}
 
 
 def test_a_run_that_appears_is_included(runs, tmp_path):
     shutil.copytree(runs / "muon-s0", tmp_path / "muon-s0")
     at = app(tmp_path)
-    at.multiselect(key="runs").set_value(["muon-s0"]).run()
+    at.multiselect(key="run").set_value(["muon-s0"]).run()
     shutil.copytree(runs / "adamw-s0", tmp_path / "adamw-s0")
     at.run()
-    assert at.multiselect(key="runs").value == ["muon-s0", "adamw-s0"]
+    assert at.multiselect(key="run").value == ["muon-s0", "adamw-s0"]
     assert not at.warning and not at.exception
