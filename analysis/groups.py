@@ -25,16 +25,18 @@ from parallax_probe.store_format import PROVENANCE_DEFAULTS, STORE_ATTRS
 
 DIFFERENCE_RULE = "differences are the first group minus the second, groups in sorted order of their names"
 
-# (what it is called in messages, where it sits in the run's `config` metadata). The trainer
-# stores `config = {train_config, model_config, task, ...}` (parallax_probe/train.py).
+# Where the compared fields sit in the run's `config` metadata, which the trainer writes as
+# {train_config, model_config, task, ...} (parallax_probe/train.py): the model (attention
+# included), the optimizer with its learning rates and schedule, the task and its settings,
+# sequence length, steps and batch size.
 COMPARED_FIELDS = (
-    ("model", "model_config"),
-    ("optimizer", "train_config.optimizer"),
-    ("task", "task.name"),
-    ("task settings", "train_config.mad_overrides"),
-    ("sequence length", "task.seq_len"),
-    ("steps", "train_config.steps"),
-    ("batch size", "train_config.batch_size"),
+    "model_config",
+    "train_config.optimizer",
+    "task.name",
+    "train_config.mad_overrides",
+    "task.seq_len",
+    "train_config.steps",
+    "train_config.batch_size",
 )
 # Model fields that change how a number is computed, not what is trained.
 IGNORED_MODEL_FIELDS = ("attention_backend", "max_seq_len")
@@ -62,10 +64,23 @@ def difference_name(group_a: str, group_b: str) -> str:
     return f"{group_a} - {group_b}"
 
 
+# A name for the learning rate a run's optimizer peaks at, whichever optimizer it is.
+LR_KEY = "lr"
+
+
 def lookup(meta: Mapping[str, Any], path: str) -> Any:
-    """meta[path], else the run's config at the dotted `path` (e.g. 'train_config.optimizer.muon_lr'); None if absent."""
+    """meta[path], else the run's config at the dotted `path` (e.g. 'train_config.optimizer.muon_lr'); None if absent.
+
+    'lr' is the peak learning rate of the run's own optimizer (muon_lr under Muon, adamw_lr
+    under AdamW), unless the metadata has an 'lr' of its own.
+    """
     if meta.get(path) is not None:
         return meta[path]
+    if path == LR_KEY:
+        optimizer = lookup(meta, "train_config.optimizer")
+        if isinstance(optimizer, Mapping):
+            return optimizer.get(f"{optimizer.get('name')}_lr")
+        return None
     node: Any = meta.get("config")
     for part in path.split("."):
         if not isinstance(node, Mapping) or part not in node:
@@ -86,7 +101,8 @@ def user_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def configuration(meta: Mapping[str, Any]) -> dict[str, str]:
     """What runs must share to be averaged as seeds: {field: value as canonical JSON}, one entry
-    per leaf ("optimizer.muon_lr", "steps"), so a label can name exactly what differs.
+    per leaf, named by its dotted path ("train_config.optimizer.muon_lr"), so a label can name
+    exactly what differs, and the name can be used to group or filter by.
 
     With a training configuration: the COMPARED_FIELDS. Without one (a run written through
     `Probe` directly): every user metadata key but the seed.
@@ -97,11 +113,11 @@ def configuration(meta: Mapping[str, Any]) -> dict[str, str]:
             if key != SEED_KEY:
                 _flatten(key, value, out)
         return out
-    for name, path in COMPARED_FIELDS:
+    for path in COMPARED_FIELDS:
         value = lookup(meta, path)
-        if name == "model" and isinstance(value, Mapping):
+        if path == "model_config" and isinstance(value, Mapping):
             value = {k: v for k, v in value.items() if k not in IGNORED_MODEL_FIELDS}
-        _flatten(name, value, out)
+        _flatten(path, value, out)
     return out
 
 

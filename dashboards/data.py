@@ -273,21 +273,18 @@ def _config_leaves(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def group_keys(summaries: Sequence[RunSummary]) -> list[str]:
     """Keys the group picker offers: the usual ones, the user's own scalar metadata, and the
-    training-configuration fields (dotted paths) whose values differ between the runs.
+    compared training-configuration fields (`analysis.groups.configuration`, dotted paths)
+    whose values differ between the runs.
 
     Keys the store, the probe and the provenance record (writer ids, format version, package
     versions) are not offered: nobody groups by them.
     """
     keys = [GROUP_KEYS[0], RUN_GROUP_KEY, *GROUP_KEYS[1:]]
     user: set[str] = set()
-    leaves: dict[str, set[str]] = {}
     for summary in summaries:
-        user |= {k for k, v in user_metadata(summary.meta).items()
-                 if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
-        for path, value in _config_leaves(summary.meta.get("config", {})).items():
-            leaves.setdefault(path, set()).add(repr(value))
-    differing = sorted(path for path, values in leaves.items() if len(values) > 1 or len(summaries) == 1)
-    extra = [*sorted(user - set(keys) - {"run_id"}), *[p for p in differing if p not in keys]]
+        user |= {k for k, v in user_metadata(summary.meta).items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    differing = differing_fields(configuration(s.meta) for s in summaries if has_training_config(s.meta))
+    extra = [*sorted(user - set(keys) - {"run_id"}), *[p for p in differing if p not in keys and "." in p]]
     return [*keys, *extra]
 
 

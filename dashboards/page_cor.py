@@ -79,7 +79,8 @@ def _default_layers(layers: int) -> list[int]:
 
 def token_quantiles(ctx: Context) -> dict[str, dict[str, Aggregate]]:
     """p50 and p90 of COR per group: {P50: {group: Aggregate}, P90: {...}}."""
-    loaded = load_per_group(ctx, lambda r: (cache.layer_series(r, P50), cache.layer_series(r, P90)), "COR quantiles")
+    loaded = load_per_group(ctx, lambda r: (cache.layer_series(r, P50), cache.layer_series(r, P90)) if P50 in r.names else None,
+                            "COR quantiles")
     return {
         name: {
             group: reduce.aggregate([p[index].step for _, p in pairs], [p[index].values[name] for _, p in pairs])
@@ -182,7 +183,8 @@ def render(ctx: Context) -> None:
     )
     if no_groups_message(ctx):
         return
-    series = load_per_group(ctx, lambda r: cache.layer_series(r, MEAN), "COR statistics")
+    # A softmax baseline has no COR: it is named in a note, and drawn on the Training page.
+    series = load_per_group(ctx, lambda r: cache.layer_series(r, MEAN) if MEAN in r.names else None, "COR statistics")
     if not series:
         return
     axis = depth_axis(ctx, list(series))

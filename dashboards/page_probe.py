@@ -23,7 +23,10 @@ VIEWS = (HEATMAP, DISTRIBUTION, GAINS)
 
 def aggregates(ctx: Context, stats: tuple[str, ...]) -> dict[str, dict[str, reduce.Aggregate]]:
     """{group: {stat: Aggregate of its (N, L) series}} for the probe-norm statistics `stats`."""
-    series = load_per_group(ctx, lambda run: {stat: cache.layer_series(run, NAMES[stat]) for stat in stats}, "probe norms")
+    series = load_per_group(
+        ctx, lambda run: {stat: cache.layer_series(run, NAMES[stat]) for stat in stats} if NAMES["mean"] in run.names else None,
+        "probe norms",
+    )
     return {
         group: {stat: reduce.aggregate([p[stat].step for _, p in pairs], [p[stat].values[NAMES[stat]] for _, p in pairs]) for stat in stats}
         for group, pairs in series.items()

@@ -125,8 +125,8 @@ def test_changing_the_groups_changes_the_traces(runs):
     # By seed, each seed's runs differ in their optimizer: not averaged unless asked for.
     at.selectbox(key="group_by").set_value("seed").run()
     names = {t["name"] for t in support.chart(at, "layer x step")["data"]}
-    assert names == {"0 · optimizer.name=adamw (1 run)", "0 · optimizer.name=muon (1 run)",
-                     "0 · optimizer.name=adamw - 0 · optimizer.name=muon"}
+    assert names == {"0 · train_config.optimizer.name=adamw (1 run)", "0 · train_config.optimizer.name=muon (1 run)",
+                     "0 · train_config.optimizer.name=adamw - 0 · train_config.optimizer.name=muon"}
     at.checkbox(key="merge").check().run()
     names = {t["name"] for t in support.chart(at, "layer x step")["data"]}
     assert names == {"0 (2 runs)", "1 (2 runs)", "0 - 1"}
