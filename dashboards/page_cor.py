@@ -118,9 +118,9 @@ def curves_panels(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis, la
 
 
 def curves_figure(panels: list[tuple[str, list[Line]]], smoothing: float, band: str):
-    note = {BAND_TOKENS: "; band: p50 to p90 of the tokens (per-head quantiles, mean over heads and seeds)",
+    note = {BAND_TOKENS: "; band: p50-p90 of the tokens",
             BAND_SEEDS: "; band: min to max over the group's runs", BAND_NONE: ""}[band]
-    smoothed = f"; EMA {smoothing:g}, faint: not smoothed" if smoothing > 0 else ""
+    smoothed = f"; EMA {smoothing:g} (faint: raw)" if smoothing > 0 else ""
     return panels_figure(panels, title=f"mean COR per layer (mean over heads and seeds){note}{smoothed}", x_title="step", y_title="COR")
 
 

@@ -57,7 +57,7 @@ def distribution_panels(ctx: Context, stats: dict, axis, layers: list[int], smoo
 
 
 def distribution_figure(plots: list[tuple[str, list[Line]]], smoothing: float):
-    smoothed = f"; EMA {smoothing:g}, faint: not smoothed" if smoothing > 0 else ""
+    smoothed = f"; EMA {smoothing:g} (faint: raw)" if smoothing > 0 else ""
     return panels_figure(plots, title=f"probe norm ||r||: mean (line), p50 to p90 (band), max (dotted); mean over heads and seeds{smoothed}",
                          x_title="step", y_title="||r||")
 
