@@ -12,6 +12,8 @@ import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .groups import DIFFERENCE_RULE
+
 if TYPE_CHECKING:  # annotations only: report.py imports this module
     from .compare import GroupComparison
     from .depth import DepthTrend
@@ -85,6 +87,8 @@ def _header_section(report: Report) -> _Section:
     else:
         groups = "; ".join(f"{group.name}: {', '.join(group.runs)}" for group in report.groups) or "none"
         lines.append(f"Grouped by '{settings.group_by}': {groups}.")
+        if len(report.groups) > 1:
+            lines.append(f"Sign: {DIFFERENCE_RULE}.")
     return _Section("Rank-collapse report", tuple(lines))
 
 

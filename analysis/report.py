@@ -23,6 +23,7 @@ from parallax_probe.probe_schema import nan_mean
 
 from .compare import GroupComparison, compare_groups
 from .depth import DepthTrend, depth_trend
+from .groups import group_order
 from .render import render_json, render_markdown, render_text
 from .trajectory import MIN_POINTS_FOR_TREND, TrajectoryStats, trajectory_stats
 
@@ -456,7 +457,8 @@ def build_report(
 
     Runs of a depth other than the most common one, and runs without the grouping key,
     keep their per-run summary but are left out of groups and comparisons, with a Problem.
-    Groups are compared pairwise in the order they first appear in `runs`.
+    Groups are compared pairwise in `groups.group_order` (sorted by name), each difference the
+    earlier group minus the later one, whatever order the runs are given in.
     """
     if collapse_relative_to not in ("peak", "initial", None):
         raise ValueError(f"collapse_relative_to must be 'peak', 'initial' or None, got {collapse_relative_to!r}")
@@ -499,10 +501,12 @@ def build_report(
 
     comparable = _comparable_runs(summaries, problems)
     summaries = [dataclasses.replace(s, in_comparisons=s.run in comparable) for s in summaries]
-    runs_by_group: dict[str, list[RunSummary]] = {}
+    grouped: dict[str, list[RunSummary]] = {}
     for summary in summaries:
         if summary.in_comparisons:
-            runs_by_group.setdefault(summary.group, []).append(summary)
+            grouped.setdefault(summary.group, []).append(summary)
+    # groups.group_order: the order (and so the sign of every difference) the dashboard uses too.
+    runs_by_group = {name: grouped[name] for name in group_order(grouped)}
     problems += _shared_seed_problems(runs_by_group)
     groups = tuple(_summarize_group(name, members, settings) for name, members in runs_by_group.items())
 

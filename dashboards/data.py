@@ -12,15 +12,28 @@ because a held handle can block a writer that resumes the run.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from parallax_probe.analysis.groups import (
+    configuration,
+    differing_fields,
+    group_order,
+    has_training_config,
+    lookup,
+    short_value,
+    user_metadata,
+)
 from parallax_probe.probe_schema import HEAD_MEAN_PREFIX, HEAD_MEAN_STATS
 from parallax_probe.store import Run, RunFileError, open_run
 from parallax_probe.store_format import SEGMENT_RE, STORE_FILE_RE
@@ -176,30 +189,52 @@ class RunSummary:
     last_step: int | None = None
     names: frozenset[str] = frozenset()
     error: str | None = None
+    final_loss: float | None = None  # the last logged training loss
+    eval_accuracy: float | None = None  # the last held-out accuracy
+    duration_s: float | None = None  # from the first segment's creation to the last write of the newest one
+    last_scalar_step: int | None = None  # a softmax baseline logs scalars only
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def last_logged_step(self) -> int | None:
+        """The last step of any table."""
+        steps = [s for s in (self.last_step, self.last_scalar_step) if s is not None]
+        return max(steps) if steps else None
+
     def value(self, key: str) -> Any:
         """meta[key], else the config read at the dotted path `key` (as the analysis does)."""
         if key == RUN_GROUP_KEY:
             return self.name
-        if self.meta.get(key) is not None:
-            return self.meta[key]
-        node: Any = self.meta.get("config")
-        for part in key.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                return None
-            node = node[part]
-        return node
+        return lookup(self.meta, key)
+
+
+def _last_finite(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if finite.size else None
+
+
+def _duration(run: Run, entry: RunEntry) -> float | None:
+    created = run.segments[0].attrs.get("created")
+    if not isinstance(created, str) or not entry.signature:
+        return None
+    try:
+        start = datetime.fromisoformat(created).timestamp()
+    except ValueError:
+        return None
+    return max(0.0, entry.signature[-1][2] / 1e9 - start)
 
 
 def load_summary(entry: RunEntry) -> RunSummary:
-    """Open the run, read its step index, close it. A read failure becomes `error`, not an exception."""
+    """Open the run, read its step index and last scalars, close it. A read failure becomes `error`, not an exception."""
     try:
         run = open_run(entry.path)
         steps = run["step"] if "step" in run else np.zeros(0, dtype=np.int64)
+        scalar_names = [n for n in ("scalars/step", "scalars/loss", "scalars/eval_accuracy") if n in run]
+        scalars = run.read(*scalar_names) if "scalars/step" in scalar_names else {}
+        scalar_steps = scalars.get("scalars/step", ())
         return RunSummary(
             name=entry.name,
             path=entry.path,
@@ -211,6 +246,10 @@ def load_summary(entry: RunEntry) -> RunSummary:
             steps_logged=len(steps),
             last_step=int(steps[-1]) if len(steps) else None,
             names=frozenset(run.names()),
+            final_loss=_last_finite(scalars["scalars/loss"]) if "scalars/loss" in scalars else None,
+            eval_accuracy=_last_finite(scalars["scalars/eval_accuracy"]) if "scalars/eval_accuracy" in scalars else None,
+            duration_s=_duration(run, entry),
+            last_scalar_step=int(scalar_steps[-1]) if len(scalar_steps) else None,
         )
     except READ_ERRORS as error:
         return RunSummary(name=entry.name, path=entry.path, signature=entry.signature, status="error", error=str(error))
@@ -222,34 +261,73 @@ def group_label(value: Any) -> str | None:
     return str(value)
 
 
+def _config_leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Scalar leaves of a nested config as {dotted path: value}."""
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_config_leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): node} if isinstance(node, (str, int, float, bool)) else {}
+
+
 def group_keys(summaries: Sequence[RunSummary]) -> list[str]:
-    """Keys the group picker offers: the usual ones, then other scalar metadata the runs share."""
-    keys = [RUN_GROUP_KEY, *GROUP_KEYS]
-    shared = None
+    """Keys the group picker offers: the usual ones, the user's own scalar metadata, and the
+    compared training-configuration fields (`analysis.groups.configuration`, dotted paths)
+    whose values differ between the runs.
+
+    Keys the store, the probe and the provenance record (writer ids, format version, package
+    versions) are not offered: nobody groups by them.
+    """
+    keys = [GROUP_KEYS[0], RUN_GROUP_KEY, *GROUP_KEYS[1:]]
+    user: set[str] = set()
     for summary in summaries:
-        scalar = {k for k, v in summary.meta.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
-        shared = scalar if shared is None else shared & scalar
-    extra = sorted((shared or set()) - set(keys) - {"run_id", "created", "segment", "start_step", "writer_pid"})
-    return [GROUP_KEYS[0], *[k for k in keys if k != GROUP_KEYS[0]], *extra]
+        user |= {k for k, v in user_metadata(summary.meta).items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    differing = differing_fields(configuration(s.meta) for s in summaries if has_training_config(s.meta))
+    extra = [*sorted(user - set(keys) - {"run_id"}), *[p for p in differing if p not in keys and "." in p]]
+    return [*keys, *extra]
 
 
 @dataclass(frozen=True, slots=True)
 class Grouping:
-    """Readable runs split by a metadata key; `left_out` names runs not in any group, with why."""
+    """Readable runs split by a metadata key; `left_out` names runs not in any group, with why.
+
+    notes: what the grouping did that a reader should know (a label split by configuration).
+    """
 
     key: str
     groups: dict[str, tuple[RunSummary, ...]]
     left_out: tuple[Skipped, ...]
+    notes: tuple[str, ...] = ()
 
 
-def group_runs(summaries: Sequence[RunSummary], key: str) -> Grouping:
-    """Groups in sorted order of their names; within a group, the runs of its most common shape.
+def _split_by_configuration(label: str, members: list[RunSummary]) -> tuple[dict[str, list[RunSummary]], str | None]:
+    """Runs of one label that were trained differently (`analysis.groups.configuration`) become
+    one group each, labelled with what differs; (groups, a note saying so, or None)."""
+    configs = {m.name: configuration(m.meta) for m in members}
+    differing = differing_fields(configs.values())
+    if not differing:
+        return {label: members}, None
+    parts: dict[str, list[RunSummary]] = {}
+    for m in members:
+        detail = ", ".join(f"{name}={short_value(configs[m.name].get(name))}" for name in differing)
+        parts.setdefault(f"{label} · {detail}", []).append(m)
+    note = (f"The runs labelled '{label}' differ in {', '.join(differing)}: {len(parts)} groups, not one average "
+            "(the sidebar can average them anyway).")
+    return parts, note
 
-    Seeds of one group are averaged layer by layer, so they must agree on depth and head
-    count; a run of another shape is left out of the group with a note.
+
+def group_runs(summaries: Sequence[RunSummary], key: str, *, merge_configurations: bool = False) -> Grouping:
+    """Groups in `analysis.groups.group_order`; within a group, the runs of its most common shape.
+
+    Runs averaged as seeds of one group must have been trained the same way: runs sharing a
+    label but not a configuration (`analysis.groups.configuration`) are split into one group
+    per configuration, unless `merge_configurations`. Seeds are averaged layer by layer, so
+    they must also agree on depth and head count; a run of another shape is left out with a note.
     """
-    groups: dict[str, list[RunSummary]] = {}
+    by_label: dict[str, list[RunSummary]] = {}
     left_out: list[Skipped] = []
+    notes: list[str] = []
     for summary in summaries:
         if not summary.ok:
             continue
@@ -257,9 +335,18 @@ def group_runs(summaries: Sequence[RunSummary], key: str) -> Grouping:
         if label is None:
             left_out.append(Skipped(summary.name, f"has no scalar {key!r} in its metadata or config"))
             continue
-        groups.setdefault(label, []).append(summary)
+        by_label.setdefault(label, []).append(summary)
+    groups: dict[str, list[RunSummary]] = {}
+    for label, members in by_label.items():
+        parts, note = ({label: members}, None) if merge_configurations or key == RUN_GROUP_KEY else _split_by_configuration(label, members)
+        groups.update(parts)
+        if note:
+            notes.append(note)
+    if any(not has_training_config(m.meta) for members in groups.values() for m in members):
+        notes.append("Runs written through Probe without a training configuration are grouped only with runs "
+                     "of the same metadata (all but the seed).")
     out: dict[str, tuple[RunSummary, ...]] = {}
-    for label in sorted(groups):
+    for label in group_order(groups):
         members = groups[label]
         shapes = Counter((m.layers, m.heads) for m in members)
         # Most runs decide the shape; on a tie, the deeper model (as the analysis does).
@@ -274,7 +361,51 @@ def group_runs(summaries: Sequence[RunSummary], key: str) -> Grouping:
                     )
                 )
         out[label] = tuple(m for m in members if (m.layers, m.heads) == common)
-    return Grouping(key, out, tuple(left_out))
+    return Grouping(key, out, tuple(left_out), tuple(notes))
+
+
+# One term of the run filter: KEY OP VALUE, e.g. optimizer=muon, train_config.optimizer.muon_lr<0.01.
+_FILTER_TERM = re.compile(r"^([A-Za-z_][\w.\-]*)\s*(<=|>=|!=|==|=|<|>)\s*(.+)$")
+
+
+class FilterError(ValueError):
+    """A run filter that does not parse; the message says which term and how to write it."""
+
+
+def _filter_value(summary: RunSummary, key: str) -> Any:
+    """A key as `value` reads it, else the one config leaf of that name (`lr` for `...optimizer.lr`)."""
+    value = summary.value(key)
+    if value is not None:
+        return value
+    matches = [v for path, v in _config_leaves(summary.meta.get("config", {})).items() if path.rsplit(".", 1)[-1] == key]
+    return matches[0] if len(set(map(repr, matches))) == 1 else None
+
+
+def _compare(actual: Any, op: str, wanted: str) -> bool:
+    if actual is None:
+        return op == "!="
+    try:
+        a, b = float(actual), float(wanted)
+    except (TypeError, ValueError):
+        a, b = str(actual), wanted
+    if isinstance(a, float) and math.isnan(a):
+        return op == "!="
+    return {"=": a == b, "==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+
+
+def filter_runs(summaries: Sequence[RunSummary], expression: str) -> list[RunSummary]:
+    """The runs matching every space-separated term KEY OP VALUE (OP: = != < <= > >=).
+
+    KEY is a metadata key, a dotted config path or the last part of one (`lr`); numbers
+    compare as numbers, anything else as text. FilterError names a term that does not parse.
+    """
+    terms = []
+    for term in expression.split():
+        match = _FILTER_TERM.match(term)
+        if not match:
+            raise FilterError(f"filter term {term!r} is not KEY=VALUE, KEY!=VALUE, KEY<VALUE, KEY<=VALUE, KEY>VALUE or KEY>=VALUE")
+        terms.append(match.groups())
+    return [s for s in summaries if all(_compare(_filter_value(s, key), op, value) for key, op, value in terms)]
 
 
 def _frozen(*arrays: np.ndarray | None) -> None:
@@ -349,7 +480,8 @@ class Spectra:
 
     step (M,); stable_rank / effective_rank (M, L) for "wr", (M, L, H) for "wrk";
     head_stable_rank / head_effective_rank (M, L, H) for "wr" only; k: singular values per
-    spectrum (min(m, n) of the matrix). The spectra are read per layer by `load_spectrum`.
+    spectrum (min(m, n) of the matrix), head_k: per head block (min(D, d_model)). The spectra
+    are read per layer by `load_spectrum`.
     """
 
     table: str
@@ -359,6 +491,7 @@ class Spectra:
     k: int
     head_stable_rank: np.ndarray | None = None
     head_effective_rank: np.ndarray | None = None
+    head_k: int | None = None
 
 
 def load_spectra(path: Path, table: str) -> Spectra | None:
@@ -380,6 +513,7 @@ def load_spectra(path: Path, table: str) -> Spectra | None:
         k=run.tables[table].column("singular_values").shape[-1],
         head_stable_rank=raw.get("wr/head_stable_rank"),
         head_effective_rank=raw.get("wr/head_effective_rank"),
+        head_k=run.tables[table].column("head_singular_values").shape[-1] if "wr/head_singular_values" in run and table == "wr" else None,
     )
 
 
@@ -411,3 +545,26 @@ def load_scalars(path: Path) -> Scalars:
     raw = run.read("scalars/step", *names)
     _frozen(*raw.values())
     return Scalars(raw["scalars/step"], {n.removeprefix("scalars/"): raw[n] for n in names})
+
+
+def crop(value: Any, low: int, high: int) -> Any:
+    """A loaded value (LayerSeries, HeadBuckets, Spectra, Spectrum, Scalars, or a tuple or dict of
+    them) cut to the steps low..high; None if no row of it is left (the page says so)."""
+    if isinstance(value, tuple):
+        parts = tuple(crop(v, low, high) for v in value)
+        return None if any(p is None for p in parts) else parts
+    if isinstance(value, dict):
+        parts = {k: crop(v, low, high) for k, v in value.items()}
+        return None if any(p is None for p in parts.values()) else parts
+    keep = (value.step >= low) & (value.step <= high)
+    if not keep.any():
+        return None
+    n = len(value.step)
+    changes = {}
+    for f in dataclasses.fields(value):
+        item = getattr(value, f.name)
+        if isinstance(item, np.ndarray) and item.ndim and len(item) == n:
+            changes[f.name] = item[keep]
+        elif isinstance(item, dict):
+            changes[f.name] = {k: v[keep] for k, v in item.items()}
+    return dataclasses.replace(value, **changes)

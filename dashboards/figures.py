@@ -3,22 +3,31 @@
 Traces are SVG (`go.Scatter`), not WebGL: every series arrives downsampled (`reduce.minmax_indices`)
 to a few thousand points, which SVG draws quickly, exports as vectors, and renders the
 same in a headless browser without a GPU.
+
+Names and titles may hold text from run files (group labels, run names): every one is
+escaped here (`text.plot`), so callers pass them as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .reduce import LINE_POINTS, minmax_indices
+from .text import plot as escape
 
-# One colour per group, in the order the groups are picked (colour-blind-safe Okabe-Ito order).
-GROUP_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+# One colour per group (colour-blind-safe Okabe-Ito order). Okabe-Ito's yellow (#F0E442) is
+# left out: on a white plot it is barely visible; Tol's wine takes its place.
+GROUP_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#882255", "#000000")
 SEQUENTIAL = "Viridis"
+# Lines coloured by depth use viridis up to here: its last fifth runs into a light yellow
+# (#fde725 at 1.0) that hardly shows on white.
+DEPTH_SCALE_END = 0.8
 DIVERGING = "RdBu_r"
 # Points a line figure may hold over all its traces; each trace gets its share (at most
 # LINE_POINTS, at least MIN_TRACE_POINTS), so a figure with many layers stays quick to draw.
@@ -32,6 +41,19 @@ def group_color(index: int) -> str:
     return GROUP_COLORS[index % len(GROUP_COLORS)]
 
 
+def assign_colors(assigned: MutableMapping[str, int], labels: Iterable[str]) -> dict[str, int]:
+    """Palette indices for `labels`; a label seen before keeps its index, a new one takes the
+    lowest free one. `assigned` is the session's memory (st.session_state), so removing or
+    adding a group never recolours the others, on any page."""
+    out = {}
+    for label in labels:
+        if label not in assigned:
+            used = set(assigned.values())
+            assigned[label] = next(i for i in range(len(used) + 1) if i not in used)
+        out[label] = assigned[label]
+    return out
+
+
 def band_color(index: int, alpha: float = 0.18) -> str:
     hex_color = group_color(index).lstrip("#")
     r, g, b = (int(hex_color[i : i + 2], 16) for i in (0, 2, 4))
@@ -42,7 +64,7 @@ def layer_color(layer: int, layers: int) -> str:
     """A colour along viridis for a layer, so depth reads as a gradient across many lines."""
     import plotly.colors
 
-    position = 0.0 if layers <= 1 else layer / (layers - 1)
+    position = 0.0 if layers <= 1 else DEPTH_SCALE_END * layer / (layers - 1)
     return plotly.colors.sample_colorscale(SEQUENTIAL, [position])[0]
 
 
@@ -63,7 +85,7 @@ def _finish(fig: go.Figure, *, title: str, height: int = 420) -> go.Figure:
         legend = dict(orientation="v", x=1.02, xanchor="left", y=1, yanchor="top")
         bottom = 50
     fig.update_layout(
-        title=dict(text=title, x=0, xanchor="left"),
+        title=dict(text=escape(title), x=0, xanchor="left"),
         height=height + (bottom - 50),
         margin=dict(l=60, r=20, t=70, b=bottom),
         legend=legend,
@@ -100,6 +122,7 @@ class Line:
     legendgroup: str | None = None
     showlegend: bool = True
     width: float = 2.0
+    opacity: float = 1.0
 
 
 def _points_per_trace(n_lines: int) -> int:
@@ -129,9 +152,9 @@ def add_line(fig: go.Figure, line: Line, *, points: int, row: int | None = None,
         )
     fig.add_trace(
         go.Scatter(
-            x=x, y=line.y[keep], mode="lines+markers" if len(keep) <= MARKERS_UP_TO else "lines", name=line.name,
+            x=x, y=line.y[keep], mode="lines+markers" if len(keep) <= MARKERS_UP_TO else "lines", name=escape(line.name),
             legendgroup=group, showlegend=line.showlegend, line=dict(color=line.color, width=line.width, dash=line.dash),
-            marker=dict(size=5),
+            marker=dict(size=5), opacity=line.opacity,
         ),
         **where,
     )
@@ -164,7 +187,7 @@ def panels_figure(
     rows = max(1, -(-len(panels) // columns))
     cols = min(columns, max(1, len(panels)))
     fig = make_subplots(
-        rows=rows, cols=cols, subplot_titles=[name for name, _ in panels], shared_yaxes=shared_y,
+        rows=rows, cols=cols, subplot_titles=[escape(name) for name, _ in panels], shared_yaxes=shared_y,
         vertical_spacing=min(0.12, 0.5 / rows), horizontal_spacing=0.08,
     )
     n_lines = sum(len(lines) for _, lines in panels)
@@ -216,12 +239,12 @@ def heatmaps_figure(
     all_panels = list(panels) + ([difference] if difference is not None else [])
     # Room between panels for the shared colour bar when a difference panel follows.
     spacing = 0.12 if difference is not None else 0.06
-    fig = make_subplots(rows=1, cols=len(all_panels), subplot_titles=[p.name for p in all_panels], horizontal_spacing=spacing)
+    fig = make_subplots(rows=1, cols=len(all_panels), subplot_titles=[escape(p.name) for p in all_panels], horizontal_spacing=spacing)
     for index, panel in enumerate(panels):
         fig.add_trace(
             go.Heatmap(
-                x=panel.x, y=panel.y, z=panel.z, coloraxis="coloraxis", name=panel.name,
-                hovertemplate=f"{x_title} %{{x}}<br>{y_title} %{{y}}<br>{value_title} %{{z:.4g}}<extra>{panel.name}</extra>",
+                x=panel.x, y=panel.y, z=panel.z, coloraxis="coloraxis", name=escape(panel.name),
+                hovertemplate=f"{x_title} %{{x}}<br>{y_title} %{{y}}<br>{value_title} %{{z:.4g}}<extra>{escape(panel.name)}</extra>",
             ),
             row=1, col=index + 1,
         )
@@ -238,7 +261,7 @@ def heatmaps_figure(
     if difference is not None:
         fig.add_trace(
             go.Heatmap(
-                x=difference.x, y=difference.y, z=difference.z, coloraxis="coloraxis2", name=difference.name,
+                x=difference.x, y=difference.y, z=difference.z, coloraxis="coloraxis2", name=escape(difference.name),
                 hovertemplate=f"{x_title} %{{x}}<br>{y_title} %{{y}}<br>difference %{{z:.4g}}<extra></extra>",
             ),
             row=1, col=len(all_panels),
@@ -269,3 +292,26 @@ def differences_figure(
     fig.update_xaxes(title_text="layer", **integer_ticks(layers))
     fig.update_yaxes(title_text=y_title)
     return _finish(fig, title=title, height=360)
+
+
+def lines_table(panels: Sequence[tuple[str, Sequence[Line]]]) -> pd.DataFrame:
+    """Every line of a figure at full resolution, before downsampling, one row per point:
+    what the figure's "Download ... (CSV)" button saves."""
+    frames = []
+    for panel, lines in panels:
+        for line in lines:
+            frame = pd.DataFrame({"panel": panel, "line": line.name, "x": np.asarray(line.x), "y": np.asarray(line.y, dtype=np.float64)})
+            if line.low is not None:
+                frame["band low"] = np.asarray(line.low, dtype=np.float64)
+                frame["band high"] = np.asarray(line.high, dtype=np.float64)
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["panel", "line", "x", "y"])
+
+
+def heatmaps_table(panels: Sequence[HeatPanel]) -> pd.DataFrame:
+    """Every cell of the heatmaps as drawn (bucket means where steps were bucketed), one row per cell."""
+    frames = []
+    for panel in panels:
+        x, y = np.meshgrid(np.asarray(panel.x), np.asarray(panel.y))
+        frames.append(pd.DataFrame({"panel": panel.name, "x": x.ravel(), "y": y.ravel(), "value": np.asarray(panel.z, dtype=np.float64).ravel()}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["panel", "x", "y", "value"])

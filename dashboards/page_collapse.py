@@ -16,8 +16,11 @@ import streamlit as st
 
 from parallax_probe.store import open_run
 
+from parallax_probe.analysis.groups import DIFFERENCE_RULE, difference_name
+
 from .figures import differences_figure
 from .reduce import finite_mean
+from .text import md
 from .ui import Context, no_groups_message, show_figure, show_table
 
 # scipy's Theil-Sen slope, inside the analysis, builds all n^2 pairs of points: 100,000
@@ -149,28 +152,29 @@ def render(ctx: Context) -> None:
     try:
         report, thinned = build(members, ctx.grouping.key)
     except (OSError, ValueError, KeyError) as error:
-        st.error(f"The report could not be built: {error}")
+        st.error(f"The report could not be built: {md(error)}")
         return
     settings = report.settings
     st.caption(
         f"Collapse: the value stays below {settings.collapse_threshold:g} x its "
         f"{settings.collapse_relative_to or 'absolute threshold'} to the end, for at least "
         f"{'a tenth of the logged span' if settings.persistence is None else f'{settings.persistence:g} steps'}. "
-        f"Groups by `{ctx.grouping.key}`."
+        f"Groups by {md(ctx.grouping.key)}; {DIFFERENCE_RULE}, as on the other pages and in `parallax-probe analyze`. "
+        "The report reads whole runs (the sidebar's step range does not apply)."
     )
     for problem in report.problems:
-        st.warning(f"{problem.run}: {problem.message}" if problem.run else problem.message)
+        st.warning(md(f"{problem.run}: {problem.message}" if problem.run else problem.message))
     if thinned:
         st.info(
             f"Long tables were thinned to about {MAX_ANALYSIS_ROWS:,} rows for the analysis (its Theil-Sen trend takes all pairs "
             "of points). The last row and every layer's peak of COR and of the stable rank are kept, so final values and those "
-            "peaks are exact; trends and onsets are on the thinner grid: " + "; ".join(thinned)
+            "peaks are exact; trends and onsets are on the thinner grid: " + md("; ".join(thinned))
         )
 
     st.subheader("Per group and layer")
     show_table(group_table(report), "rank collapse per group")
     for comparison in report.comparisons:
-        st.subheader(f"{comparison.group_a} - {comparison.group_b}: {comparison.statistic}")
+        st.subheader(md(f"{difference_name(comparison.group_a, comparison.group_b)}: {comparison.statistic}"))
         table = comparison_table(comparison)
         if comparison.across_layers is not None:
             test = comparison.across_layers
@@ -179,22 +183,22 @@ def render(ctx: Context) -> None:
                 f"p = {test.p_value:.3g} ({test.p_value_method}), rank-biserial {test.rank_biserial:+.2f}."
             )
         for note in comparison.notes:
-            st.caption(note)
+            st.caption(md(note))
         fig = differences_figure(
             table["layer"].to_numpy(),
             table["difference"].astype(float).to_numpy(),
             table["interval low"].astype(float).to_numpy(),
             table["interval high"].astype(float).to_numpy(),
-            title=f"{comparison.group_a} - {comparison.group_b}, per layer"
+            title=f"{difference_name(comparison.group_a, comparison.group_b)}, per layer"
             + (f" ({comparison.confidence:.0%} interval: {comparison.interval_method})" if comparison.interval_method else " (no interval: too few seeds)"),
             y_title=comparison.statistic,
         )
-        show_figure(ctx, fig, f"collapse-{comparison.statistic}")
+        show_figure(ctx, fig, f"collapse-{comparison.statistic}", table, log_y=False)
         show_table(table, f"{comparison.statistic} differences")
     st.subheader("Per run")
     show_table(runs_table(report), "rank collapse per run")
     for note in report.notes:
-        st.caption(note)
+        st.caption(md(note))
     left, right = st.columns(2)
     left.download_button("Download the report (Markdown)", render_markdown(report).encode(), "parallax-probe-report.md", "text/markdown", key="report-md")
     right.download_button("Download the report (JSON)", render_json(report).encode(), "parallax-probe-report.json", "application/json", key="report-json")

@@ -11,10 +11,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from parallax_probe.analysis.groups import DIFFERENCE_RULE, difference_name
+
 from . import cache, reduce
 from .data import LayerSeries, RunSummary
 from .reduce import HEATMAP_BUCKETS, Aggregate
-from .figures import HeatPanel, Line, band_color, heatmaps_figure, lines_figure, panels_figure
+from .figures import HeatPanel, Line, heatmaps_figure, heatmaps_table, lines_figure, lines_table, panels_figure
+from .text import md
 from .ui import Context, DepthAxis, depth_axis, load_per_group, no_groups_message, open_view, show_figure, show_table
 
 MEAN, P50, P90 = "attn/cor_mean", "attn/cor_p50", "attn/cor_p90"
@@ -23,6 +26,8 @@ VIEWS = (HEATMAPS, CURVES, HEADS, DEPTH)
 BAND_TOKENS = "p50-p90 over tokens"
 BAND_SEEDS = "min-max over seeds"
 BAND_NONE = "none"
+# The unsmoothed line behind a smoothed one: visible, but clearly not the line to read.
+RAW_OPACITY = 0.3
 
 
 def group_aggregates(series: dict[str, list[tuple[RunSummary, LayerSeries]]], name: str) -> dict[str, Aggregate]:
@@ -39,7 +44,9 @@ def heatmaps_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis)
         panels, title="mean COR, layer x step (mean over heads and seeds; one colour scale)", value_title="COR",
         x_title="step", y_title=axis.title, difference=difference,
     )
-    show_figure(ctx, fig, "cor-heatmaps")
+    if difference is not None:
+        st.caption(f"Sign: {DIFFERENCE_RULE}, as in `parallax-probe analyze`.")
+    show_figure(ctx, fig, "cor-heatmaps", heatmaps_table([*panels, *([difference] if difference else [])]), log_y=False)
 
 
 def heatmap_panels(ctx: Context, aggregates: dict[str, Aggregate], axis: DepthAxis) -> tuple[list[HeatPanel], HeatPanel | None]:
@@ -60,9 +67,9 @@ def heatmap_panels(ctx: Context, aggregates: dict[str, Aggregate], axis: DepthAx
                 values_a = reduce.resample_layers(values_a, axis.depths[deeper])
                 values_b = reduce.resample_layers(values_b, axis.depths[deeper])
             x, z = reduce.bucket_mean(common, values_a - values_b, HEATMAP_BUCKETS)
-            difference = HeatPanel(f"{a} - {b}", x, axis.positions(deeper), z.T)
+            difference = HeatPanel(difference_name(a, b), x, axis.positions(deeper), z.T)
         else:
-            st.info(f"{a} and {b} share no logged step, so there is no difference map.")
+            st.info(f"{md(a)} and {md(b)} share no logged step, so there is no difference map.")
     return panels, difference
 
 
@@ -72,7 +79,8 @@ def _default_layers(layers: int) -> list[int]:
 
 def token_quantiles(ctx: Context) -> dict[str, dict[str, Aggregate]]:
     """p50 and p90 of COR per group: {P50: {group: Aggregate}, P90: {...}}."""
-    loaded = load_per_group(ctx, lambda r: (cache.layer_series(r, P50), cache.layer_series(r, P90)), "COR quantiles")
+    loaded = load_per_group(ctx, lambda r: (cache.layer_series(r, P50), cache.layer_series(r, P90)) if P50 in r.names else None,
+                            "COR quantiles")
     return {
         name: {
             group: reduce.aggregate([p[index].step for _, p in pairs], [p[index].values[name] for _, p in pairs])
@@ -82,8 +90,9 @@ def token_quantiles(ctx: Context) -> dict[str, dict[str, Aggregate]]:
     }
 
 
-def curves_figure(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis, layers: list[int], smoothing: float, band: str,
-                  quantiles: dict[str, dict[str, Aggregate]]):
+def curves_panels(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis, layers: list[int], smoothing: float, band: str,
+                  quantiles: dict[str, dict[str, Aggregate]]) -> list[tuple[str, list[Line]]]:
+    """Per layer, per group: the (smoothed) mean with its band; with smoothing, the raw mean faintly behind it."""
     panels = []
     for layer in layers:
         lines = []
@@ -96,30 +105,41 @@ def curves_figure(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis, la
             elif band == BAND_SEEDS:
                 low = reduce.ema(agg.low[:, layer_g], smoothing)
                 high = reduce.ema(agg.high[:, layer_g], smoothing)
+            if smoothing > 0:
+                lines.append(Line(f"{ctx.group_name(group)}, not smoothed", agg.step, agg.mean[:, layer_g], ctx.color(group),
+                                  showlegend=False, legendgroup=group, width=1, opacity=RAW_OPACITY))
             lines.append(
                 Line(ctx.group_name(group), agg.step, reduce.ema(agg.mean[:, layer_g], smoothing), ctx.color(group),
-                     low=low, high=high, band_color=band_color(ctx.groups.index(group)), showlegend=not panels, legendgroup=group)
+                     low=low, high=high, band_color=ctx.band_color(group), showlegend=not panels, legendgroup=group)
             )
         title = f"layer {layer}" + (f" (relative depth {reduce.relative_depth(axis.reference)[layer]:.2f})" if axis.relative else "")
         panels.append((title, lines))
-    note = {BAND_TOKENS: "; band: p50 to p90 of the tokens (per-head quantiles, mean over heads and seeds)",
+    return panels
+
+
+def curves_figure(panels: list[tuple[str, list[Line]]], smoothing: float, band: str):
+    note = {BAND_TOKENS: "; band: p50-p90 of the tokens",
             BAND_SEEDS: "; band: min to max over the group's runs", BAND_NONE: ""}[band]
-    return panels_figure(panels, title=f"mean COR per layer (mean over heads and seeds){note}", x_title="step", y_title="COR")
+    smoothed = f"; EMA {smoothing:g} (faint: raw)" if smoothing > 0 else ""
+    return panels_figure(panels, title=f"mean COR per layer (mean over heads and seeds){note}{smoothed}", x_title="step", y_title="COR")
 
 
 def curves_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -> None:
     left, middle, right = st.columns([2, 1, 1])
-    layers = left.multiselect("Layers", list(range(axis.reference)), default=_default_layers(axis.reference), key="cor-layers")
-    smoothing = middle.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01, key="cor-ema", help="TensorBoard-style: 0 is off.")
-    band = right.radio("Band", [BAND_TOKENS, BAND_SEEDS, BAND_NONE], key="cor-band")
+    layers = left.multiselect("Layers", list(range(axis.reference)), default=_default_layers(axis.reference), key="cor-layers",
+                              bind="query-params")
+    smoothing = middle.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01, key="cor-ema", bind="query-params",
+                              help="TensorBoard-style: 0 is off. The raw line stays faintly behind the smoothed one.")
+    band = right.radio("Band", [BAND_TOKENS, BAND_SEEDS, BAND_NONE], key="cor-band", bind="query-params")
     if not layers:
         return
     quantiles = token_quantiles(ctx) if band == BAND_TOKENS else {}
-    show_figure(ctx, curves_figure(ctx, means, axis, sorted(layers), smoothing, band, quantiles), "cor-per-layer")
+    panels = curves_panels(ctx, means, axis, sorted(layers), smoothing, band, quantiles)
+    show_figure(ctx, curves_figure(panels, smoothing, band), "cor-per-layer", lines_table(panels))
 
 
 def heads_section(ctx: Context, series: dict, axis: DepthAxis) -> None:
-    layer = st.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="cor-head-layer")
+    layer = st.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="cor-head-layer", bind="query-params")
     buckets = load_per_group(ctx, lambda r: cache.head_buckets(r, MEAN, axis.layer_of(ctx.group_of(r), layer)), "per-head COR",
                              among=series)
     panels = []
@@ -128,31 +148,30 @@ def heads_section(ctx: Context, series: dict, axis: DepthAxis) -> None:
         agg = reduce.aggregate([b.step for _, b in pairs], [b.values for _, b in pairs])
         panels.append(HeatPanel(f"{ctx.group_name(group)}, layer {layer_g}", agg.step, np.arange(agg.mean.shape[1]), agg.mean.T))
     fig = heatmaps_figure(panels, title="mean COR per head (mean over seeds)", value_title="COR", x_title="step", y_title="head")
-    show_figure(ctx, fig, "cor-per-head")
+    show_figure(ctx, fig, "cor-per-head", heatmaps_table(panels), log_y=False)
 
 
 def depth_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -> None:
     steps = np.unique(np.concatenate([agg.step for agg in means.values()]))
     left, right = st.columns([3, 1])
-    latest = right.checkbox("Last logged step", value=True, key="cor-depth-latest", help="Follows a live run.")
+    latest = right.checkbox("Last logged step", value=True, key="cor-depth-latest", bind="query-params", help="Follows a live run.")
     step = int(steps[-1])
     if not latest and len(steps) > 1:
-        step = left.slider("Step", int(steps[0]), int(steps[-1]), int(steps[-1]), key="cor-depth-step")
+        step = left.slider("Step", int(steps[0]), int(steps[-1]), int(steps[-1]), key="cor-depth-step", bind="query-params")
     lines, rows = [], []
     for group, agg in means.items():
         i = reduce.nearest_at_or_before(agg.step, step)
         x = axis.positions(group)
-        index = ctx.groups.index(group)
         lines.append(
             Line(f"{ctx.group_name(group)} at step {agg.step[i]}", x, agg.mean[i], ctx.color(group),
-                 low=agg.low[i], high=agg.high[i], band_color=band_color(index))
+                 low=agg.low[i], high=agg.high[i], band_color=ctx.band_color(group))
         )
         for layer in range(len(x)):
             rows.append({"group": group, "layer": layer, "relative depth": float(reduce.relative_depth(len(x))[layer]),
                          "step": int(agg.step[i]), "mean COR": float(agg.mean[i, layer]),
                          "min over runs": float(agg.low[i, layer]), "max over runs": float(agg.high[i, layer]), "runs": agg.n_runs})
     fig = lines_figure(lines, title=f"mean COR against depth at step {step} (band: min-max over seeds)", x_title=axis.title, y_title="COR")
-    show_figure(ctx, fig, "cor-vs-depth")
+    show_figure(ctx, fig, "cor-vs-depth", lines_table([("", lines)]))
     show_table(pd.DataFrame(rows), "COR vs depth")
 
 
@@ -164,7 +183,8 @@ def render(ctx: Context) -> None:
     )
     if no_groups_message(ctx):
         return
-    series = load_per_group(ctx, lambda r: cache.layer_series(r, MEAN), "COR statistics")
+    # A softmax baseline has no COR: it is named in a note, and drawn on the Training page.
+    series = load_per_group(ctx, lambda r: cache.layer_series(r, MEAN) if MEAN in r.names else None, "COR statistics")
     if not series:
         return
     axis = depth_axis(ctx, list(series))

@@ -11,7 +11,7 @@ import streamlit as st
 
 from . import cache, reduce
 from .reduce import HEATMAP_BUCKETS
-from .figures import HeatPanel, Line, band_color, heatmaps_figure, layer_color, panels_figure
+from .figures import HeatPanel, Line, heatmaps_figure, heatmaps_table, layer_color, lines_table, panels_figure
 from .ui import Context, depth_axis, load_per_group, no_groups_message, open_view, show_figure
 
 STATS = ("mean", "p50", "p90", "max")
@@ -23,30 +23,42 @@ VIEWS = (HEATMAP, DISTRIBUTION, GAINS)
 
 def aggregates(ctx: Context, stats: tuple[str, ...]) -> dict[str, dict[str, reduce.Aggregate]]:
     """{group: {stat: Aggregate of its (N, L) series}} for the probe-norm statistics `stats`."""
-    series = load_per_group(ctx, lambda run: {stat: cache.layer_series(run, NAMES[stat]) for stat in stats}, "probe norms")
+    series = load_per_group(
+        ctx, lambda run: {stat: cache.layer_series(run, NAMES[stat]) for stat in stats} if NAMES["mean"] in run.names else None,
+        "probe norms",
+    )
     return {
         group: {stat: reduce.aggregate([p[stat].step for _, p in pairs], [p[stat].values[NAMES[stat]] for _, p in pairs]) for stat in stats}
         for group, pairs in series.items()
     }
 
 
-def distribution_figure(ctx: Context, stats: dict, axis, layers: list[int], smoothing: float):
-    """Per layer: the mean line, the p50 to p90 band and the max (dotted), where those are loaded."""
+def distribution_panels(ctx: Context, stats: dict, axis, layers: list[int], smoothing: float) -> list[tuple[str, list[Line]]]:
+    """Per layer: the mean line, the p50 to p90 band and the max (dotted), where those are loaded;
+    with smoothing, the raw mean faintly behind."""
     plots = []
     for layer in layers:
         lines = []
         for group, by_stat in stats.items():
-            i, layer_g = ctx.groups.index(group), axis.layer_of(group, layer)
+            layer_g = axis.layer_of(group, layer)
             steps = by_stat["mean"].step
             on = {stat: reduce.ema(reduce.on_steps(agg, steps, layer_g), smoothing) for stat, agg in by_stat.items()}
             name = ctx.group_name(group)
+            if smoothing > 0:
+                lines.append(Line(f"{name}: mean, not smoothed", steps, reduce.on_steps(by_stat["mean"], steps, layer_g), ctx.color(group),
+                                  legendgroup=f"{group} mean", showlegend=False, width=1, opacity=0.3))
             lines.append(Line(f"{name}: mean", steps, on["mean"], ctx.color(group), low=on.get("p50"), high=on.get("p90"),
-                              band_color=band_color(i), legendgroup=f"{group} mean", showlegend=not plots))
+                              band_color=ctx.band_color(group), legendgroup=f"{group} mean", showlegend=not plots))
             if "max" in on:
                 lines.append(Line(f"{name}: max", steps, on["max"], ctx.color(group), dash="dot", width=1,
                                   legendgroup=f"{group} max", showlegend=not plots))
         plots.append((f"layer {layer}", lines))
-    return panels_figure(plots, title="probe norm ||r||: mean (line), p50 to p90 (band), max (dotted); mean over heads and seeds",
+    return plots
+
+
+def distribution_figure(plots: list[tuple[str, list[Line]]], smoothing: float):
+    smoothed = f"; EMA {smoothing:g} (faint: raw)" if smoothing > 0 else ""
+    return panels_figure(plots, title=f"probe norm ||r||: mean (line), p50 to p90 (band), max (dotted); mean over heads and seeds{smoothed}",
                          x_title="step", y_title="||r||")
 
 
@@ -68,7 +80,7 @@ def gain_section(ctx: Context) -> None:
     else:
         fig = panels_figure(gain_panels, title="||r_norm.weight|| per layer (mean over seeds; colour: depth)", x_title="step",
                             y_title="gain norm", columns=len(gain_panels), shared_y=True, panel_height=340)
-        show_figure(ctx, fig, "probe-gain-norm")
+        show_figure(ctx, fig, "probe-gain-norm", lines_table(gain_panels))
 
 
 def render(ctx: Context) -> None:
@@ -96,13 +108,14 @@ def heatmap_section(ctx: Context, means: dict, axis) -> None:
         panels.append(HeatPanel(ctx.group_name(group), x, axis.positions(group), z.T))
     fig = heatmaps_figure(panels, title="mean probe norm ||r||, layer x step (mean over heads and seeds; one colour scale)",
                           value_title="||r||", x_title="step", y_title=axis.title)
-    show_figure(ctx, fig, "probe-norm-heatmaps")
+    show_figure(ctx, fig, "probe-norm-heatmaps", heatmaps_table(panels), log_y=False)
 
 
 def distribution_section(ctx: Context, axis) -> None:
     left, right = st.columns([3, 1])
     default = sorted({0, axis.reference // 2, axis.reference - 1})
-    layers = sorted(left.multiselect("Layers", list(range(axis.reference)), default=default, key="probe-layers"))
-    smoothing = right.slider("EMA smoothing", 0.0, 0.99, 0.0, 0.01, key="probe-ema")
+    layers = sorted(left.multiselect("Layers", list(range(axis.reference)), default=default, key="probe-layers", bind="query-params"))
+    smoothing = right.slider("EMA smoothing", 0.0, 0.99, 0.0, 0.01, key="probe-ema", bind="query-params")
     if layers:
-        show_figure(ctx, distribution_figure(ctx, aggregates(ctx, STATS), axis, layers, smoothing), "probe-norm-per-layer")
+        plots = distribution_panels(ctx, aggregates(ctx, STATS), axis, layers, smoothing)
+        show_figure(ctx, distribution_figure(plots, smoothing), "probe-norm-per-layer", lines_table(plots))

@@ -11,17 +11,21 @@ import streamlit as st
 
 from . import cache, reduce
 from .data import RunSummary, Scalars
-from .figures import Line, band_color, panels_figure
+from .figures import Line, lines_table, panels_figure
 from .ui import Context, load_per_group, no_groups_message, show_figure
 
-# (panel title, [(scalar name, line label suffix, dash)], smooth it?)
+# (panel title, [(scalar name, line label suffix, dash, smoothed?)]). Only dense training
+# curves are smoothed; evaluation points (a few per run) never are: an EMA over four
+# evaluations would show a value no evaluation gave.
 PANELS = (
-    ("loss (dotted: held-out)", [("loss", "", None), ("eval_loss", "held-out", "dot")], True),
-    ("held-out accuracy", [("eval_accuracy", "", None)], False),
-    ("learning rate (multiplier of the peak)", [("lr_multiplier", "", None), ("lr", "", None)], False),
-    ("gradient norm", [("grad_norm", "", None)], True),
-    ("tokens per second", [("tokens_per_second", "", None)], True),
+    ("loss (dotted: held-out)", [("loss", "", None, True), ("eval_loss", "held-out", "dot", False)]),
+    ("held-out accuracy", [("eval_accuracy", "", None, False)]),
+    ("learning rate (multiplier of the peak)", [("lr_multiplier", "", None, False), ("lr", "", None, False)]),
+    ("gradient norm", [("grad_norm", "", None, True)]),
+    ("tokens per second", [("tokens_per_second", "", None, True)]),
 )
+# The unsmoothed line behind a smoothed one: visible, but clearly not the line to read.
+RAW_OPACITY = 0.3
 
 
 def finite_series(pairs: list[tuple[RunSummary, Scalars]], name: str) -> reduce.Aggregate | None:
@@ -38,6 +42,29 @@ def finite_series(pairs: list[tuple[RunSummary, Scalars]], name: str) -> reduce.
     return reduce.aggregate(steps, values) if steps else None
 
 
+def training_panels(ctx: Context, series: dict, smoothing: float) -> list[tuple[str, list[Line]]]:
+    panels, shown = [], set()
+    for title, columns in PANELS:
+        lines = []
+        for group, pairs in series.items():
+            for name, suffix, dash, smooth in columns:
+                agg = finite_series(pairs, name)
+                if agg is None:
+                    continue
+                weight = smoothing if smooth else 0.0
+                label = f"{ctx.group_name(group)}" + (f" {suffix}" if suffix else "")
+                if weight > 0:
+                    lines.append(Line(f"{label}, not smoothed", agg.step, agg.mean, ctx.color(group), dash=dash, legendgroup=label,
+                                      showlegend=False, width=1, opacity=RAW_OPACITY))
+                lines.append(Line(label, agg.step, reduce.ema(agg.mean, weight), ctx.color(group), low=reduce.ema(agg.low, weight),
+                                  high=reduce.ema(agg.high, weight), band_color=ctx.band_color(group), dash=dash, legendgroup=label,
+                                  showlegend=label not in shown))
+                shown.add(label)
+        if lines:
+            panels.append((title, lines))
+    return panels
+
+
 def render(ctx: Context) -> None:
     st.header("Training")
     if no_groups_message(ctx):
@@ -45,26 +72,14 @@ def render(ctx: Context) -> None:
     series = load_per_group(ctx, cache.scalars, "training scalars")
     if not series:
         return
-    smoothing = st.slider("EMA smoothing (loss, gradient norm, throughput)", 0.0, 0.99, 0.6, 0.01, key="training-ema")
-    panels, shown = [], set()
-    for title, columns, smooth in PANELS:
-        lines = []
-        for group, pairs in series.items():
-            i = ctx.groups.index(group)
-            for name, suffix, dash in columns:
-                agg = finite_series(pairs, name)
-                if agg is None:
-                    continue
-                weight = smoothing if smooth else 0.0
-                label = f"{ctx.group_name(group)}" + (f" {suffix}" if suffix else "")
-                lines.append(Line(label, agg.step, reduce.ema(agg.mean, weight), ctx.color(group), low=reduce.ema(agg.low, weight),
-                                  high=reduce.ema(agg.high, weight), band_color=band_color(i), dash=dash, legendgroup=label,
-                                  showlegend=label not in shown))
-                shown.add(label)
-        if lines:
-            panels.append((title, lines))
+    smoothing = st.slider("EMA smoothing (training loss, gradient norm, throughput)", 0.0, 0.99, 0.6, 0.01, key="training-ema",
+                          bind="query-params", help="Held-out evaluations and the learning rate are never smoothed; "
+                          "the raw line stays faintly behind a smoothed one.")
+    panels = training_panels(ctx, series, smoothing)
     if not panels:
         st.info("These runs logged no training scalars.")
         return
-    fig = panels_figure(panels, title="training (mean over seeds, band: min-max over seeds)", x_title="step", y_title="", panel_height=300)
-    show_figure(ctx, fig, "training")
+    smoothed = f"; training loss, gradient norm and throughput: EMA {smoothing:g}, faint: not smoothed" if smoothing > 0 else ""
+    fig = panels_figure(panels, title=f"training (mean over seeds, band: min-max over seeds{smoothed})", x_title="step", y_title="",
+                        panel_height=300)
+    show_figure(ctx, fig, "training", lines_table(panels))

@@ -14,7 +14,7 @@ import streamlit as st
 from . import cache, reduce
 from .data import RunSummary, Spectra
 from .reduce import Aggregate
-from .figures import HeatPanel, Line, band_color, heatmaps_figure, layer_color, lines_figure, panels_figure
+from .figures import HeatPanel, Line, heatmaps_figure, heatmaps_table, layer_color, lines_figure, lines_table, panels_figure
 from .ui import Context, DepthAxis, depth_axis, load_per_group, no_groups_message, open_view, show_figure, show_table
 
 STABLE, EFFECTIVE, EFFECTIVE_NORMALISED = "stable rank", "effective rank", "effective rank / min(m, n)"
@@ -36,10 +36,18 @@ def aggregate_ranks(pairs: list[tuple[RunSummary, Spectra]], measure: str) -> Ag
     return reduce.aggregate([s.step for _, s in pairs], [rank_values(s, measure) for _, s in pairs])
 
 
+def head_rank_values(spectra: Spectra, measure: str) -> np.ndarray:
+    """(M, L, H) of the chosen rank measure of each head's block of W_R."""
+    if measure == STABLE:
+        return spectra.head_stable_rank
+    if measure == EFFECTIVE_NORMALISED:
+        # A head's block is (D, d_model): min(m, n) is the number of singular values stored per head.
+        return spectra.head_effective_rank / spectra.head_k
+    return spectra.head_effective_rank
+
+
 def aggregate_head_ranks(pairs: list[tuple[RunSummary, Spectra]], measure: str) -> Aggregate:
-    """(M, L, H) per-head stable rank, or effective rank for either effective measure."""
-    values = [s.head_stable_rank if measure == STABLE else s.head_effective_rank for _, s in pairs]
-    return reduce.aggregate([s.step for _, s in pairs], values)
+    return reduce.aggregate([s.step for _, s in pairs], [head_rank_values(s, measure) for _, s in pairs])
 
 
 def ranks_over_training(ctx: Context, spectra: dict, measure: str, axis: DepthAxis) -> None:
@@ -57,19 +65,18 @@ def ranks_over_training(ctx: Context, spectra: dict, measure: str, axis: DepthAx
         panels, title=f"W_R {measure} per layer (mean over seeds; colour: depth, dark = first layer)", x_title="step",
         y_title=measure, columns=len(panels), shared_y=True, panel_height=380,
     )
-    show_figure(ctx, fig, "wr-rank-per-layer")
+    show_figure(ctx, fig, "wr-rank-per-layer", lines_table(panels))
 
-    layer = st.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="wr-layer")
+    layer = st.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="wr-layer", bind="query-params")
     lines = []
     for group, pairs in spectra.items():
         layer_g = axis.layer_of(group, layer)
         for name, dash in ((STABLE, None), (EFFECTIVE, "dot")):
             agg = aggregate_ranks(pairs, name)
-            i = ctx.groups.index(group)
             lines.append(Line(f"{ctx.group_name(group)}: {name}", agg.step, agg.mean[:, layer_g], ctx.color(group),
-                              low=agg.low[:, layer_g], high=agg.high[:, layer_g], band_color=band_color(i), dash=dash))
+                              low=agg.low[:, layer_g], high=agg.high[:, layer_g], band_color=ctx.band_color(group), dash=dash))
     fig = lines_figure(lines, title=f"W_R stable and effective rank, layer {layer} (band: min-max over seeds)", x_title="step", y_title="rank")
-    show_figure(ctx, fig, "wr-rank-one-layer")
+    show_figure(ctx, fig, "wr-rank-one-layer", lines_table([("", lines)]))
 
 
 def step_picker(where, spectra: dict, key: str) -> int:
@@ -78,16 +85,16 @@ def step_picker(where, spectra: dict, key: str) -> int:
     if len(steps) == 1:
         return int(steps[0])
     if len(steps) <= 2000:
-        return where.select_slider("Step", options=[int(s) for s in steps], value=int(steps[-1]), key=key)
+        return where.select_slider("Step", options=[int(s) for s in steps], value=int(steps[-1]), key=key, bind="query-params")
     # A select_slider sends every option to the browser; past a few thousand, a plain range slider.
-    return where.slider("Step", int(steps[0]), int(steps[-1]), int(steps[-1]), key=key)
+    return where.slider("Step", int(steps[0]), int(steps[-1]), int(steps[-1]), key=key, bind="query-params")
 
 
 def spectrum_section(ctx: Context, spectra: dict, axis: DepthAxis) -> None:
     left, middle, right = st.columns([1, 3, 1])
-    layer = left.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="wr-spectrum-layer")
+    layer = left.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="wr-spectrum-layer", bind="query-params")
     step = step_picker(middle, spectra, "wr-spectrum-step")
-    log_y = right.checkbox("Log scale", value=True, key="wr-spectrum-log")
+    log_y = right.checkbox("Log scale", value=True, key="wr-spectrum-log", bind="query-params")
     layers = load_per_group(ctx, lambda r: cache.spectrum(r, "wr", axis.layer_of(ctx.group_of(r), layer)), "W_R spectra", among=spectra)
     lines = []
     for group, pairs in layers.items():
@@ -96,10 +103,10 @@ def spectrum_section(ctx: Context, spectra: dict, axis: DepthAxis) -> None:
         at = sorted({int(s.step[row]) for row, (_, s) in zip(rows, pairs)})
         lines.append(Line(f"{ctx.group_name(group)} at step {', '.join(map(str, at))}", np.arange(1, values.shape[1] + 1),
                           values.mean(0), ctx.color(group), low=values.min(0), high=values.max(0),
-                          band_color=band_color(ctx.groups.index(group))))
+                          band_color=ctx.band_color(group)))
     fig = lines_figure(lines, title=f"W_R singular values, layer {layer} (band: min-max over seeds)", x_title="index k",
                        y_title="singular value", log_y=log_y)
-    show_figure(ctx, fig, "wr-spectrum")
+    show_figure(ctx, fig, "wr-spectrum", lines_table([("", lines)]), log_y=False)
 
 
 def heads_section(ctx: Context, spectra: dict, measure: str) -> None:
@@ -107,17 +114,16 @@ def heads_section(ctx: Context, spectra: dict, measure: str) -> None:
     if not with_heads:
         st.info("These runs hold no per-head ranks.")
         return
-    head_measure = STABLE if measure == STABLE else EFFECTIVE
     panels, rows = [], []
     for group, pairs in with_heads.items():
-        agg = aggregate_head_ranks(pairs, head_measure)
+        agg = aggregate_head_ranks(pairs, measure)
         values = agg.mean[-1]  # (L, H) at the group's last spectra step
         panels.append(HeatPanel(f"{ctx.group_name(group)}, step {agg.step[-1]}", np.arange(values.shape[1]), np.arange(values.shape[0]), values))
-        rows += [{"group": group, "step": int(agg.step[-1]), "layer": layer, "head": head, head_measure: float(values[layer, head])}
+        rows += [{"group": group, "step": int(agg.step[-1]), "layer": layer, "head": head, measure: float(values[layer, head])}
                  for layer in range(values.shape[0]) for head in range(values.shape[1])]
-    fig = heatmaps_figure(panels, title=f"W_R {head_measure} of each head block at the last spectra step (mean over seeds)",
-                          value_title=head_measure, x_title="head", y_title="layer")
-    show_figure(ctx, fig, "wr-per-head")
+    fig = heatmaps_figure(panels, title=f"W_R {measure} of each head block at the last spectra step (mean over seeds)",
+                          value_title=measure, x_title="head", y_title="layer")
+    show_figure(ctx, fig, "wr-per-head", heatmaps_table(panels), log_y=False)
     show_table(pd.DataFrame(rows), "per-head ranks")
 
 
@@ -127,7 +133,7 @@ def circuit_section(ctx: Context, axis: DepthAxis) -> None:
     if not circuits:
         return
     left, right = st.columns([1, 3])
-    layer = left.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="wrk-layer")
+    layer = left.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="wrk-layer", bind="query-params")
     step = step_picker(right, circuits, "wrk-step")
     layers = load_per_group(ctx, lambda r: cache.spectrum(r, "wrk", axis.layer_of(ctx.group_of(r), layer)), "W_RK circuit spectra",
                             among=circuits)
@@ -142,7 +148,7 @@ def circuit_section(ctx: Context, axis: DepthAxis) -> None:
         panels.append((f"{ctx.group_name(group)}, layer {layer_g}", lines))
     fig = panels_figure(panels, title=f"W_RK singular values per head at step {step} (mean over seeds; colour: head)", x_title="index k",
                         y_title="singular value", columns=len(panels), shared_y=True, log_y=True, panel_height=380)
-    show_figure(ctx, fig, "wrk-spectra")
+    show_figure(ctx, fig, "wrk-spectra", lines_table(panels), log_y=False)
 
 
 def render(ctx: Context) -> None:
@@ -159,7 +165,8 @@ def render(ctx: Context) -> None:
     axis = depth_axis(ctx, list(spectra))
     view = open_view(VIEWS, "wr-view")
     if view in (RANKS, HEADS):
-        measure = st.radio("Rank measure", [STABLE, EFFECTIVE, EFFECTIVE_NORMALISED], horizontal=True, key="wr-measure")
+        measure = st.radio("Rank measure", [STABLE, EFFECTIVE, EFFECTIVE_NORMALISED], horizontal=True, key="wr-measure",
+                           bind="query-params")
         if view == RANKS:
             ranks_over_training(ctx, spectra, measure, axis)
         else:

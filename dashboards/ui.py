@@ -1,4 +1,8 @@
-"""What every page shares: the context it renders from, figure and table export, per-run errors."""
+"""What every page shares: the context it renders from, figure and table export, per-run errors.
+
+Text from run files (run names, group labels, errors) goes through `text.md` before any
+Streamlit Markdown element; figures escape their own names and titles.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from .data import READ_ERRORS, Discovery, Grouping, RunSummary
+from .data import READ_ERRORS, Discovery, Grouping, RunSummary, crop
+from .figures import band_color, group_color
 from .reduce import relative_depth
-from .figures import group_color
+from .text import md
 
 T = TypeVar("T")
 
@@ -28,8 +33,11 @@ class Context:
     discovery: Discovery
     summaries: tuple[RunSummary, ...]  # every run found, readable or not
     grouping: Grouping  # the included, readable runs, grouped
-    groups: tuple[str, ...]  # picked groups, in the order picked (colours follow it)
+    groups: tuple[str, ...]  # picked groups, in analysis.groups.group_order (differences: first minus second)
     image_format: str  # "png" | "svg": what the figures' camera button saves
+    color_index: Mapping[str, int]  # group label -> palette index, fixed for the session
+    step_range: tuple[int, int] | None = None  # every chart of the page shows only these steps
+    log_y: bool = False  # log y axes on line charts of positive values
 
     def members(self, group: str) -> tuple[RunSummary, ...]:
         return self.grouping.groups.get(group, ())
@@ -42,11 +50,21 @@ class Context:
         raise KeyError(f"run {run.name} is in none of the picked groups")
 
     def color(self, group: str) -> str:
-        return group_color(self.groups.index(group))
+        return group_color(self.color_index[group])
+
+    def band_color(self, group: str) -> str:
+        return band_color(self.color_index[group])
 
     def group_name(self, group: str) -> str:
-        n = len(self.members(group))
-        return f"{group} ({n} runs)" if n > 1 else group
+        """The group as legends and titles name it: how many runs its line averages, and which
+        of them are still being written or crashed (their data may stop early)."""
+        members = self.members(group)
+        parts = [f"{len(members)} run" + ("s" if len(members) != 1 else "")]
+        for status in ("live", "crashed"):
+            count = sum(m.status == status for m in members)
+            if count:
+                parts.append(f"{count} {status}" if len(members) > 1 else status)
+        return f"{group} ({', '.join(parts)})"
 
 
 def figure_config(image_format: str, filename: str) -> dict:
@@ -61,9 +79,20 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "figure"
 
 
-def show_figure(ctx: Context, fig: go.Figure, name: str) -> None:
-    """Draw `fig`; its camera button downloads it as parallax-probe-<name>.<png|svg>."""
+def show_figure(ctx: Context, fig: go.Figure, name: str, table: pd.DataFrame, *, log_y: bool = True) -> None:
+    """Draw `fig` and a button that downloads `table`, its data, as CSV; the camera button saves
+    the figure as parallax-probe-<name>.<png|svg>.
+
+    log_y: whether the sidebar's log axes apply (line charts of positive values: not
+    heatmaps, not differences, which can be negative).
+    """
+    if ctx.log_y and log_y:
+        fig.update_yaxes(type="log", dtick=1, exponentformat="power")
     st.plotly_chart(fig, key=f"fig-{_slug(name)}", config=figure_config(ctx.image_format, f"parallax-probe-{_slug(name)}"))
+    st.download_button(
+        f"Download {name} (CSV)", table.to_csv(index=False).encode("utf-8"), file_name=f"parallax-probe-{_slug(name)}.csv",
+        mime="text/csv", key=f"figure-csv-{_slug(name)}",
+    )
 
 
 def open_view(views: Sequence[str], key: str) -> str:
@@ -97,23 +126,31 @@ def load_per_group(
     that have spectra), so runs already reported as lacking something are not reported again.
     """
     out: dict[str, list[tuple[RunSummary, T]]] = {}
-    missing = []
+    missing, outside = [], []
     for group in ctx.groups:
         runs = ctx.members(group) if among is None else [run for run, _ in among.get(group, ())]
         for run in runs:
             try:
                 # Shown only if the read takes over half a second: a large run not cached yet.
-                with st.spinner(f"Reading {what} of {run.name}"):
+                with st.spinner(f"Reading {md(what)} of {md(run.name)}"):
                     value = loader(run)
             except READ_ERRORS as error:
-                st.error(f"**{run.name}**: could not read {what}: {error}")
+                st.error(f"**{md(run.name)}**: could not read {md(what)}: {md(error)}")
                 continue
             if value is None:
                 missing.append(run.name)
                 continue
+            if ctx.step_range is not None:
+                value = crop(value, *ctx.step_range)
+                if value is None:
+                    outside.append(run.name)
+                    continue
             out.setdefault(group, []).append((run, value))
     if missing:
-        st.info(f"No {what} in: {', '.join(missing)} (a softmax model, or a run logged without it).")
+        st.info(f"No {md(what)} in: {md(', '.join(missing))} (a softmax model, or a run logged without it).")
+    if outside:
+        low, high = ctx.step_range
+        st.info(f"No {md(what)} between steps {low} and {high} in: {md(', '.join(outside))}.")
     return out
 
 
@@ -153,7 +190,7 @@ def depth_axis(ctx: Context, groups: list[str] | None = None) -> DepthAxis:
     depths = {g: ctx.members(g)[0].layers or 0 for g in groups}
     relative = len(set(depths.values())) > 1
     if relative:
-        listed = ", ".join(f"{g}: {d}" for g, d in depths.items())
+        listed = md(", ".join(f"{g}: {d}" for g, d in depths.items()))
         st.info(
             f"The groups have different depths ({listed} layers): layers are compared by relative depth, "
             "layer / (L-1), so first and last layers line up; a difference pairs each layer with the nearest one."
@@ -164,7 +201,7 @@ def depth_axis(ctx: Context, groups: list[str] | None = None) -> DepthAxis:
 def no_groups_message(ctx: Context) -> bool:
     """Tell the user why there is nothing to draw; True if that is the case."""
     if not ctx.summaries:
-        st.info(f"No runs found in {ctx.root}.")
+        st.info(f"No runs found in {md(ctx.root)}.")
         return True
     if not any(ctx.members(g) for g in ctx.groups):
         st.info("No group picked, or the picked groups hold no readable run: pick groups in the sidebar.")

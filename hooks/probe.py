@@ -127,6 +127,7 @@ class Probe:
         return probe_tables(self.n_layers, self.n_heads, self.head_dim, self.sites[0].w_r.shape[1])
 
     def _meta(self, meta: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The caller's meta plus what the probe knows of its setup (probe_schema.PROBE_META_KEYS)."""
         info = {k: v for k, v in (meta or {}).items() if v is not None}  # HDF5 attributes have no None
         info.setdefault("optimizer", "unknown")
         info["layers"] = self.n_layers

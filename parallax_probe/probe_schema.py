@@ -25,6 +25,11 @@ HEAD_MEAN_STATS = (
     "probe_norm_mean", "probe_norm_p50", "probe_norm_p90", "probe_norm_max",
 )
 HEAD_MEAN_PREFIX = "layer_"
+# Metadata the probe records about its own setup (hooks/probe.py `Probe._meta`), beside the
+# user's: readers that group runs by the user's metadata leave these out.
+PROBE_META_KEYS = (
+    "layers", "heads", "head_dim", "layer_modules", "native_statistics", "probe_every", "spectra_every",
+)
 # The exact aggregates stay float64 end to end, so ratios derived from them are not re-estimated.
 FLOAT64_STATS = frozenset({"sum_osm_sq", "sum_c_sq", "sum_osm_c"})
 

@@ -455,21 +455,28 @@ def train(cfg: TrainConfig) -> TrainResult:
         **provenance,
     }
     with full_disk_stops_cleanly(out, model, optimizers):
-        probe = None
-        if cfg.probe_every and model_config.attention == "parallax":
-            from .hooks import Probe
+        probe = baseline = None
+        run_meta = {"optimizer": cfg.optimizer.name, "config": run_info, "preset": cfg.preset,
+                    "attention": model_config.attention, "seed": cfg.seed, "task": task.name, **provenance}
+        run_mode = "resume" if cfg.resume else ("overwrite" if cfg.overwrite else "new")
+        try:
+            if cfg.probe_every and model_config.attention == "parallax":
+                from .hooks import Probe
 
-            try:
                 probe = Probe(
-                    model, out, every=cfg.probe_every, spectra_every=cfg.spectra_every or cfg.steps + 1,
-                    meta={"optimizer": cfg.optimizer.name, "config": run_info, "preset": cfg.preset,
-                          "attention": model_config.attention, "seed": cfg.seed, "task": task.name, **provenance},
-                    mode="resume" if cfg.resume else ("overwrite" if cfg.overwrite else "new"),
-                    start_step=start_step, distributed=dist, scalar_names=TRAINING_SCALARS,
+                    model, out, every=cfg.probe_every, spectra_every=cfg.spectra_every or cfg.steps + 1, meta=run_meta,
+                    mode=run_mode, start_step=start_step, distributed=dist, scalar_names=TRAINING_SCALARS,
                 )
-            except (RunExistsError, RunInUseError) as error:
-                # another process started on this folder between our check and now
-                raise RunFolderError(f"{out}: another process is writing this run ({error})") from error
+            elif model_config.attention == "softmax" and dist.is_main:
+                # A softmax model has no W_R for the probe; its training scalars still make a run
+                # folder, so the dashboard and the analysis can put the baseline beside Parallax runs.
+                from .store import Column, RunWriter
+
+                baseline = RunWriter(out, tables={"scalars": {n: Column(n, (), (), "f8") for n in TRAINING_SCALARS}},
+                                     meta=run_meta, mode=run_mode, start_step=start_step)
+        except (RunExistsError, RunInUseError) as error:
+            # another process started on this folder between our check and now
+            raise RunFolderError(f"{out}: another process is writing this run ({error})") from error
         if dist.is_main:
             if cfg.overwrite and not cfg.resume:
                 # only now: the probe has checked that no writer is live and replaced the segments
@@ -523,6 +530,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                     history.append(record)
                     if probe:
                         probe.log_scalars(step, **{k: v for k, v in record.items() if k != "step"})
+                    if baseline:
+                        baseline.append("scalars", step, **{k: v for k, v in record.items() if k != "step"})
+                        baseline.commit()  # every log_every steps: a few rows, cheap next to the steps between
                     bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{eval_accuracy:.3f}", tok_s=f"{tokens_per_second:,.0f}")
                 bar.update(1)
                 if dist.is_main and ((step + 1) % cfg.checkpoint_every == 0 or last):
@@ -544,6 +554,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             bar.close()
             if probe:
                 probe.close()
+            if baseline:
+                baseline.close()
     seconds = time.perf_counter() - t0
     dist.shutdown()
     return TrainResult(

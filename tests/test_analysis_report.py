@@ -69,18 +69,20 @@ def test_importing_analysis_does_not_import_torch():
 def test_planted_muon_adamw_difference_and_collapse_are_reported():
     report = build_report(planted_runs())
     assert report.problems == ()
-    assert [group.name for group in report.groups] == ["muon", "adamw"]
+    # groups.group_order: sorted by name, each difference the first minus the second (adamw - muon).
+    assert [group.name for group in report.groups] == ["adamw", "muon"]
 
     stable = comparison_of(report, "final W_R stable rank")
+    assert (stable.group_a, stable.group_b) == ("adamw", "muon")
     assert stable.across_layers.p_value == pytest.approx(2 / 2**N_LAYERS)
     for layer in stable.layers:
-        assert layer.difference == pytest.approx(25, abs=2)
-        assert layer.interval_low > 0
+        assert layer.difference == pytest.approx(-25, abs=2)
+        assert layer.interval_high < 0
 
     cor = comparison_of(report, "final COR")
-    assert all(layer.interval_low > 0 for layer in cor.layers)
+    assert all(layer.interval_high < 0 for layer in cor.layers)
 
-    muon, adamw = report.groups
+    adamw, muon = report.groups
     for layer in range(N_LAYERS):
         assert muon.layers[layer].stable_rank_onsets == (None, None, None)
         onsets = adamw.layers[layer].stable_rank_onsets
@@ -89,6 +91,16 @@ def test_planted_muon_adamw_difference_and_collapse_are_reported():
     assert muon.cor_depth_trend.spearman_rho == pytest.approx(1.0)
     assert muon.cor_depth_trend.first_layer_above == 0  # COR ~ 2 x depth exceeds 1 from layer 0
     assert adamw.cor_depth_trend.first_layer_above == 1
+
+
+def test_the_sign_does_not_depend_on_the_order_of_the_runs():
+    forward, backward = build_report(planted_runs()), build_report(planted_runs()[::-1])
+    for report in (forward, backward):
+        assert [(c.group_a, c.group_b) for c in report.comparisons] == [("adamw", "muon")] * len(report.comparisons)
+        assert "Sign: differences are the first group minus the second" in render_text(report)
+    assert [d.difference for d in comparison_of(forward, "final COR").layers] == pytest.approx(
+        [d.difference for d in comparison_of(backward, "final COR").layers]
+    )
 
 
 def numbers(text: str) -> list[str]:
@@ -153,16 +165,16 @@ def test_bad_input_is_named_and_the_rest_still_prints():
     assert any("no 'optimizer'" in m for m in messages["ungrouped-10"])
     assert any("'wr/stable_rank' has shape (3, 3, 3)" in m for m in messages["unreadable-11"])
 
-    muon, adamw = report.groups
+    adamw, muon = report.groups
     assert "deep-9" not in muon.runs and "short-8" in muon.runs
     assert "softmax-7" in adamw.runs and "softmax-7" not in adamw.runs_with_spectra
-    assert comparison_of(report, "final W_R stable rank").n_seeds_b == 3  # softmax-7 and unreadable-11 lack ranks
-    assert comparison_of(report, "final COR").n_seeds_b == 5
+    assert comparison_of(report, "final W_R stable rank").n_seeds_a == 3  # softmax-7 and unreadable-11 lack ranks
+    assert comparison_of(report, "final COR").n_seeds_a == 5
 
     text, markdown = render_text(report), render_markdown(report)
     for rendered in (text, markdown):
         assert "softmax-7: has no W_R spectra" in rendered
-        assert "final W_R stable rank (wr/stable_rank): muon vs adamw" in rendered
+        assert "final W_R stable rank (wr/stable_rank): adamw vs muon" in rendered
     json.loads(render_json(report))
 
 

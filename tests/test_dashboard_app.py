@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,12 +17,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 import test_dashboard_support as support  # noqa: E402
 
 from parallax_probe.dashboards import page_cor, page_probe, page_wr  # noqa: E402
-from parallax_probe.store import open_run  # noqa: E402
+from parallax_probe.store import RunWriter, open_run  # noqa: E402
 
 PAGES = ("Runs", "COR", "W_R rank", "Probe norms", "Training", "Rank collapse")
 CHART_PAGES = PAGES[1:]
 VIEWS = [("COR", "cor-view", page_cor.VIEWS), ("W_R rank", "wr-view", page_wr.VIEWS), ("Probe norms", "probe-view", page_probe.VIEWS)]
 TIMEOUT_S = 120
+SEEDS = support.SEEDS
 
 
 def dashboard(runs_dir: str) -> None:
@@ -122,12 +125,17 @@ def test_changing_the_groups_changes_the_traces(runs):
     at.multiselect(key="groups-optimizer").set_value(["muon"]).run()
     assert {t["name"] for t in support.chart(at, "layer x step")["data"]} == {"muon (2 runs)"}
 
+    # By seed, each seed's runs differ in their optimizer: not averaged unless asked for.
     at.selectbox(key="group_by").set_value("seed").run()
+    names = {t["name"] for t in support.chart(at, "layer x step")["data"]}
+    assert names == {"0 · train_config.optimizer.name=adamw (1 run)", "0 · train_config.optimizer.name=muon (1 run)",
+                     "0 · train_config.optimizer.name=adamw - 0 · train_config.optimizer.name=muon"}
+    at.checkbox(key="merge").check().run()
     names = {t["name"] for t in support.chart(at, "layer x step")["data"]}
     assert names == {"0 (2 runs)", "1 (2 runs)", "0 - 1"}
     view(at, "cor-view", page_cor.CURVES)
     curves = {t.get("name") for t in support.chart(at, "per layer")["data"] if t.get("name")}
-    assert curves == {"0 (2 runs)", "1 (2 runs)"}
+    assert curves == {"0 (2 runs)", "1 (2 runs)", "0 (2 runs), not smoothed", "1 (2 runs), not smoothed"}
 
 
 def test_wr_page_spectrum_is_the_files_last_spectrum(at, runs):
@@ -270,17 +278,216 @@ def test_run_names_in_the_url_leading_outside_are_refused(runs):
     at = app(runs, run=["../../etc", "/etc/passwd", "muon-s0"])
     errors = [e.value for e in at.error]
     assert len(errors) == 2 and all("refused" in e and "outside the runs folder" in e for e in errors)
-    assert at.multiselect(key="runs").value == ["muon-s0"]
+    assert at.multiselect(key="run").value == ["muon-s0"]
     page(at, "COR")
     assert not at.exception
-    assert {t["name"] for t in support.chart(at, "layer x step")["data"]} == {"muon"}
+    assert {t["name"] for t in support.chart(at, "layer x step")["data"]} == {"muon (1 run)"}
 
 
 def test_a_run_that_appears_is_included(runs, tmp_path):
     shutil.copytree(runs / "muon-s0", tmp_path / "muon-s0")
     at = app(tmp_path)
-    at.multiselect(key="runs").set_value(["muon-s0"]).run()
+    at.multiselect(key="run").set_value(["muon-s0"]).run()
     shutil.copytree(runs / "adamw-s0", tmp_path / "adamw-s0")
     at.run()
-    assert at.multiselect(key="runs").value == ["muon-s0", "adamw-s0"]
+    assert at.multiselect(key="run").value == ["muon-s0", "adamw-s0"]
     assert not at.warning and not at.exception
+
+
+# ---- issue 18 item 3: text from run files is never markup ------------------------------------------
+
+PAYLOAD = "muon ![b](http://127.0.0.1:8709/beacon.png) [Re-login](http://127.0.0.1:8709/phish)"
+HTML_PAYLOAD = '<a href="http://127.0.0.1:8709/phish">Re-login</a> <img src="http://127.0.0.1:8709/beacon.png">'
+# Markdown that would render an image or a link: "![" or "](" not escaped by a backslash.
+UNESCAPED_MARKUP = re.compile(r"(?<!\\)!(?<!\\)\[|(?<!\\)\]\(|(?<!\\)<[a-z]")
+
+
+def markdown_bodies(at: AppTest) -> list[str]:
+    kinds = (at.markdown, at.caption, at.header, at.subheader, at.title, at.error, at.warning, at.info, at.success)
+    return [str(e.value) for kind in kinds for e in kind]
+
+
+def shown_text(at: AppTest) -> str:
+    """The Markdown bodies as a reader sees them: backslash escapes removed."""
+    return re.sub(r"\\(.)", r"\1", "\n".join(markdown_bodies(at)))
+
+
+def plotly_texts(at: AppTest) -> list[str]:
+    texts = []
+    for spec in support.chart_specs(at):
+        texts.append(spec["layout"]["title"]["text"])
+        texts += [a.get("text", "") for a in spec["layout"].get("annotations", [])]
+        texts += [t.get("name", "") for t in spec["data"]]
+        texts += [t.get("hovertemplate", "") for t in spec["data"]]
+    return texts
+
+
+def test_metadata_is_shown_as_text_on_every_page(tmp_path):
+    support.write_run(tmp_path / "plain", layers=2, heads=2, optimizer=PAYLOAD)
+    support.write_run(tmp_path / "html", layers=2, heads=2, optimizer=HTML_PAYLOAD, seed=1)
+    at = app(tmp_path)
+    assert at.multiselect(key="groups-optimizer").value == [HTML_PAYLOAD, PAYLOAD]
+    for name in PAGES:
+        page(at, name)
+        assert not at.exception, (name, [e.value for e in at.exception])
+        bodies = markdown_bodies(at)
+        assert not [b for b in bodies if UNESCAPED_MARKUP.search(b)], name
+        if name == "Runs":
+            assert any(r"muon \!\[b\]\(http\:" in b for b in bodies)  # the label is there, as text
+        for text in plotly_texts(at):
+            assert "<a " not in text and "<img" not in text, (name, text)
+        if name == "COR":
+            assert any("&lt;a href=" in t for t in plotly_texts(at))
+
+
+# ---- issue 18 item 13: ?run= naming an unreadable run ---------------------------------------------
+
+def test_a_link_naming_an_unreadable_run_shows_its_error_and_draws_the_rest(damaged):
+    at = app(damaged, run=["truncated", "muon-s0", "adamw-s0"])
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.multiselect(key="run").value == ["truncated", "muon-s0", "adamw-s0"]
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc["truncated", "status"] == "error" and "truncated" in table.loc["truncated", "error"]
+    page(at, "COR")
+    assert not at.exception
+    names = {t["name"] for t in support.chart(at, "layer x step")["data"]}
+    assert names == {"adamw (1 run)", "muon (1 run)", "adamw - muon"}
+
+
+# ---- issue 20 -----------------------------------------------------------------------------------
+
+def test_summary_columns_hold_the_files_last_values(at, runs):
+    page(at, "Runs")
+    table = at.dataframe[0].value.set_index("run")
+    scalars = open_run(runs / "muon-s0").read("scalars/loss", "scalars/eval_accuracy")
+    loss, accuracy = scalars["scalars/loss"], scalars["scalars/eval_accuracy"]
+    row = table.loc["muon-s0"]
+    assert row["final loss"] == pytest.approx(loss[np.isfinite(loss)][-1])
+    assert row["held-out accuracy"] == pytest.approx(accuracy[np.isfinite(accuracy)][-1])
+    assert (row["steps"], row["status"]) == (40, "closed") and row["duration (min)"] >= 0
+    assert list(table.columns[:5]) == ["status", "final loss", "held-out accuracy", "steps", "duration (min)"]
+
+
+def test_evaluation_points_are_never_smoothed(runs):
+    at = page(app(runs), "Training")
+    assert at.slider(key="training-ema").value > 0
+    fig = support.chart(at, "training")
+    traces = {t["name"]: t for t in fig["data"] if t.get("name")}
+    evals = [open_run(runs / f"adamw-s{seed}").read("scalars/step", "scalars/eval_loss") for seed in SEEDS]
+    logged = np.mean([e["scalars/eval_loss"][np.isfinite(e["scalars/eval_loss"])] for e in evals], axis=0)
+    np.testing.assert_allclose(support.decode(traces["adamw (2 runs) held-out"]["y"]), logged, rtol=1e-6)
+    assert len(logged) >= 2  # an EMA would change the second point
+    raw = support.decode(traces["adamw (2 runs), not smoothed"]["y"])
+    smoothed = support.decode(traces["adamw (2 runs)"]["y"])
+    assert traces["adamw (2 runs), not smoothed"]["opacity"] < 1 and not np.allclose(raw, smoothed)
+
+
+def test_colours_stay_with_their_group_when_another_is_removed(runs):
+    at = view(page(app(runs), "COR"), "cor-view", page_cor.CURVES)
+
+    def colours() -> dict[str, str]:
+        return {t["name"]: t["line"]["color"] for t in support.chart(at, "per layer")["data"] if t.get("name")}
+
+    before = colours()
+    assert before["muon (2 runs)"] != before["adamw (2 runs)"]
+    at.multiselect(key="groups-optimizer").set_value(["muon"]).run()
+    assert colours()["muon (2 runs)"] == before["muon (2 runs)"]
+    page(at, "Training")
+    assert {t["line"]["color"] for t in support.chart(at, "training")["data"] if t.get("name", "").startswith("muon")} == {
+        before["muon (2 runs)"]
+    }
+
+
+def test_per_head_ranks_follow_the_normalised_measure(tmp_path):
+    support.write_run(tmp_path / "muon", layers=2, heads=3, optimizer="muon")
+    at = view(page(app(tmp_path), "W_R rank"), "wr-view", page_wr.HEADS)
+    at.radio(key="wr-measure").set_value(page_wr.EFFECTIVE_NORMALISED).run()
+    fig = support.chart(at, "of each head block")
+    assert "effective rank / min(m, n)" in fig["layout"]["title"]["text"]
+    (heatmap,) = [t for t in fig["data"] if t["type"] == "heatmap"]
+    # write_run stores head effective rank 3.0; a head block is (head_dim 4) x (d_model 16): min(m, n) = 4.
+    np.testing.assert_allclose(support.decode(heatmap["z"]), np.full((2, 3), 3.0 / 4))
+
+
+def test_differences_point_the_way_analyze_reports_them(at, runs, capsys):
+    page(at, "COR")
+    assert "Sign: differences are the first group minus the second" in "\n".join(markdown_bodies(at))
+    page(at, "Rank collapse")
+    subheaders = [s.value for s in at.subheader if " \\- " in s.value]
+    assert subheaders and all(s.startswith("adamw \\- muon") for s in subheaders)
+    from parallax_probe.analysis import analyze_main
+
+    for order in (["muon-s0", "adamw-s0"], ["adamw-s0", "muon-s0"]):
+        analyze_main([str(runs / name) for name in order], "optimizer", "text", sys.stdout)
+        out = capsys.readouterr().out
+        assert "adamw vs muon" in out and "muon vs adamw" not in out and "Sign: differences are the first" in out
+
+
+def test_runs_trained_differently_are_separate_groups_and_live_members_are_flagged(runs, tmp_path):
+    for name in ("muon-s0", "muon-s1"):
+        shutil.copytree(runs / name, tmp_path / name)
+    subprocess.run([str(support.CLI), "train", *support.TRAIN_ARGS[:-1], "--steps", "30", "--optimizer", "muon", "--seed", "2",
+                    "--out", str(tmp_path / "muon-short"), "--no-progress"], check=True, capture_output=True)
+    at = page(app(tmp_path), "COR")
+    names = {t["name"] for t in support.chart(at, "layer x step")["data"]}
+    # The trainer derives the warmup from the steps, so both differ; the label names each.
+    short, full = (f"muon · train_config.optimizer.warmup_steps={w}, train_config.steps={n}" for w, n in ((3, 30), (4, 40)))
+    assert names == {f"{short} (1 run)", f"{full} (2 runs)", f"{short} - {full}"}
+    assert "differ in train_config.optimizer.warmup_steps, train_config.steps" in shown_text(at)
+    at.checkbox(key="merge").check().run()
+    assert {t["name"] for t in support.chart(at, "layer x step")["data"]} == {"muon (3 runs)"}
+
+    writer = RunWriter(tmp_path / "live", tables=support.probe_tables(2, 2), meta={"optimizer": "probe-only"}, start_step=0,
+                       fsync_every_s=None)
+    try:
+        support.append_rows(writer, range(10), 2, 2)
+        support.write_run(tmp_path / "closed", layers=2, heads=2, optimizer="probe-only", seed=1)
+        at = app(tmp_path)
+        at.selectbox(key="group_by").set_value("run").run()
+        at.multiselect(key="groups-run").set_value(["live", "closed"]).run()
+        page(at, "COR")
+        names = {t["name"] for t in support.chart(at, "layer x step")["data"] if t["type"] == "heatmap"}
+        assert "live (1 run, live)" in names and "closed (1 run)" in names
+    finally:
+        writer.close()
+
+
+def test_softmax_baseline_is_listed_and_drawn_on_the_training_page(runs, tmp_path):
+    shutil.copytree(runs / "muon-s0", tmp_path / "muon-s0")
+    subprocess.run([str(support.CLI), "train", *support.TRAIN_ARGS, "--optimizer", "muon", "--seed", "0", "--attention", "softmax",
+                    "--out", str(tmp_path / "softmax-s0")], check=True, capture_output=True)
+    at = app(tmp_path)
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc["softmax-s0", "status"] == "closed" and table.loc["softmax-s0", "steps"] == 40
+    assert len(at.dataframe) == 1 or "softmax-s0" not in set(at.dataframe[-1].value.iloc[:, 0])  # not skipped
+    label = "muon · model_config.attention=softmax"
+    assert label in at.multiselect(key="groups-optimizer").options
+    at.multiselect(key="groups-optimizer").set_value(["muon · model_config.attention=parallax", label]).run()
+    page(at, "Training")
+    names = {t.get("name") for t in support.chart(at, "training")["data"]}
+    assert f"{label} (1 run)" in names and "muon · model_config.attention=parallax (1 run)" in names
+    page(at, "COR")
+    assert not at.exception and "No COR statistics in: softmax-s0" in shown_text(at)
+
+
+def test_step_range_log_axes_filter_and_csv_of_every_figure(runs):
+    at = view(page(app(runs), "COR"), "cor-view", page_cor.CURVES)
+    at.slider(key="steps").set_value((10, 30)).run()
+    steps = np.concatenate([support.decode(t["x"]) for t in support.chart(at, "per layer")["data"]])
+    assert steps.min() >= 10 and steps.max() <= 30
+    at.checkbox(key="log").check().run()
+    fig = support.chart(at, "per layer")
+    assert all(fig["layout"][axis]["type"] == "log" for axis in fig["layout"] if axis.startswith("yaxis"))
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert "Download cor-per-layer (CSV)" in labels
+    at.text_input(key="filter").input("seed=1").run()
+    assert {t["name"] for t in support.chart(at, "per layer")["data"] if t.get("name")} >= {"muon (1 run)", "adamw (1 run)"}
+    for name in CHART_PAGES:
+        page(at, name)
+        assert len([b for b in at.get("download_button") if b.proto.label.startswith("Download")]) >= len(at.get("plotly_chart"))
+
+
+def test_group_picker_offers_no_internal_keys(at):
+    options = at.selectbox(key="group_by").options
+    assert not {"writer_boot_id", "writer_start_ticks", "format_version", "run_id", "code_version"} & set(options)
+    assert options[:6] == ["optimizer", "run", "seed", "preset", "attention", "task"]

@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import http.server
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_dashboard_support as support  # noqa: E402
 
-from parallax_probe.store import RunWriter  # noqa: E402
+from parallax_probe.store import RunWriter, open_run  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
@@ -166,7 +172,7 @@ def test_every_page_draws_its_charts(server, browser):
 @requires_chromium
 @pytest.mark.browser
 def test_picking_groups_in_the_browser_redraws(server, browser):
-    page = open_page(browser, f"{server}?page=COR&group_by=seed", charts=1)
+    page = open_page(browser, f"{server}?page=COR&group_by=seed&merge=true", charts=1)
     try:
         titles = page.locator('[data-testid="stPlotlyChart"] .gtitle, [data-testid="stPlotlyChart"] .annotation-text').all_text_contents()
         assert any("0 (2 runs)" in t for t in titles) and any("0 - 1" in t for t in titles)
@@ -277,3 +283,230 @@ def test_readme_screenshots(browser):
                 page.screenshot(path=str(REPO / "docs" / file))
             finally:
                 page.close()
+
+
+# What Plotly holds for every chart of the page: title, and per trace its name, colour, opacity
+# and values (from _fullData, where typed arrays are decoded).
+_CHARTS_JS = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')).map(g => ({
+    title: g.layout.title.text,
+    yaxes: Object.keys(g._fullLayout).filter(k => k.startsWith('yaxis')).map(k => g._fullLayout[k].type),
+    traces: g._fullData.map(t => ({name: t.name, type: t.type, color: t.line && t.line.color, opacity: t.opacity,
+                                   x: t.x ? Array.from(t.x) : [], y: t.y ? Array.from(t.y) : [],
+                                   z: t.z ? Array.from(t.z, row => Array.from(row)) : []})),
+}))"""
+
+
+def charts(page) -> list[dict]:
+    return page.evaluate(_CHARTS_JS)
+
+
+def chart_titled(page, part: str) -> dict:
+    found = [c for c in charts(page) if part in c["title"]]
+    assert len(found) == 1, [c["title"] for c in charts(page)]
+    return found[0]
+
+
+def url_params(page) -> dict[str, list[str]]:
+    return page.evaluate("""() => { const p = new URLSearchParams(location.search), out = {};
+        for (const k of new Set(p.keys())) out[k] = p.getAll(k); return out; }""")
+
+
+def wait_for_param(page, key: str, value: str) -> None:
+    page.wait_for_function(f"() => new URLSearchParams(location.search).getAll({key!r}).includes({value!r})", timeout=WAIT_MS)
+
+
+# Every control that changes what is drawn, set away from its default, and a piece of the
+# chart title (or trace name) that shows it took effect. The runs: 2 layers, 40 steps, spectra every 10.
+ROUND_TRIPS = [
+    ({"page": ["COR"], "run": ["muon-s1", "adamw-s1", "muon-s0"], "filter": ["seed=1"], "group_by": ["run"],
+      "merge": ["true"], "groups-run": ["muon-s1"], "steps": ["10", "30"], "log": ["true"], "refresh": ["7"],
+      "image_format": ["svg"], "cor-view": ["Per layer"], "cor-layers": ["1"], "cor-ema": ["0.3"], "cor-band": ["min-max over seeds"]},
+     "EMA 0.3"),
+    ({"page": ["COR"], "cor-view": ["Per head"], "cor-head-layer": ["0"]}, "COR per head"),
+    ({"page": ["COR"], "cor-view": ["Against depth"], "cor-depth-latest": ["false"], "cor-depth-step": ["20"]}, "at step 20"),
+    ({"page": ["W_R rank"], "wr-measure": ["effective rank"], "wr-layer": ["0"]}, "layer 0"),  # the first view: no wr-view
+    ({"page": ["W_R rank"], "wr-view": ["Spectrum"], "wr-spectrum-layer": ["0"], "wr-spectrum-step": ["20"],
+      "wr-spectrum-log": ["false"]}, "singular values, layer 0"),
+    ({"page": ["W_R rank"], "wr-view": ["W_RK circuit"], "wrk-layer": ["0"], "wrk-step": ["20"]}, "at step 20"),
+    ({"page": ["W_R rank"], "wr-view": ["Per head"], "wr-measure": ["effective rank / min(m, n)"]}, "effective rank / min(m, n)"),
+    ({"page": ["Probe norms"], "probe-view": ["Distribution per layer"], "probe-layers": ["0"], "probe-ema": ["0.5"]}, "EMA 0.5"),
+    ({"page": ["Training"], "training-ema": ["0.2"]}, "EMA 0.2"),
+]
+
+
+@requires_chromium
+@pytest.mark.browser
+@pytest.mark.parametrize(("params", "shown"), ROUND_TRIPS, ids=[p["page"][0] + "-" + "-".join(k for k in p if k != "page")[:40] for p, _ in ROUND_TRIPS])
+def test_every_control_round_trips_through_the_url(server, browser, params, shown):
+    query = urllib.parse.urlencode([(k, v) for k, values in params.items() for v in values])
+    page = open_page(browser, f"{server}?{query}", charts=1)
+    try:
+        assert page.locator('[data-testid="stException"]').count() == 0
+        kept = url_params(page)
+        # A value the app did not accept would have been dropped from the URL.
+        assert {k: kept.get(k) for k in params} == params
+        titles = [c["title"] for c in charts(page)]
+        assert any(shown in t for t in titles), titles
+        if "steps" in params:
+            (fig,) = charts(page)
+            assert {t["name"] for t in fig["traces"] if t["name"] and "smoothed" not in t["name"]} == {"muon-s1 (1 run)"}
+            steps = [x for t in fig["traces"] for x in t["x"]]
+            assert min(steps) >= 10 and max(steps) <= 30
+            assert set(fig["yaxes"]) == {"log"}
+    finally:
+        page.close()
+
+
+@requires_chromium
+@pytest.mark.browser
+def test_a_changed_control_goes_into_the_url_and_the_link_reopens_it(server, browser):
+    page = open_page(browser, f"{server}?page=COR&cor-view=Per+layer", charts=1)
+    try:
+        page.locator('[data-testid="stSidebar"] [data-testid="stCheckbox"]').filter(has_text="Log y axes").locator("label").click()
+        wait_for_param(page, "log", "true")
+        wait_until_drawn(page, charts=1)
+        link = page.url
+    finally:
+        page.close()
+    page = open_page(browser, link, charts=1)
+    try:
+        assert set(chart_titled(page, "per layer")["yaxes"]) == {"log"}
+    finally:
+        page.close()
+
+
+@requires_chromium
+@pytest.mark.browser
+def test_colours_stay_after_removing_a_group(server, browser):
+    page = open_page(browser, f"{server}?page=COR&cor-view=Per+layer", charts=1)
+    try:
+        def colours() -> dict[str, str]:
+            return {t["name"]: t["color"] for t in chart_titled(page, "per layer")["traces"] if t["name"]}
+
+        before = colours()
+        assert before["muon (2 runs)"] != before["adamw (2 runs)"]
+        page.locator('[data-testid="stSidebar"] button[aria-label="Remove adamw"]').first.click()
+        wait_for_param(page, "groups-optimizer", "muon")
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('.js-plotly-plot')).every(g => !g._fullData.some(t => (t.name || '').startsWith('adamw')))",
+            timeout=WAIT_MS,
+        )
+        wait_until_drawn(page, charts=1)
+        after = colours()
+        assert "adamw (2 runs)" not in after and after["muon (2 runs)"] == before["muon (2 runs)"]
+        screenshot(page, "colours-after-removing-a-group")
+    finally:
+        page.close()
+
+
+@requires_chromium
+@pytest.mark.browser
+def test_per_head_view_draws_the_normalised_ranks(server, browser, runs):
+    page = open_page(browser, f"{server}?page=W_R+rank&wr-view=Per+head&wr-measure=effective+rank+/+min(m,+n)", charts=1)
+    try:
+        fig = chart_titled(page, "of each head block")
+        assert "effective rank / min(m, n)" in fig["title"]
+        heads = [open_run(runs / f"muon-s{seed}") for seed in support.SEEDS]
+        head_k = heads[0].tables["wr"].column("head_singular_values").shape[-1]
+        expected = np.mean([run["wr/head_effective_rank"][-1] for run in heads], axis=0) / head_k  # (L, H)
+        (muon,) = [t for t in fig["traces"] if t["type"] == "heatmap" and t["name"].startswith("muon")]
+        np.testing.assert_allclose(np.array(muon["z"]), expected, rtol=1e-5)
+        assert np.array(muon["z"]).max() <= 1
+        screenshot(page, "wr-per-head-normalised")
+    finally:
+        page.close()
+
+
+@requires_chromium
+@pytest.mark.browser
+def test_evaluation_points_are_drawn_as_logged(server, browser, runs):
+    page = open_page(browser, f"{server}?page=Training", charts=1)
+    try:
+        traces = {t["name"]: t for t in chart_titled(page, "training")["traces"] if t["name"]}
+        logged = []
+        for seed in support.SEEDS:
+            column = open_run(runs / f"muon-s{seed}")["scalars/eval_loss"]
+            logged.append(column[np.isfinite(column)])
+        np.testing.assert_allclose(traces["muon (2 runs) held-out"]["y"], np.mean(logged, axis=0), rtol=1e-6)
+        raw = traces["muon (2 runs), not smoothed"]
+        assert raw["opacity"] < 1 and raw["y"] != traces["muon (2 runs)"]["y"]
+    finally:
+        page.close()
+
+
+@requires_chromium
+@pytest.mark.browser
+def test_a_run_started_after_the_tab_opened_appears_in_it(runs, tmp_path, browser):
+    """A tab opened while nothing is live; then a real training process starts writing a new run."""
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(runs / "muon-s0", runs_dir / "muon-s0")
+    with dashboard_server(runs_dir) as url:
+        page = open_page(browser, f"{url}?page=Runs&refresh=1")
+        training = None
+        try:
+            page.evaluate("window.__stillTheSamePage = true")
+            args = [a if a != "40" else "2000" for a in support.TRAIN_ARGS]  # --steps 2000: live for the whole test
+            training = subprocess.Popen(
+                [str(support.CLI), "train", *args, "--optimizer", "adamw", "--seed", "0", "--out", str(runs_dir / "new-run")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+            # No click: the folder watcher finds the run and the app adds it to the picked runs.
+            page.locator('[data-testid="stSidebar"] [aria-label="new-run"]').first.wait_for(timeout=WAIT_MS)
+            page.get_by_text(re.compile(r"Live: new-run at step \d+")).wait_for(timeout=WAIT_MS)
+            first = int(re.search(r"new-run at step (\d+)", page.get_by_text(re.compile("Live: new-run")).first.inner_text()).group(1))
+            page.wait_for_function(
+                f"() => {{ const m = document.body.innerText.match(/new-run at step (\\d+)/); return m && +m[1] > {first}; }}",
+                timeout=WAIT_MS,
+            )
+            assert page.evaluate("window.__stillTheSamePage === true")
+            assert page.locator('[data-testid="stException"]').count() == 0
+            screenshot(page, "new-run-appeared")
+        finally:
+            if training is not None:
+                training.terminate()
+                training.wait(timeout=60)
+            page.close()
+
+
+class _Beacon(http.server.BaseHTTPRequestHandler):
+    """Records every request: a page that fetched the payload's image or followed its link would show up here."""
+
+    requests: list[str] = []
+
+    def do_GET(self):  # noqa: N802 - the http.server API
+        _Beacon.requests.append(self.path)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@requires_chromium
+@pytest.mark.browser
+def test_markdown_in_metadata_fetches_nothing_and_links_nowhere(tmp_path, browser):
+    beacon = http.server.HTTPServer(("127.0.0.1", 0), _Beacon)
+    threading.Thread(target=beacon.serve_forever, daemon=True).start()
+    address = f"http://127.0.0.1:{beacon.server_address[1]}"
+    payload = f"muon ![b]({address}/beacon.png) [Re-login]({address}/phish)"  # issue 18, item 3
+    html_payload = f'<a href="{address}/phish">Re-login</a> <img src="{address}/beacon.png">'
+    runs_dir = tmp_path / "runs"
+    support.write_run(runs_dir / "plain", layers=2, heads=2, optimizer=payload)
+    support.write_run(runs_dir / "html", layers=2, heads=2, optimizer=html_payload, seed=1)
+    _Beacon.requests.clear()
+    try:
+        with dashboard_server(runs_dir) as url:
+            for name in PAGES:
+                page = open_page(browser, f"{url}?page={name.replace(' ', '+')}", charts=0 if name == "Runs" else 1)
+                try:
+                    page.wait_for_timeout(500)  # time for an image request, had one been made
+                    assert page.locator(f'a[href^="{address}"], img[src^="{address}"], [href^="{address}"]').count() == 0, name
+                    assert page.locator('[data-testid="stException"]').count() == 0, name
+                    if name == "Runs":
+                        page.get_by_text(f"![b]({address}/beacon.png)", exact=False).first.wait_for(timeout=WAIT_MS)
+                        screenshot(page, "escaped-metadata")
+                finally:
+                    page.close()
+        assert _Beacon.requests == []
+    finally:
+        beacon.shutdown()

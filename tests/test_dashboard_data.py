@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import test_dashboard_support as support  # noqa: E402
 
-from parallax_probe.dashboards import data, reduce, serve  # noqa: E402
-from parallax_probe.dashboards.figures import integer_ticks  # noqa: E402
+from parallax_probe.dashboards import data, reduce, serve, text  # noqa: E402
+from parallax_probe.dashboards.figures import GROUP_COLORS, assign_colors, integer_ticks, layer_color  # noqa: E402
 from parallax_probe.probe_schema import HEAD_MEAN_PREFIX, head_means  # noqa: E402
 from parallax_probe.store import RunWriter, open_run  # noqa: E402
 
@@ -163,15 +164,102 @@ def test_group_runs_by_metadata_and_config_path_keeping_one_shape():
         _summary("d", layers=4, optimizer="muon"),
         _summary("e"),
     ]
-    grouping = data.group_runs(runs, "optimizer")
+    grouping = data.group_runs(runs, "optimizer", merge_configurations=True)
     assert list(grouping.groups) == ["adamw", "muon"]
     assert [r.name for r in grouping.groups["muon"]] == ["a", "b"]
     left_out = {s.name: s.reason for s in grouping.left_out}
     assert "4 layers x 2 heads" in left_out["d"] and "no scalar 'optimizer'" in left_out["e"]
 
-    by_lr = data.group_runs(runs[:3], "train_config.lr")
+    by_lr = data.group_runs(runs[:3], "train_config.lr", merge_configurations=True)
     assert {k: [r.name for r in v] for k, v in by_lr.groups.items()} == {"1": ["a", "c"], "2": ["b"]}
     assert list(data.group_runs(runs[:3], "run").groups) == ["a", "b", "c"]
+
+
+def _trained(name, *, optimizer="muon", seed=0, steps=600, lr=0.02, **meta):
+    """A summary whose metadata looks like the trainer's (analysis.groups.COMPARED_FIELDS)."""
+    config = {"train_config": {"steps": steps, "batch_size": 32, "optimizer": {"name": optimizer, "muon_lr": lr, "adamw_lr": 3e-3},
+                               "mad_overrides": {}, "seed": seed, "out": f"runs/{name}"},
+              "model_config": {"n_layers": 2, "attention": "parallax", "attention_backend": "auto"},
+              "task": {"name": "in-context-recall", "seq_len": 64}}
+    return _summary(name, optimizer=optimizer, seed=seed, config=config, **meta)
+
+
+def test_runs_trained_differently_are_not_averaged_unless_asked():
+    runs = [_trained("a", seed=0), _trained("b", seed=1), _trained("long", steps=3000), _trained("fast", lr=0.05)]
+    grouping = data.group_runs(runs, "optimizer")
+    assert {k: [r.name for r in v] for k, v in grouping.groups.items()} == {
+        "muon · train_config.optimizer.muon_lr=0.02, train_config.steps=600": ["a", "b"],
+        "muon · train_config.optimizer.muon_lr=0.02, train_config.steps=3000": ["long"],
+        "muon · train_config.optimizer.muon_lr=0.05, train_config.steps=600": ["fast"],
+    }
+    assert any("differ in train_config.optimizer.muon_lr, train_config.steps" in note for note in grouping.notes)
+    assert list(data.group_runs(runs, "optimizer", merge_configurations=True).groups) == ["muon"]
+    # The seed, the output folder and the backend are not part of what must match.
+    backend = _trained("c", seed=2)
+    backend.meta["config"]["model_config"]["attention_backend"] = "triton"
+    assert list(data.group_runs([runs[0], backend], "optimizer").groups) == ["muon"]
+
+
+def test_probe_runs_without_a_training_config_group_by_their_metadata():
+    runs = [_summary("a", optimizer="muon", seed=0, lr=0.1), _summary("b", optimizer="muon", seed=1, lr=0.1),
+            _summary("c", optimizer="muon", seed=0, lr=0.2)]
+    grouping = data.group_runs(runs, "optimizer")
+    assert {k: [r.name for r in v] for k, v in grouping.groups.items()} == {"muon · lr=0.1": ["a", "b"], "muon · lr=0.2": ["c"]}
+    assert any("without a training configuration" in note for note in grouping.notes)
+
+
+def test_group_keys_are_the_users_and_the_configurations_not_the_stores():
+    runs = [_trained("a", writer_boot_id="x", writer_start_ticks=1, format_version=1, code_version="git:1", note="mine"),
+            _trained("b", lr=0.05, note="mine")]
+    keys = data.group_keys(runs)
+    assert keys[:6] == ["optimizer", "run", "seed", "preset", "attention", "task"]
+    assert "note" in keys and "train_config.optimizer.muon_lr" in keys
+    assert not {"writer_boot_id", "writer_start_ticks", "format_version", "code_version", "train_config.out"} & set(keys)
+
+
+def test_filter_runs_by_metadata_and_config():
+    runs = [_trained("a", seed=0), _trained("b", seed=1), _trained("c", optimizer="adamw", seed=0),
+            _trained("d", lr=0.005), _summary("p", optimizer="muon")]
+    names = lambda expression: [r.name for r in data.filter_runs(runs, expression)]  # noqa: E731
+    assert names("optimizer=muon") == ["a", "b", "d", "p"]
+    assert names("optimizer=muon lr<0.01") == ["d"]  # lr: the run's own optimizer's peak learning rate
+    assert names("seed>=1") == ["b"]
+    assert names("train_config.steps=600 optimizer!=muon") == ["c"]
+    assert names("") == ["a", "b", "c", "d", "p"]
+    with pytest.raises(data.FilterError, match="'lr~1'"):
+        data.filter_runs(runs, "lr~1")
+
+
+def test_crop_keeps_the_steps_of_the_range():
+    series = data.LayerSeries(np.array([0, 5, 10, 15]), {"attn/cor_mean": np.arange(8, dtype=np.float32).reshape(4, 2)})
+    cropped = data.crop(series, 5, 10)
+    np.testing.assert_array_equal(cropped.step, [5, 10])
+    np.testing.assert_array_equal(cropped.values["attn/cor_mean"], [[2, 3], [4, 5]])
+    assert data.crop(series, 20, 30) is None
+    assert data.crop((series, series), 0, 0)[1].step.tolist() == [0]
+
+
+def test_colours_stay_with_their_group():
+    memory: dict[str, int] = {}
+    first = assign_colors(memory, ["adamw", "muon", "sgd"])
+    assert first == {"adamw": 0, "muon": 1, "sgd": 2}
+    assert assign_colors(memory, ["muon", "sgd"]) == {"muon": 1, "sgd": 2}  # adamw removed: nobody recoloured
+    assert assign_colors(memory, ["lion", "muon"]) == {"lion": 3, "muon": 1}
+    assert "#F0E442" not in GROUP_COLORS  # Okabe-Ito's yellow: too light on white
+    assert all(layer_color(layer, 28) != "rgb(253, 231, 37)" for layer in range(28))
+
+
+PAYLOAD = "muon ![b](http://127.0.0.1:8709/beacon.png) [Re-login](http://127.0.0.1:8709/phish)"
+
+
+def test_text_from_runs_is_escaped_for_markdown_and_plotly():
+    escaped = text.md(PAYLOAD + "\n# title :red[x] $x$ <b>y</b> www.example.com")
+    # Every ASCII punctuation character is preceded by a backslash: none can start markup.
+    assert re.search(r"(?<!\\)[!\[\]()<>#:$.]", escaped.replace("\\\\", "")) is None
+    assert "\n" not in escaped
+    assert "http\\:\u200b\\/\\/" in escaped and "www\u200b\\." in escaped  # no autolink can match
+    assert re.sub(r"\\(.)", r"\1", escaped).replace("\u200b", "") == PAYLOAD + " # title :red[x] $x$ <b>y</b> www.example.com"  # the text itself
+    assert text.plot('<a href="http://x">y</a> & more') == '&lt;a href="http://x"&gt;y&lt;/a&gt; &amp; more'
 
 
 def test_aggregate_aligns_runs_on_their_steps():
