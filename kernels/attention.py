@@ -92,9 +92,15 @@ def _validate_cu_seqlens(cu_seqlens, q, k, max_seqlen) -> None:
                 f"parallax_attention: cu_seqlens must rise from 0 to the packed length {q.shape[1]} without "
                 f"decreasing; got {offsets[:8]}{' ...' if len(offsets) > 8 else ''}"
             )
+        longest = max(b - a for a, b in zip(offsets, offsets[1:]))
+        if max_seqlen is not None and max_seqlen < longest:
+            raise ValueError(
+                f"parallax_attention: max_seqlen ({max_seqlen}) is shorter than the longest packed sequence "
+                f"({longest}); pass at least that, or None"
+            )
 
 
-def _triton_kernel_covers(q: torch.Tensor, k: torch.Tensor, causal: bool, cu_seqlens: torch.Tensor | None) -> bool:
+def _triton_kernel_covers(q: torch.Tensor, k: torch.Tensor, causal: bool) -> bool:
     """Whether the Triton kernel computes this call; everything else takes the reference."""
     # Each tile holds a whole head in registers; the tiles are sized and measured for D = 64
     # and 128 only (other sizes would need padded tiles that nobody has checked or timed).
@@ -105,8 +111,8 @@ def _triton_kernel_covers(q: torch.Tensor, k: torch.Tensor, causal: bool, cu_seq
     # float32 dots without the tensor cores' speed, so they stay on the reference.
     if q.dtype not in (torch.bfloat16, torch.float16):
         return False
-    # Packed sequences and queries offset against a longer cache are not in the kernel yet.
-    if cu_seqlens is not None or k.shape[1] != q.shape[1]:
+    # Queries offset against a longer cache (a decode step) are not in the kernel.
+    if k.shape[1] != q.shape[1]:
         return False
     # The kernel's masks and its block ranges assume causal attention.
     return causal
@@ -118,7 +124,6 @@ def resolve_backend(
     causal: bool = True,
     *,
     k: torch.Tensor | None = None,
-    cu_seqlens: torch.Tensor | None = None,
 ) -> Literal["triton", "reference"]:
     """The one place that decides which implementation runs for this call.
 
@@ -126,7 +131,7 @@ def resolve_backend(
     cover (`_triton_kernel_covers`) runs on the reference.
     """
     wanted = ("triton" if triton_runs_on(q.device) else "reference") if backend == "auto" else backend
-    covered = _triton_kernel_covers(q, q if k is None else k, causal, cu_seqlens)
+    covered = _triton_kernel_covers(q, q if k is None else k, causal)
     return "triton" if wanted == "triton" and covered else "reference"
 
 
@@ -157,14 +162,13 @@ def parallax_attention(
     return_stats: also return an `AttentionStats` of per-(B, T, HQ) row quantities.
     backend: 'auto' takes the Triton kernel on compute capability 9.0 and the reference
     elsewhere; 'triton' or 'reference' force one. Calls the kernel does not cover (head dim
-    other than 64 or 128, float32, non-causal, cu_seqlens, Tk != Tq) take the reference
-    either way.
+    other than 64 or 128, float32, non-causal, Tk != Tq) take the reference either way.
     Returns o in the input dtype, or (o, stats).
     """
     _validate(q, r, k, v, scale, causal, window, backend, cu_seqlens, max_seqlen)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    if resolve_backend(q, backend, causal, k=k, cu_seqlens=cu_seqlens) == "triton":
+    if resolve_backend(q, backend, causal, k=k) == "triton":
         if q.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError(
                 "parallax_attention: backend='triton' with CPU tensors runs only in Triton's "
@@ -175,7 +179,8 @@ def parallax_attention(
         from .parallel import parallax_attention_triton
 
         return parallax_attention_triton(
-            q, r, k, v, scale=scale, window=window, return_stats=return_stats
+            q, r, k, v, scale=scale, window=window, return_stats=return_stats,
+            cu_seqlens=cu_seqlens, max_seqlen=max_seqlen,
         )
     return parallax_attention_reference(
         q, r, k, v, scale=scale, causal=causal, window=window, cu_seqlens=cu_seqlens, return_stats=return_stats
