@@ -15,6 +15,9 @@ Backend = Literal["auto", "triton", "reference"]
 
 
 def _validate(q, r, k, v, scale, causal, window, backend, cu_seqlens, max_seqlen) -> None:
+    # Every call of a training step passes through here: the checks compare values and build
+    # a message only once one fails (formatting the shapes on every call cost more host time
+    # than all the checks together).
     tensors = {"q": q, "r": r, "k": k, "v": v}
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
@@ -26,29 +29,32 @@ def _validate(q, r, k, v, scale, causal, window, backend, cu_seqlens, max_seqlen
             )
         if not t.is_floating_point():
             raise ValueError(f"parallax_attention: {name} has dtype {t.dtype}; expected a floating-point dtype")
-    shapes = ", ".join(f"{n}={tuple(t.shape)}" for n, t in tensors.items())
+
+    def shapes() -> str:
+        return ", ".join(f"{n}={tuple(t.shape)}" for n, t in tensors.items())
+
     if r.shape != q.shape:
-        raise ValueError(f"parallax_attention: r must have q's shape [B, T, HQ, D]; got {shapes}")
+        raise ValueError(f"parallax_attention: r must have q's shape [B, T, HQ, D]; got {shapes()}")
     if v.shape != k.shape:
-        raise ValueError(f"parallax_attention: v must have k's shape [B, T, HK, D]; got {shapes}")
+        raise ValueError(f"parallax_attention: v must have k's shape [B, T, HK, D]; got {shapes()}")
     B, T, HQ, D = q.shape
     if k.shape[0] != B or k.shape[3] != D:
-        raise ValueError(f"parallax_attention: q and k must agree on batch and head_dim; got {shapes}")
+        raise ValueError(f"parallax_attention: q and k must agree on batch and head_dim; got {shapes()}")
     if causal and k.shape[1] < T:
         raise ValueError(
             f"parallax_attention: causal attention needs at least as many keys as queries (the queries are the "
-            f"last Tq positions); got {shapes}"
+            f"last Tq positions); got {shapes()}"
         )
     HK = k.shape[2]
     if HK == 0 or HQ % HK != 0:
         raise ValueError(
-            f"parallax_attention: query heads ({HQ}) must be a multiple of key/value heads ({HK}) for GQA; got {shapes}"
+            f"parallax_attention: query heads ({HQ}) must be a multiple of key/value heads ({HK}) for GQA; got {shapes()}"
         )
-    dtypes = {n: t.dtype for n, t in tensors.items()}
-    if len(set(dtypes.values())) != 1:
+    if not q.dtype == r.dtype == k.dtype == v.dtype:
+        dtypes = {n: t.dtype for n, t in tensors.items()}
         raise ValueError(f"parallax_attention: q, r, k, v must share one dtype; got {dtypes}")
-    devices = {n: str(t.device) for n, t in tensors.items()}
-    if len(set(devices.values())) != 1:
+    if not q.device == r.device == k.device == v.device:
+        devices = {n: str(t.device) for n, t in tensors.items()}
         raise ValueError(f"parallax_attention: q, r, k, v must be on one device; got {devices}")
     if scale is not None and not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
         raise ValueError(f"parallax_attention: scale must be a positive finite number or None, got {scale!r}")

@@ -80,6 +80,12 @@ class TileConfig(NamedTuple):
 L2_SHARE_BYTES = 16 << 20
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for the host's grid sizes: triton.cdiv is a constexpr function whose call
+    from Python costs more host time than the launch arithmetic around it."""
+    return -(-a // b)
+
+
 def heads_per_group(bytes_per_head: int) -> int:
     """How many heads to interleave when each head's programs read bytes_per_head between them."""
     return max(1, L2_SHARE_BYTES // max(bytes_per_head, 1))
@@ -771,7 +777,7 @@ def parallax_forward(
         stats = torch.empty((B, HQ, T, 4), device=q.device, dtype=torch.float32)
     else:
         stats = q.new_empty((0,), dtype=torch.float32)
-    _parallax_fwd_kernel[(triton.cdiv(longest, config.BM) * heads,)](
+    _parallax_fwd_kernel[(cdiv(longest, config.BM) * heads,)](
         q, r, k, v, o, o_sm, o_lo, lse, tbar, stats, cu_seqlens,
         scale * LOG2E, T, longest, max(window, 0), query_block_group(k, longest),
         HQ=HQ, HK=HK, D=D, BM=config.BM, BN=config.BN,
@@ -787,10 +793,10 @@ def backward_preprocess(o, o_lo, o_sm, do, lse, tbar, q, r):
     `_parallax_bwd_preprocess_kernel`), from contiguous inputs."""
     B, T, HQ, D = q.shape
     rows = torch.empty((B, HQ, T, 4), device=q.device, dtype=torch.float32)
-    T8 = triton.cdiv(T, 8) * 8
+    T8 = cdiv(T, 8) * 8
     qr = torch.empty((B * HQ, 2 * T8, D), device=q.device, dtype=q.dtype)
     BM = 32  # a multiple of 8: see the kernel
-    _parallax_bwd_preprocess_kernel[(triton.cdiv(T, BM) * B * HQ,)](
+    _parallax_bwd_preprocess_kernel[(cdiv(T, BM) * B * HQ,)](
         o, o_lo, o_sm, do, lse, tbar, q, r, rows, qr, T, HQ=HQ, D=D, BM=BM, num_warps=4,
     )
     return rows, qr
@@ -848,7 +854,7 @@ def parallax_backward(
     do_desc = rows_of_heads(do)
     # a key head's programs read q, r and dO of every query head in its GQA group
     kv_group = heads_per_group(3 * longest * D * q.element_size() * (HQ // HK))
-    _parallax_bwd_kernel[(triton.cdiv(longest, kv.BN) * n_seqs * HK,)](
+    _parallax_bwd_kernel[(cdiv(longest, kv.BN) * n_seqs * HK,)](
         qr_desc, do_desc,
         # unused when dQ, dR come from the second kernel
         rows_of_heads(dq) if fused else do_desc, rows_of_heads(dr) if fused else do_desc,
@@ -861,7 +867,7 @@ def parallax_backward(
     if fused:
         return dq.to(q.dtype), dr.to(q.dtype), dk, dv
     qc = config.q
-    _parallax_bwd_dq_kernel[(triton.cdiv(longest, qc.BM) * n_seqs * HQ,)](
+    _parallax_bwd_dq_kernel[(cdiv(longest, qc.BM) * n_seqs * HQ,)](
         q, r, k, v, do, rows, dq, dr, cu_seqlens,
         scale, scale * LOG2E, T, longest, max(window, 0), query_block_group(k, longest),
         HQ=HQ, HK=HK, D=D, BM=qc.BM, BN=qc.BN, HAS_WINDOW=window > 0,
@@ -947,24 +953,63 @@ def _setup_context(ctx, inputs, output):
     ctx.window = window
     ctx.max_seqlen = max_seqlen
     ctx.mark_non_differentiable(o_sm, o_lo, lse, tbar, stats)
+    # The five non-differentiable outputs never receive a gradient. Materialised, autograd
+    # would allocate and zero-fill each before the backward (o_sm alone is [B, T, HQ, D]
+    # float32): five launches and an o-sized float32 memset per call, for nothing.
+    ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, do, _do_sm, _do_lo, _dlse, _dtbar, _dstats):
+def _gradients(ctx, do, launch_backward):
+    """(dq, dr, dk, dv, None x 6) for the forward's ten inputs, the backward run by
+    launch_backward (the custom op under torch.compile, parallax_backward in eager mode)."""
     q, r, k, v, o, o_sm, o_lo, lse, tbar, cu_seqlens = ctx.saved_tensors
     if o_sm.numel() == 0:
         raise RuntimeError(
             "parallax_attention (triton): the forward ran without saving residuals "
             "(no input required grad when it ran), so it cannot be differentiated"
         )
-    dq, dr, dk, dv = _backward_op(
+    if do is None:  # o took no part in the loss (only the statistics did, which carry no gradient)
+        return (None,) * 10
+    dq, dr, dk, dv = launch_backward(
         do, q, r, k, v, o, o_sm, o_lo, lse, tbar, ctx.scale, ctx.window, cu_seqlens, ctx.max_seqlen
     )
     return dq, dr, dk, dv, None, None, None, None, None, None
 
 
+def _backward(ctx, do, _do_sm, _do_lo, _dlse, _dtbar, _dstats):
+    return _gradients(ctx, do, _backward_op)
+
+
 torch.library.register_autograd(
     "parallax_probe::parallax_attention_fwd", _backward, setup_context=_setup_context
 )
+
+
+def _launch_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window, cu_seqlens, max_seqlen):
+    return parallax_backward(
+        do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen
+    )
+
+
+class _EagerParallaxAttention(torch.autograd.Function):
+    """The eager path: the custom op's launches and autograd formula (`_setup_context`,
+    `_gradients`) without the dispatcher around them. Per call, the custom op re-enters the
+    dispatcher twice (the op, then the registered autograd's redispatch), fills in its schema's
+    defaults and dispatches the backward as a second op: on a CPU, with the launches stubbed
+    out, about half the Python time of an eager fwd+bwd (benchmarks/host_overhead.py). Under
+    torch.compile the custom op stays: it is what the compiler traces."""
+
+    @staticmethod
+    def forward(ctx, q, r, k, v, scale, window, return_stats, save_residuals, cu_seqlens, max_seqlen):
+        output = parallax_forward(
+            q, r, k, v, scale, window, return_stats, save_residuals, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen
+        )
+        _setup_context(ctx, (q, r, k, v, scale, window, return_stats, save_residuals, cu_seqlens, max_seqlen), output)
+        return output
+
+    @staticmethod
+    def backward(ctx, do, _do_sm, _do_lo, _dlse, _dtbar, _dstats):
+        return _gradients(ctx, do, _launch_backward)
 
 
 def longest_sequence(cu_seqlens: torch.Tensor) -> int:
@@ -991,9 +1036,13 @@ def parallax_attention_triton(
         max_seqlen = 0
     elif max_seqlen is None:
         max_seqlen = longest_sequence(cu_seqlens)
-    o, _o_sm, _o_lo, _lse, _tbar, stats = _forward_op(
-        q, r, k, v, float(scale), window or 0, return_stats, save_residuals, cu_seqlens, max_seqlen
-    )
+    args = (q, r, k, v, float(scale), window or 0, return_stats, save_residuals, cu_seqlens, max_seqlen)
+    if torch.compiler.is_compiling():
+        o, _o_sm, _o_lo, _lse, _tbar, stats = _forward_op(*args)
+    elif save_residuals:
+        o, _o_sm, _o_lo, _lse, _tbar, stats = _EagerParallaxAttention.apply(*args)
+    else:  # nothing to differentiate: the launch alone
+        o, _o_sm, _o_lo, _lse, _tbar, stats = parallax_forward(*args[:8], cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
     if not return_stats:
         return o
     # [B, HQ, T, 4] -> four [B, T, HQ] views; one permute and one unbind, not four index

@@ -336,6 +336,22 @@ def test_backward_tiles_that_cannot_hold_the_stacked_rows_are_refused():
         parallel.parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, 0.125, 0, config)
 
 
+def test_statistics_in_the_loss_change_no_gradient(nan_poisoned_empty):
+    """The statistics and the backward's residuals carry no gradient: the backward gets None
+    for them (nothing is allocated and zero-filled), and a loss that also sums a statistic
+    gives the gradients of o's loss alone, bit for bit."""
+    q, r, k, v, do = make_inputs(1, 40, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, 0)
+    grads = []
+    for with_stats in (False, True):
+        inputs = [t.clone().requires_grad_() for t in (q, r, k, v)]
+        o, stats = parallax_attention(*inputs, return_stats=True, backend="triton")
+        loss = (o.float() * do.float()).sum() + (stats.c_sq.sum() if with_stats else 0.0)
+        loss.backward()
+        grads.append([t.grad for t in inputs])
+    for plain, with_stats in zip(*grads):
+        assert not plain.isnan().any() and torch.equal(plain, with_stats)
+
+
 def test_forward_without_grad_matches_with_grad():
     """The inference path (no residuals saved) computes the same output."""
     q, r, k, v, _ = make_inputs(1, 40, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, 0)
