@@ -64,13 +64,13 @@ def build(kernel: str, D: int, tiles: TileConfig, stats: bool, residuals: bool, 
         fn, args = parallel._parallax_bwd_dq_kernel, pointers + offsets + [("scale", "fp32")] + scalars
     else:
         bm = tiles.BM
-        descriptors = [("qr_desc", f"tensordesc<bf16[1,{2 * bm},{D}]>")] + [
-            (n, f"tensordesc<bf16[1,{bm},{D}]>") for n in ("do_desc", "dq_desc", "dr_desc")]
+        # the split backward's kv kernel: no dQ, dR descriptors (the launch passes None)
+        descriptors = [("qr_desc", f"tensordesc<bf16[1,{2 * bm},{D}]>"), ("do_desc", f"tensordesc<bf16[1,{bm},{D}]>")]
         pointers = [("K", "*bf16"), ("V", "*bf16"), ("ROWS", "*fp32"), ("DK", "*bf16"), ("DV", "*bf16")]
-        constants = dict(common, ACCUMULATE_DQ=False)
+        constants = dict(common, ACCUMULATE_DQ=False, dq_desc=None, dr_desc=None)
         fn, args = parallel._parallax_bwd_kernel, descriptors + pointers + offsets + [("scale", "fp32")] + scalars
-    names = [n for n, _ in args]
-    hints = {(names.index(n),): [["tt.divisibility", 16]] for n, t in args if t.startswith("*")}
+    # attrs are keyed by the position in the kernel's own parameter list, constexprs included
+    hints = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n, t in args if t.startswith("*")}
     source = ASTSource(fn, _signature(args, constants), constants, attrs=hints)
     return triton.compile(source, target=GPUTarget("cuda", 90, 32),
                           options={"num_warps": tiles.num_warps, "num_stages": tiles.num_stages})

@@ -856,8 +856,9 @@ def parallax_backward(
     kv_group = heads_per_group(3 * longest * D * q.element_size() * (HQ // HK))
     _parallax_bwd_kernel[(cdiv(longest, kv.BN) * n_seqs * HK,)](
         qr_desc, do_desc,
-        # unused when dQ, dR come from the second kernel
-        rows_of_heads(dq) if fused else do_desc, rows_of_heads(dr) if fused else do_desc,
+        # None when dQ, dR come from the second kernel: the launcher encodes every descriptor
+        # argument into a TMA descriptor on the host, at each launch
+        rows_of_heads(dq) if fused else None, rows_of_heads(dr) if fused else None,
         k, v, rows, dk, dv, cu_seqlens,
         scale, scale * LOG2E, T, longest, max(window, 0), kv_group,
         HQ=HQ, HK=HK, D=D, BM=kv.BM, BN=kv.BN, ACCUMULATE_DQ=fused, HAS_WINDOW=window > 0,
