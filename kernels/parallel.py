@@ -591,19 +591,22 @@ def _parallax_bwd_kernel(
         n0 = bos + pid_n * BN
         if n0 >= eos:
             return
-        kv_base = i_hk * D
     else:
         pid_bh, pid_n = _longest_first(tl.cdiv(T, BN), GROUP)
         i_b = pid_bh // HK
         i_hk = pid_bh % HK
         eos = T
         n0 = pid_n * BN
-        kv_base = (i_b.to(tl.int64) * T * HK + i_hk) * D
     offs_n = n0 + tl.arange(0, BN)
 
     offs_d = tl.arange(0, D)
     key_ok = offs_n[:, None] < eos
-    kv_offs = kv_base + offs_n[:, None] * (HK * D) + offs_d[None, :]
+    if IS_VARLEN:
+        # the block's base in 64 bits: a packed row is one sequence of every token, and its
+        # T * HK * D elements may pass 2^31 where a batch's rows do not
+        kv_offs = (n0.to(tl.int64) * HK + i_hk) * D + tl.arange(0, BN)[:, None] * (HK * D) + offs_d[None, :]
+    else:
+        kv_offs = (i_b.to(tl.int64) * T * HK + i_hk) * D + offs_n[:, None] * (HK * D) + offs_d[None, :]
     b_k = tl.load(K + kv_offs, mask=key_ok, other=0.0)  # (BN, D)
     b_v = tl.load(V + kv_offs, mask=key_ok, other=0.0)  # (BN, D)
     dk = tl.zeros((BN, D), dtype=tl.float32)
