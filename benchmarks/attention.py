@@ -57,9 +57,19 @@ def softmax_flops(B, H, T, D, mode):
 
 def load_peers():
     """(fla's parallel_parallax, the official package's module), None where not importable."""
+
+    def fla():
+        from fla.ops.parallax import parallel_parallax
+
+        return parallel_parallax
+
+    def official():
+        import parallax
+
+        return parallax
+
     found = []
-    for what, load in (("fla-core", lambda: __import__("fla.ops.parallax", fromlist=["parallel_parallax"]).parallel_parallax),
-                       ("parallax-kernel", lambda: __import__("parallax"))):
+    for what, load in (("fla-core", fla), ("parallax-kernel", official)):
         try:
             found.append(load())
         except Exception as exc:  # a peer that does not import only drops its rows
@@ -219,7 +229,7 @@ def main():
              "| shape (B,H,T,D) | pass | kernel | graph ms | eager ms | eager/graph | TFLOP/s | ours/flash g / e "
              "| ours/cudnn g / e | ours/fla g / e | ours/official g / e |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    overhead = []
+    notes = []
     for B, H, T, D in shapes:
         table = candidates(B, H, T, D, parallel_parallax, official)
         label = f"{B},{H},{T},{D}"
@@ -229,7 +239,7 @@ def main():
             lines += new
             print("\n".join(new), flush=True)
             if "ours" in times and "ours+stats" in times and times["ours"][0] and times["ours+stats"][0]:
-                overhead.append(f"{label} {mode}: statistics mode costs "
+                notes.append(f"{label} {mode}: statistics mode costs "
                                 f"{100 * (times['ours+stats'][0] / times['ours'][0] - 1):+.1f}% over plain (graph)")
     if args.packed:
         lengths = [int(x) for x in args.packed.split(",")]
@@ -240,8 +250,8 @@ def main():
             new = rows(label, mode, table, times, (1, PACKED_HEADS, sum(lengths), PACKED_HEAD_DIM))
             lines += new
             print("\n".join(new), flush=True)
-        overhead.append(f"packed lengths: {lengths}")
-    text = "\n".join(lines + [""] + [f"- {line}" for line in overhead])
+        notes.append(f"packed lengths: {lengths}")
+    text = "\n".join(lines + [""] + [f"- {line}" for line in notes])
     print("\n" + text)
     if args.markdown:
         with open(args.markdown, "w") as f:
