@@ -90,8 +90,9 @@ def _validate_cu_seqlens(cu_seqlens, q, k, max_seqlen) -> None:
         )
     if max_seqlen is not None and (isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int) or max_seqlen < 1):
         raise ValueError(f"parallax_attention: max_seqlen must be a positive int or None, got {max_seqlen!r}")
-    # The offsets' values are checked only on the CPU: on a GPU that would cost a host sync per call.
-    if cu_seqlens.device.type == "cpu":
+    # The offsets' values are checked only on the CPU (on a GPU that would cost a host sync per
+    # call), and only eagerly: a compiled graph has no values to read while it is traced.
+    if cu_seqlens.device.type == "cpu" and not torch.compiler.is_compiling():
         offsets = cu_seqlens.tolist()
         if offsets[0] != 0 or offsets[-1] != q.shape[1] or any(b < a for a, b in zip(offsets, offsets[1:])):
             raise ValueError(

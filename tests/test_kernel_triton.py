@@ -391,11 +391,18 @@ def assert_compiled_matches_eager(compiled, eager, qrkv, do):
         torch.testing.assert_close(got.grad, want.grad, rtol=0, atol=0)
 
 
-def test_torch_compile_fullgraph_traces_the_custom_op():
+@pytest.mark.parametrize("packed", [False, True], ids=["batched", "packed"])
+def test_torch_compile_fullgraph_traces_the_custom_op(packed):
+    """The compiled graph runs the custom op, eager calls an autograd.Function over the same
+    launches: both give the same bits. Packed, max_seqlen is given (reading it from cu_seqlens
+    would be a host sync, a graph break)."""
     q, r, k, v, do = make_inputs(1, 40, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, 0)
+    packing = {}
+    if packed:
+        packing = {"cu_seqlens": torch.tensor([0, 1, 23, 40], dtype=torch.int32, device=DEVICE), "max_seqlen": 22}
 
     def layer(q, r, k, v):
-        o, stats = parallax_attention(q, r, k, v, window=24, return_stats=True, backend="triton")
+        o, stats = parallax_attention(q, r, k, v, window=24, return_stats=True, backend="triton", **packing)
         return o * 2.0, stats.c_sq.sum()
 
     # aot_eager traces forward and backward through the op's fake implementations without
