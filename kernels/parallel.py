@@ -761,6 +761,8 @@ def parallax_forward(
     lse and tbar [B, HQ, T] float32. stats [B, HQ, T, 4] float32, empty unless return_stats.
     """
     q, r, k, v = (t.contiguous() for t in (q, r, k, v))
+    if cu_seqlens is not None:
+        cu_seqlens = cu_seqlens.contiguous()  # the kernels index it as a plain array
     B, T, HQ, D = q.shape
     HK = k.shape[2]
     # heads of the grid: (batch, head) pairs, or (sequence, head) pairs of at most max_seqlen rows
@@ -825,6 +827,8 @@ def parallax_backward(
     """Launch the backward; returns (dq, dr, dk, dv) in the input dtype. cu_seqlens and
     max_seqlen as in `parallax_forward`."""
     do, q, r, k, v, o, o_lo = (t.contiguous() for t in (do, q, r, k, v, o, o_lo))
+    if cu_seqlens is not None:
+        cu_seqlens = cu_seqlens.contiguous()
     # the copy engine needs 16-byte aligned bases; a contiguous view can start anywhere
     if do.data_ptr() % 16:
         do = do.clone()

@@ -180,7 +180,7 @@ def pack_id(pack):
     return f"lens{'-'.join(map(str, lengths))}-H{HQ}-HK{HK}-D{D}-W{W}-{str(dtype)[6:]}-r{r_norm:g}"
 
 
-def check_packed(pack, max_seqlen_extra):
+def check_packed(pack, max_seqlen_extra, offsets_dtype=torch.int32):
     """Packed sequences against the float64 reference, which runs each sequence alone (the
     module's rule), and against each sequence run alone through the kernel: the forward and the
     dQ/dR kernel see the same rows in the same tiles, so o, the statistics, dq and dr are bitwise
@@ -190,7 +190,7 @@ def check_packed(pack, max_seqlen_extra):
     seed = torch.randint(0, 2**31, ()).item()  # fresh inputs every run; failures print it
     q, r, k, v, do = make_inputs(1, sum(lengths), HQ, HK, D, dtype, r_norm, DEVICE, seed)
     offsets = [0, *torch.tensor(lengths).cumsum(0).tolist()]
-    cu_seqlens = torch.tensor(offsets, dtype=torch.int32, device=DEVICE)
+    cu_seqlens = torch.tensor(offsets, dtype=offsets_dtype, device=DEVICE)
     # a larger max_seqlen only adds programs that find nothing to do
     max_seqlen = max(lengths) + max_seqlen_extra if max_seqlen_extra is not None else None
     o, stats, grads = check_against_float64(q, r, k, v, do, window, seed, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
@@ -207,16 +207,17 @@ def check_packed(pack, max_seqlen_extra):
             assert torch.equal(got[:, a:b], want), f"d{name} differs from the sequence alone: {where}"
 
 
-# max_seqlen: derived from cu_seqlens (None) for every pack; given exactly, and larger than
-# needed, for the first
-PACKED_CALLS = [pytest.param(pack, None, id=pack_id(pack)) for pack in SMALL_PACKS] + [
-    pytest.param(SMALL_PACKS[0], extra, id=f"{pack_id(SMALL_PACKS[0])}-max_seqlen+{extra}") for extra in (0, 17)
+# max_seqlen: derived from cu_seqlens (None) for every pack; given exactly (with int64 offsets,
+# which the public function also takes), and larger than needed, for the first
+PACKED_CALLS = [pytest.param(pack, None, torch.int32, id=pack_id(pack)) for pack in SMALL_PACKS] + [
+    pytest.param(SMALL_PACKS[0], 0, torch.int64, id=f"{pack_id(SMALL_PACKS[0])}-max_seqlen+0-int64"),
+    pytest.param(SMALL_PACKS[0], 17, torch.int32, id=f"{pack_id(SMALL_PACKS[0])}-max_seqlen+17"),
 ]
 
 
-@pytest.mark.parametrize("pack, max_seqlen_extra", PACKED_CALLS)
-def test_packed_sequences_match_float64_and_each_sequence_alone(pack, max_seqlen_extra, nan_poisoned_empty):
-    check_packed(pack, max_seqlen_extra)
+@pytest.mark.parametrize("pack, max_seqlen_extra, offsets_dtype", PACKED_CALLS)
+def test_packed_sequences_match_float64_and_each_sequence_alone(pack, max_seqlen_extra, offsets_dtype, nan_poisoned_empty):
+    check_packed(pack, max_seqlen_extra, offsets_dtype)
 
 
 @pytest.mark.gpu
