@@ -21,13 +21,15 @@ time (the eager time where there is none). Ratio cells "g / e" are ours over the
 times then eager times (below 1: ours faster).
 
 The official kernel takes (B, H, T, D) tensors: it gets contiguous copies in that layout, made
-once outside the timing. Its window convention is not exercised (no window here).
+once outside the timing. --helion adds the official package's Helion kernels (same layouts),
+labelled with the autotuning effort they ran with. Its window convention is not exercised (no window here).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 
 import torch
@@ -42,7 +44,7 @@ SHAPES = [(8, 16, 1024, 128), (4, 16, 4096, 128), (2, 16, 8192, 128), (4, 16, 40
 # One packed row of 16,384 tokens: a long document, short ones, one of a single token.
 PACKED_LENGTHS = [3000, 1, 517, 2048, 4096, 1200, 777, 4745]
 PACKED_HEADS, PACKED_HEAD_DIM = 16, 128
-PEERS = ("sdpa-flash", "sdpa-cudnn", "fla", "official")
+PEERS = ("sdpa-flash", "sdpa-cudnn", "fla", "official", "official-helion")
 
 
 def parallax_flops(B, H, T, D, mode):
@@ -85,7 +87,7 @@ def random_inputs(B, T, H, D, seed=0):
     return q, r, k, v
 
 
-def candidates(B, H, T, D, parallel_parallax, official):
+def candidates(B, H, T, D, parallel_parallax, official, helion=None):
     """name -> (callable running one forward, its tensors, flop fn)."""
     q, r, k, v = random_inputs(B, T, H, D)
     scale = D**-0.5
@@ -120,10 +122,13 @@ def candidates(B, H, T, D, parallel_parallax, official):
         heads_first = tuple(t.transpose(1, 2).contiguous() for t in (q, r, k, v))  # its (B, H, T, D)
         table["official"] = (lambda q, r, k, v: official.parallax_func(q, r, k, v, qk_scale=scale),
                              heads_first, parallax_flops)
+    if helion is not None:
+        table["official-helion"] = (lambda q, r, k, v: helion.parallax_func(q, r, k, v, qk_scale=scale),
+                                    table["official"][1], parallax_flops)
     return table
 
 
-def packed_candidates(lengths, H, D, parallel_parallax, official):
+def packed_candidates(lengths, H, D, parallel_parallax, official, helion=None):
     """The same for one packed row [1, sum(lengths), H, D] with flash-attention's offsets."""
     q, r, k, v = random_inputs(1, sum(lengths), H, D)
     scale = D**-0.5
@@ -146,6 +151,10 @@ def packed_candidates(lengths, H, D, parallel_parallax, official):
         table["official"] = (lambda q, r, k, v: official.parallax_varlen_func(q, r, k, v, qk_scale=scale,
                                                                              cu_seqlens=cu_seqlens),
                              (q, r, k, v), flops)
+    if helion is not None:
+        table["official-helion"] = (lambda q, r, k, v: helion.parallax_varlen_func(q, r, k, v, qk_scale=scale,
+                                                                                  cu_seqlens=cu_seqlens),
+                                    (q, r, k, v), flops)
     return table
 
 
@@ -217,21 +226,32 @@ def main():
     parser.add_argument("--packed", default=",".join(map(str, PACKED_LENGTHS)),
                         help=f"sequence lengths of the packed row (H={PACKED_HEADS}, D={PACKED_HEAD_DIM}); '' for none")
     parser.add_argument("--markdown", default=None, help="also write the table here")
+    parser.add_argument("--helion", action="store_true",
+                        help="also the official package's Helion kernels (parallax.helion; needs the helion "
+                             "package; autotunes on first call: set HELION_AUTOTUNE_EFFORT=quick within a device budget)")
     args = parser.parse_args()
     shapes = [tuple(int(x) for x in s.split(",")) for s in args.shapes]
     parallel_parallax, official = load_peers()
+    helion = None
+    if args.helion and official is not None:
+        try:
+            from parallax import helion
+        except Exception as exc:
+            print(f"parallax.helion not importable ({type(exc).__name__}: {exc}); its rows are left out", file=sys.stderr)
 
     versions = f"torch {torch.__version__}  triton {triton.__version__}"
     if official is not None:
         versions += f"  parallax-kernel {getattr(official, '__version__', '?')}"
+    if helion is not None:
+        versions += f"  Helion autotune effort {os.environ.get('HELION_AUTOTUNE_EFFORT', 'default (full)')}"
     header = f"{datetime.date.today()}  {torch.cuda.get_device_name()}  {versions}  command: python {' '.join(sys.argv)}"
     lines = [header, "",
              "| shape (B,H,T,D) | pass | kernel | graph ms | eager ms | eager/graph | TFLOP/s | ours/flash g / e "
-             "| ours/cudnn g / e | ours/fla g / e | ours/official g / e |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| ours/cudnn g / e | ours/fla g / e | ours/official g / e | ours/helion g / e |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for B, H, T, D in shapes:
-        table = candidates(B, H, T, D, parallel_parallax, official)
+        table = candidates(B, H, T, D, parallel_parallax, official, helion)
         label = f"{B},{H},{T},{D}"
         for mode in ("fwd", "fwd+bwd"):
             times = measure(table, mode, label)
@@ -243,7 +263,7 @@ def main():
                                 f"{100 * (times['ours+stats'][0] / times['ours'][0] - 1):+.1f}% over plain (graph)")
     if args.packed:
         lengths = [int(x) for x in args.packed.split(",")]
-        table = packed_candidates(lengths, PACKED_HEADS, PACKED_HEAD_DIM, parallel_parallax, official)
+        table = packed_candidates(lengths, PACKED_HEADS, PACKED_HEAD_DIM, parallel_parallax, official, helion)
         label = f"packed {len(lengths)} seqs, {sum(lengths)} tokens, max {max(lengths)},{PACKED_HEADS},{PACKED_HEAD_DIM}"
         for mode in ("fwd", "fwd+bwd"):
             times = measure(table, mode, label)
