@@ -1,34 +1,50 @@
 """Time causal bf16 attention kernels: ours (plain and statistics mode), SDPA's flash and
-cuDNN backends (softmax attention, the kernels users already have) and fla-core's
-`parallel_parallax`, forward and forward+backward, in one run.
+cuDNN backends (softmax attention, the kernels users already have), fla-core's
+`parallel_parallax` and the official parallax-kernel's `parallax_func` (both optional), forward
+and forward+backward, each graph-replayed and called eagerly, in one run; then packed
+sequences (cu_seqlens) through ours, the official `parallax_varlen_func` and fla.
 
-    python benchmarks/attention.py [--shapes 8,16,1024,128 4,16,4096,128 ...] [--markdown FILE]
+    python benchmarks/attention.py [--shapes 8,16,1024,128 ...] [--packed 3000,1,517,...] [--markdown FILE]
+
+Two times per kernel and pass, medians of triton.testing:
+- graph: do_bench_cudagraph, each call captured many times over in one CUDA graph and
+  replayed: device time, with no host work between launches;
+- eager: do_bench, each call launched from Python after an L2-flushing memset, as a training
+  loop calls it: the host's time to validate, allocate and launch shows wherever it exceeds
+  the GPU's work (the memset hides up to its own duration of it).
+A peer that cannot be captured in a CUDA graph (a host sync in its call) gets an eager time only.
 
 FLOPs as SPEC section 1 counts them, halved for causal attention with Lq = Lk:
 Parallax forward 8*B*H*T*T*D, backward 16*B*H*T*T*D; softmax attention forward
-4*B*H*T*T*D, backward 2.5x that. Each kernel's TFLOP/s uses its own count; the time ratios
-("ours / peer", below 1 means ours is faster) compare like with like. Times are medians of
-triton.testing.do_bench_cudagraph: each call is captured many times over in one CUDA graph and
-replayed, so the numbers are device time. Plain do_bench launches each call from Python after
-an L2-flushing memset, and whatever host time a call takes beyond that memset showed up in the
-measurement: the short shapes (a 0.2 ms forward) then measured host overhead, not kernels.
+4*B*H*T*T*D, backward 2.5x that; packed, the sum over the sequences. TFLOP/s from the graph
+time (the eager time where there is none). Ratio cells "g / e" are ours over the peer, graph
+times then eager times (below 1: ours faster).
+
+The official kernel takes (B, H, T, D) tensors: it gets contiguous copies in that layout, made
+once outside the timing. --helion adds the official package's Helion kernels (same layouts),
+labelled with the autotuning effort they ran with. Its window convention is not exercised (no window here).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 
 import torch
 import torch.nn.functional as F
 import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from triton.testing import do_bench_cudagraph
+from triton.testing import do_bench, do_bench_cudagraph
 
 from parallax_probe.kernels import parallax_attention
 
 SHAPES = [(8, 16, 1024, 128), (4, 16, 4096, 128), (2, 16, 8192, 128), (4, 16, 4096, 64)]
+# One packed row of 16,384 tokens: a long document, short ones, one of a single token.
+PACKED_LENGTHS = [3000, 1, 517, 2048, 4096, 1200, 777, 4745]
+PACKED_HEADS, PACKED_HEAD_DIM = 16, 128
+PEERS = ("sdpa-flash", "sdpa-cudnn", "fla", "official", "official-helion")
 
 
 def parallax_flops(B, H, T, D, mode):
@@ -41,20 +57,39 @@ def softmax_flops(B, H, T, D, mode):
     return forward if mode == "fwd" else 3.5 * forward  # backward = 2.5x forward
 
 
-def load_fla():
-    try:
+def load_peers():
+    """(fla's parallel_parallax, the official package's module), None where not importable."""
+
+    def fla():
         from fla.ops.parallax import parallel_parallax
-    except Exception as exc:  # fla pulls in more than einops; any failure only drops its rows
-        print(f"fla-core not importable ({exc}); its rows are left out", file=sys.stderr)
-        return None
-    return parallel_parallax
+
+        return parallel_parallax
+
+    def official():
+        import parallax
+
+        return parallax
+
+    found = []
+    for what, load in (("fla-core", fla), ("parallax-kernel", official)):
+        try:
+            found.append(load())
+        except Exception as exc:  # a peer that does not import only drops its rows
+            print(f"{what} not importable ({type(exc).__name__}: {exc}); its rows are left out", file=sys.stderr)
+            found.append(None)
+    return found
 
 
-def candidates(B, H, T, D, parallel_parallax):
-    """name -> (make_fn(requires_grad) returning a callable that runs one forward, flop fn)."""
-    g = torch.Generator(device="cuda").manual_seed(0)
+def random_inputs(B, T, H, D, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
     q, r, k, v = (torch.randn(B, T, H, D, device="cuda", generator=g).bfloat16() for _ in range(4))
     r = (r.float() / r.float().norm(dim=-1, keepdim=True) * 10).bfloat16()  # ||r|| = 10
+    return q, r, k, v
+
+
+def candidates(B, H, T, D, parallel_parallax, official, helion=None):
+    """name -> (callable running one forward, its tensors, flop fn)."""
+    q, r, k, v = random_inputs(B, T, H, D)
     scale = D**-0.5
 
     def ours(stats):
@@ -83,63 +118,160 @@ def candidates(B, H, T, D, parallel_parallax):
     }
     if parallel_parallax is not None:
         table["fla"] = (lambda q, r, k, v: parallel_parallax(q, r, k, v, scale=scale), (q, r, k, v), parallax_flops)
+    if official is not None:
+        heads_first = tuple(t.transpose(1, 2).contiguous() for t in (q, r, k, v))  # its (B, H, T, D)
+        table["official"] = (lambda q, r, k, v: official.parallax_func(q, r, k, v, qk_scale=scale),
+                             heads_first, parallax_flops)
+    if helion is not None:
+        table["official-helion"] = (lambda q, r, k, v: helion.parallax_func(q, r, k, v, qk_scale=scale),
+                                    table["official"][1], parallax_flops)
     return table
 
 
-def time_one(run, tensors, mode):
+def packed_candidates(lengths, H, D, parallel_parallax, official, helion=None):
+    """The same for one packed row [1, sum(lengths), H, D] with flash-attention's offsets."""
+    q, r, k, v = random_inputs(1, sum(lengths), H, D)
+    scale = D**-0.5
+    offsets = [0, *torch.tensor(lengths).cumsum(0).tolist()]
+    cu_seqlens = torch.tensor(offsets, dtype=torch.int32, device="cuda")
+    longest = max(lengths)
+
+    def flops(B, H_, T, D_, mode):  # the sum over the sequences
+        return sum(parallax_flops(1, H, n, D, mode) for n in lengths)
+
+    def ours(q, r, k, v):
+        return parallax_attention(q, r, k, v, scale=scale, cu_seqlens=cu_seqlens, max_seqlen=longest, backend="triton")
+
+    table = {"ours": (ours, (q, r, k, v), flops)}
+    if parallel_parallax is not None:
+        cu_long = cu_seqlens.long()  # fla's signature asks for a LongTensor
+        table["fla"] = (lambda q, r, k, v: parallel_parallax(q, r, k, v, scale=scale, cu_seqlens=cu_long),
+                        (q, r, k, v), flops)
+    if official is not None:
+        table["official"] = (lambda q, r, k, v: official.parallax_varlen_func(q, r, k, v, qk_scale=scale,
+                                                                             cu_seqlens=cu_seqlens),
+                             (q, r, k, v), flops)
+    if helion is not None:
+        table["official-helion"] = (lambda q, r, k, v: helion.parallax_varlen_func(q, r, k, v, qk_scale=scale,
+                                                                                  cu_seqlens=cu_seqlens),
+                                    (q, r, k, v), flops)
+    return table
+
+
+def time_one(run, tensors, mode, graph):
+    """Median ms of one forward (no grad) or one forward+backward."""
+    bench = do_bench_cudagraph if graph else do_bench
     if mode == "fwd":
         with torch.no_grad():
-            return do_bench_cudagraph(lambda: run(*tensors), rep=100, return_mode="median")
+            return bench(lambda: run(*tensors), rep=100, return_mode="median")
     leaves = [t.detach().clone().requires_grad_() for t in tensors]
     do = torch.randn_like(run(*leaves))
 
     def step():
         run(*leaves).backward(do)
 
-    return do_bench_cudagraph(step, rep=100, grad_to_none=leaves, return_mode="median")
+    return bench(step, rep=100, grad_to_none=leaves, return_mode="median")
+
+
+def measure(table, mode, label):
+    """name -> (graph ms or None, eager ms or None); failures are reported, not fatal."""
+    times = {}
+    for name, (run, tensors, _) in table.items():
+        got = {}
+        # eager first: it runs any autotuning outside a capture, and a failed capture (a host
+        # sync inside the call) cannot spoil the eager time
+        for graph in (False, True):
+            try:
+                got[graph] = time_one(run, tensors, mode, graph)
+            except Exception as exc:  # a peer that does not run (or capture) here is reported
+                got[graph] = None
+                print(f"{name} {mode} {'graph' if graph else 'eager'} at {label} failed: "
+                      f"{type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
+            torch.cuda.empty_cache()
+        if any(t is not None for t in got.values()):
+            times[name] = (got[True], got[False])
+    return times
+
+
+def fmt(ms):
+    return "" if ms is None else f"{ms:.3f}"
+
+
+def ratio(ours, peer):
+    return "-" if ours is None or peer is None else f"{ours / peer:.2f}x"
+
+
+def rows(label, mode, table, times, flops_args):
+    lines = []
+    for name, (graph, eager) in times.items():
+        flops = table[name][2](*flops_args, mode)
+        best = graph if graph is not None else eager
+        cells = []
+        for peer in PEERS:
+            if name.startswith("ours") and peer in times:
+                (pg, pe), ours = times[peer], times[name]
+                cells.append(f"{ratio(ours[0], pg)} / {ratio(ours[1], pe)}")
+            else:
+                cells.append("")
+        eager_over_graph = f"{eager / graph:.2f}x" if graph and eager else ""
+        lines.append(f"| {label} | {mode} | {name} | {fmt(graph)} | {fmt(eager)} | {eager_over_graph} | "
+                     f"{flops / best / 1e9:.0f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main():
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="*", default=[",".join(map(str, s)) for s in SHAPES],
                         help="B,H,T,D entries")
+    parser.add_argument("--packed", default=",".join(map(str, PACKED_LENGTHS)),
+                        help=f"sequence lengths of the packed row (H={PACKED_HEADS}, D={PACKED_HEAD_DIM}); '' for none")
     parser.add_argument("--markdown", default=None, help="also write the table here")
+    parser.add_argument("--helion", action="store_true",
+                        help="also the official package's Helion kernels (parallax.helion; needs the helion "
+                             "package; autotunes on first call: set HELION_AUTOTUNE_EFFORT=quick within a device budget)")
     args = parser.parse_args()
     shapes = [tuple(int(x) for x in s.split(",")) for s in args.shapes]
-    parallel_parallax = load_fla()
+    parallel_parallax, official = load_peers()
+    helion = None
+    if args.helion and official is not None:
+        try:
+            from parallax import helion
+        except Exception as exc:
+            print(f"parallax.helion not importable ({type(exc).__name__}: {exc}); its rows are left out", file=sys.stderr)
 
-    header = (f"{datetime.date.today()}  {torch.cuda.get_device_name()}  torch {torch.__version__}  "
-              f"triton {triton.__version__}  command: python {' '.join(sys.argv)}")
+    versions = f"torch {torch.__version__}  triton {triton.__version__}"
+    if official is not None:
+        versions += f"  parallax-kernel {getattr(official, '__version__', '?')}"
+    if helion is not None:
+        versions += f"  Helion autotune effort {os.environ.get('HELION_AUTOTUNE_EFFORT', 'default (full)')}"
+    header = f"{datetime.date.today()}  {torch.cuda.get_device_name()}  {versions}  command: python {' '.join(sys.argv)}"
     lines = [header, "",
-             "| shape (B,H,T,D) | pass | kernel | ms | TFLOP/s | ours/flash | ours/cudnn | ours/fla |",
-             "|---|---|---|---|---|---|---|---|"]
-    overhead = []
+             "| shape (B,H,T,D) | pass | kernel | graph ms | eager ms | eager/graph | TFLOP/s | ours/flash g / e "
+             "| ours/cudnn g / e | ours/fla g / e | ours/official g / e | ours/helion g / e |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
     for B, H, T, D in shapes:
-        table = candidates(B, H, T, D, parallel_parallax)
+        table = candidates(B, H, T, D, parallel_parallax, official, helion)
+        label = f"{B},{H},{T},{D}"
         for mode in ("fwd", "fwd+bwd"):
-            times = {}
-            for name, (run, tensors, flops) in table.items():
-                try:
-                    times[name] = time_one(run, tensors, mode)
-                except Exception as exc:  # a peer that does not run here is reported, not fatal
-                    print(f"{name} {mode} at {(B, H, T, D)} failed: {type(exc).__name__}: {str(exc)[:200]}",
-                          file=sys.stderr)
-                torch.cuda.empty_cache()
-            for name, ms in times.items():
-                flops = table[name][2](B, H, T, D, mode)
-                ratios = []
-                for peer in ("sdpa-flash", "sdpa-cudnn", "fla"):
-                    if name.startswith("ours") and peer in times:
-                        ratios.append(f"{ms / times[peer]:.2f}x")
-                    else:
-                        ratios.append("")
-                lines.append(f"| {B},{H},{T},{D} | {mode} | {name} | {ms:.3f} | {flops / ms / 1e9:.0f} | "
-                             + " | ".join(ratios) + " |")
-            print("\n".join(lines[-len(times):]), flush=True)
-            if "ours" in times and "ours+stats" in times:
-                overhead.append(f"{B},{H},{T},{D} {mode}: statistics mode costs "
-                                f"{100 * (times['ours+stats'] / times['ours'] - 1):+.1f}% over plain")
-    text = "\n".join(lines + [""] + [f"- {line}" for line in overhead])
+            times = measure(table, mode, label)
+            new = rows(label, mode, table, times, (B, H, T, D))
+            lines += new
+            print("\n".join(new), flush=True)
+            if "ours" in times and "ours+stats" in times and times["ours"][0] and times["ours+stats"][0]:
+                notes.append(f"{label} {mode}: statistics mode costs "
+                                f"{100 * (times['ours+stats'][0] / times['ours'][0] - 1):+.1f}% over plain (graph)")
+    if args.packed:
+        lengths = [int(x) for x in args.packed.split(",")]
+        table = packed_candidates(lengths, PACKED_HEADS, PACKED_HEAD_DIM, parallel_parallax, official, helion)
+        label = f"packed {len(lengths)} seqs, {sum(lengths)} tokens, max {max(lengths)},{PACKED_HEADS},{PACKED_HEAD_DIM}"
+        for mode in ("fwd", "fwd+bwd"):
+            times = measure(table, mode, label)
+            new = rows(label, mode, table, times, (1, PACKED_HEADS, sum(lengths), PACKED_HEAD_DIM))
+            lines += new
+            print("\n".join(new), flush=True)
+        notes.append(f"packed lengths: {lengths}")
+    text = "\n".join(lines + [""] + [f"- {line}" for line in notes])
     print("\n" + text)
     if args.markdown:
         with open(args.markdown, "w") as f:

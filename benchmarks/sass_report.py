@@ -5,7 +5,7 @@ loops), plus the code before and after the loops.
 
     pip install --target /tmp/t36 triton==3.6.0          # the device's Triton, once
     PYTHONPATH=/tmp/t36:. python benchmarks/sass_report.py forward --head-dim 128 --tiles 128,64,8,3 --stats
-    PYTHONPATH=/tmp/t36:. python benchmarks/sass_report.py kv --head-dim 128 --tiles 32,64,4,3
+    PYTHONPATH=/tmp/t36:. python benchmarks/sass_report.py kv --head-dim 128 --tiles 32,64,4,3 --varlen
     PYTHONPATH=/tmp/t36:. python benchmarks/sass_report.py dq --head-dim 64 --tiles 64,64,4,3 --sass-out /tmp/a
 
 Use the device's Triton version: another one builds different code (kernels/NOTES.md,
@@ -44,28 +44,33 @@ def _signature(names_types: list[tuple[str, str]], constants: dict) -> dict:
     return signature
 
 
-def build(kernel: str, D: int, tiles: TileConfig, stats: bool, residuals: bool, window: bool):
-    """The compiled kernel, with the launch's constexprs for 16 heads (no GQA)."""
-    common = {"HQ": 16, "HK": 16, "D": D, "BM": tiles.BM, "BN": tiles.BN, "HAS_WINDOW": window, "INTERPRET": False}
-    scalars = [("scale_log2", "fp32"), ("T", "i32"), ("W", "i32"), ("GROUP", "i32")]
+def build(kernel: str, D: int, tiles: TileConfig, stats: bool, residuals: bool, window: bool, varlen: bool = False):
+    """The compiled kernel, with the launch's constexprs for 16 heads (no GQA); varlen: packed
+    sequences (an int32 offsets pointer; without it the launch passes None, a constexpr)."""
+    common = {"HQ": 16, "HK": 16, "D": D, "BM": tiles.BM, "BN": tiles.BN, "HAS_WINDOW": window,
+              "IS_VARLEN": varlen, "INTERPRET": False}
+    offsets = [("CU_SEQLENS", "*i32")] if varlen else []
+    if not varlen:
+        common["CU_SEQLENS"] = None
+    scalars = [("scale_log2", "fp32"), ("T", "i32"), ("MAX_T", "i32"), ("W", "i32"), ("GROUP", "i32")]
     if kernel == "forward":
         pointers = [(n, "*bf16") for n in ("Q", "R", "K", "V", "O")] + [("OSM", "*fp32"), ("OLO", "*bf16"),
                                                                        ("LSE", "*fp32"), ("TBAR", "*fp32"), ("STATS", "*fp32")]
         constants = dict(common, SAVE_RESIDUALS=residuals, WRITE_STATS=stats)
-        fn, args = parallel._parallax_fwd_kernel, pointers + scalars
+        fn, args = parallel._parallax_fwd_kernel, pointers + offsets + scalars
     elif kernel == "dq":
         pointers = [(n, "*bf16") for n in ("Q", "R", "K", "V", "DO")] + [("ROWS", "*fp32"), ("DQ", "*bf16"), ("DR", "*bf16")]
         constants = common
-        fn, args = parallel._parallax_bwd_dq_kernel, pointers + [("scale", "fp32")] + scalars
+        fn, args = parallel._parallax_bwd_dq_kernel, pointers + offsets + [("scale", "fp32")] + scalars
     else:
         bm = tiles.BM
-        descriptors = [("qr_desc", f"tensordesc<bf16[1,{2 * bm},{D}]>")] + [
-            (n, f"tensordesc<bf16[1,{bm},{D}]>") for n in ("do_desc", "dq_desc", "dr_desc")]
+        # the split backward's kv kernel: no dQ, dR descriptors (the launch passes None)
+        descriptors = [("qr_desc", f"tensordesc<bf16[1,{2 * bm},{D}]>"), ("do_desc", f"tensordesc<bf16[1,{bm},{D}]>")]
         pointers = [("K", "*bf16"), ("V", "*bf16"), ("ROWS", "*fp32"), ("DK", "*bf16"), ("DV", "*bf16")]
-        constants = dict(common, ACCUMULATE_DQ=False)
-        fn, args = parallel._parallax_bwd_kernel, descriptors + pointers + [("scale", "fp32")] + scalars
-    names = [n for n, _ in args]
-    hints = {(names.index(n),): [["tt.divisibility", 16]] for n, t in args if t.startswith("*")}
+        constants = dict(common, ACCUMULATE_DQ=False, dq_desc=None, dr_desc=None)
+        fn, args = parallel._parallax_bwd_kernel, descriptors + pointers + offsets + [("scale", "fp32")] + scalars
+    # attrs are keyed by the position in the kernel's own parameter list, constexprs included
+    hints = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n, t in args if t.startswith("*")}
     source = ASTSource(fn, _signature(args, constants), constants, attrs=hints)
     return triton.compile(source, target=GPUTarget("cuda", 90, 32),
                           options={"num_warps": tiles.num_warps, "num_stages": tiles.num_stages})
@@ -117,12 +122,13 @@ def main() -> None:
     parser.add_argument("--stats", action="store_true", help="forward: statistics mode")
     parser.add_argument("--residuals", action="store_true", help="forward: save the backward's residuals")
     parser.add_argument("--window", action="store_true", help="the sliding-window variant")
+    parser.add_argument("--varlen", action="store_true", help="the packed-sequence (cu_seqlens) variant")
     parser.add_argument("--sass-out", type=Path, help="write the address-blanked SASS here, for diff")
     args = parser.parse_args()
     tiles = TileConfig(*map(int, args.tiles.split(",")))
-    compiled = build(args.kernel, args.head_dim, tiles, args.stats, args.residuals, args.window)
+    compiled = build(args.kernel, args.head_dim, tiles, args.stats, args.residuals, args.window, args.varlen)
     tag = f"{args.kernel}_d{args.head_dim}_{'_'.join(map(str, tiles))}" + "".join(
-        f"_{flag}" for flag in ("stats", "residuals", "window") if getattr(args, flag))
+        f"_{flag}" for flag in ("stats", "residuals", "window", "varlen") if getattr(args, flag))
     workdir = Path("/tmp/sass_report")
     workdir.mkdir(exist_ok=True)
     registers, stack, lines = compiled_resources(compiled, workdir / f"{tag}.cubin")

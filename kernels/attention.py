@@ -15,6 +15,9 @@ Backend = Literal["auto", "triton", "reference"]
 
 
 def _validate(q, r, k, v, scale, causal, window, backend, cu_seqlens, max_seqlen) -> None:
+    # Every call of a training step passes through here: the checks compare values and build
+    # a message only once one fails (formatting the shapes on every call cost more host time
+    # than all the checks together).
     tensors = {"q": q, "r": r, "k": k, "v": v}
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
@@ -26,29 +29,32 @@ def _validate(q, r, k, v, scale, causal, window, backend, cu_seqlens, max_seqlen
             )
         if not t.is_floating_point():
             raise ValueError(f"parallax_attention: {name} has dtype {t.dtype}; expected a floating-point dtype")
-    shapes = ", ".join(f"{n}={tuple(t.shape)}" for n, t in tensors.items())
+
+    def shapes() -> str:
+        return ", ".join(f"{n}={tuple(t.shape)}" for n, t in tensors.items())
+
     if r.shape != q.shape:
-        raise ValueError(f"parallax_attention: r must have q's shape [B, T, HQ, D]; got {shapes}")
+        raise ValueError(f"parallax_attention: r must have q's shape [B, T, HQ, D]; got {shapes()}")
     if v.shape != k.shape:
-        raise ValueError(f"parallax_attention: v must have k's shape [B, T, HK, D]; got {shapes}")
+        raise ValueError(f"parallax_attention: v must have k's shape [B, T, HK, D]; got {shapes()}")
     B, T, HQ, D = q.shape
     if k.shape[0] != B or k.shape[3] != D:
-        raise ValueError(f"parallax_attention: q and k must agree on batch and head_dim; got {shapes}")
+        raise ValueError(f"parallax_attention: q and k must agree on batch and head_dim; got {shapes()}")
     if causal and k.shape[1] < T:
         raise ValueError(
             f"parallax_attention: causal attention needs at least as many keys as queries (the queries are the "
-            f"last Tq positions); got {shapes}"
+            f"last Tq positions); got {shapes()}"
         )
     HK = k.shape[2]
     if HK == 0 or HQ % HK != 0:
         raise ValueError(
-            f"parallax_attention: query heads ({HQ}) must be a multiple of key/value heads ({HK}) for GQA; got {shapes}"
+            f"parallax_attention: query heads ({HQ}) must be a multiple of key/value heads ({HK}) for GQA; got {shapes()}"
         )
-    dtypes = {n: t.dtype for n, t in tensors.items()}
-    if len(set(dtypes.values())) != 1:
+    if not q.dtype == r.dtype == k.dtype == v.dtype:
+        dtypes = {n: t.dtype for n, t in tensors.items()}
         raise ValueError(f"parallax_attention: q, r, k, v must share one dtype; got {dtypes}")
-    devices = {n: str(t.device) for n, t in tensors.items()}
-    if len(set(devices.values())) != 1:
+    if not q.device == r.device == k.device == v.device:
+        devices = {n: str(t.device) for n, t in tensors.items()}
         raise ValueError(f"parallax_attention: q, r, k, v must be on one device; got {devices}")
     if scale is not None and not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
         raise ValueError(f"parallax_attention: scale must be a positive finite number or None, got {scale!r}")
@@ -84,17 +90,24 @@ def _validate_cu_seqlens(cu_seqlens, q, k, max_seqlen) -> None:
         )
     if max_seqlen is not None and (isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int) or max_seqlen < 1):
         raise ValueError(f"parallax_attention: max_seqlen must be a positive int or None, got {max_seqlen!r}")
-    # The offsets' values are checked only on the CPU: on a GPU that would cost a host sync per call.
-    if cu_seqlens.device.type == "cpu":
+    # The offsets' values are checked only on the CPU (on a GPU that would cost a host sync per
+    # call), and only eagerly: a compiled graph has no values to read while it is traced.
+    if cu_seqlens.device.type == "cpu" and not torch.compiler.is_compiling():
         offsets = cu_seqlens.tolist()
         if offsets[0] != 0 or offsets[-1] != q.shape[1] or any(b < a for a, b in zip(offsets, offsets[1:])):
             raise ValueError(
                 f"parallax_attention: cu_seqlens must rise from 0 to the packed length {q.shape[1]} without "
                 f"decreasing; got {offsets[:8]}{' ...' if len(offsets) > 8 else ''}"
             )
+        longest = max(b - a for a, b in zip(offsets, offsets[1:]))
+        if max_seqlen is not None and max_seqlen < longest:
+            raise ValueError(
+                f"parallax_attention: max_seqlen ({max_seqlen}) is shorter than the longest packed sequence "
+                f"({longest}); pass at least that, or None"
+            )
 
 
-def _triton_kernel_covers(q: torch.Tensor, k: torch.Tensor, causal: bool, cu_seqlens: torch.Tensor | None) -> bool:
+def _triton_kernel_covers(q: torch.Tensor, k: torch.Tensor, causal: bool) -> bool:
     """Whether the Triton kernel computes this call; everything else takes the reference."""
     # Each tile holds a whole head in registers; the tiles are sized and measured for D = 64
     # and 128 only (other sizes would need padded tiles that nobody has checked or timed).
@@ -105,8 +118,8 @@ def _triton_kernel_covers(q: torch.Tensor, k: torch.Tensor, causal: bool, cu_seq
     # float32 dots without the tensor cores' speed, so they stay on the reference.
     if q.dtype not in (torch.bfloat16, torch.float16):
         return False
-    # Packed sequences and queries offset against a longer cache are not in the kernel yet.
-    if cu_seqlens is not None or k.shape[1] != q.shape[1]:
+    # Queries offset against a longer cache (a decode step) are not in the kernel.
+    if k.shape[1] != q.shape[1]:
         return False
     # The kernel's masks and its block ranges assume causal attention.
     return causal
@@ -118,7 +131,6 @@ def resolve_backend(
     causal: bool = True,
     *,
     k: torch.Tensor | None = None,
-    cu_seqlens: torch.Tensor | None = None,
 ) -> Literal["triton", "reference"]:
     """The one place that decides which implementation runs for this call.
 
@@ -126,7 +138,7 @@ def resolve_backend(
     cover (`_triton_kernel_covers`) runs on the reference.
     """
     wanted = ("triton" if triton_runs_on(q.device) else "reference") if backend == "auto" else backend
-    covered = _triton_kernel_covers(q, q if k is None else k, causal, cu_seqlens)
+    covered = _triton_kernel_covers(q, q if k is None else k, causal)
     return "triton" if wanted == "triton" and covered else "reference"
 
 
@@ -157,14 +169,13 @@ def parallax_attention(
     return_stats: also return an `AttentionStats` of per-(B, T, HQ) row quantities.
     backend: 'auto' takes the Triton kernel on compute capability 9.0 and the reference
     elsewhere; 'triton' or 'reference' force one. Calls the kernel does not cover (head dim
-    other than 64 or 128, float32, non-causal, cu_seqlens, Tk != Tq) take the reference
-    either way.
+    other than 64 or 128, float32, non-causal, Tk != Tq) take the reference either way.
     Returns o in the input dtype, or (o, stats).
     """
     _validate(q, r, k, v, scale, causal, window, backend, cu_seqlens, max_seqlen)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    if resolve_backend(q, backend, causal, k=k, cu_seqlens=cu_seqlens) == "triton":
+    if resolve_backend(q, backend, causal, k=k) == "triton":
         if q.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError(
                 "parallax_attention: backend='triton' with CPU tensors runs only in Triton's "
@@ -175,7 +186,8 @@ def parallax_attention(
         from .parallel import parallax_attention_triton
 
         return parallax_attention_triton(
-            q, r, k, v, scale=scale, window=window, return_stats=return_stats
+            q, r, k, v, scale=scale, window=window, return_stats=return_stats,
+            cu_seqlens=cu_seqlens, max_seqlen=max_seqlen,
         )
     return parallax_attention_reference(
         q, r, k, v, scale=scale, causal=causal, window=window, cu_seqlens=cu_seqlens, return_stats=return_stats

@@ -38,6 +38,14 @@ default on the H200, where it measured faster), a second, query-block kernel rec
 s2 and a and sums dQ, dR in registers (eleven products, no atomics).
 
 Layout [B, T, H, D], contiguous. Saved per row: lse and tbar as [B, HQ, T] float32.
+
+Packed sequences (cu_seqlens, B = 1): the grids hold cdiv(max_seqlen, block) programs per
+(sequence, head), and each program reads its sequence's offsets from cu_seqlens on the device,
+so no block table is built on the host; a sequence with fewer blocks leaves its surplus
+programs idle. The forward and the dQ/dR kernel count rows and keys from each sequence's first
+token, exactly as for a batch of one; the kv kernel keeps the packed row's query blocks (the
+layout of the stacked q, r) and masks the rows of the neighbouring sequences. The per-row
+tensors (residuals, statistics) keep one row per packed token.
 """
 
 from __future__ import annotations
@@ -72,15 +80,22 @@ class TileConfig(NamedTuple):
 L2_SHARE_BYTES = 16 << 20
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for the host's grid sizes: triton.cdiv is a constexpr function whose call
+    from Python costs more host time than the launch arithmetic around it."""
+    return -(-a // b)
+
+
 def heads_per_group(bytes_per_head: int) -> int:
     """How many heads to interleave when each head's programs read bytes_per_head between them."""
     return max(1, L2_SHARE_BYTES // max(bytes_per_head, 1))
 
 
-def query_block_group(k: torch.Tensor) -> int:
+def query_block_group(k: torch.Tensor, rows: int) -> int:
     """heads_per_group for the query-block kernels (forward, dQ/dR): a head's programs read
-    its key head's K and V, k [B, T, HK, D] and v alike."""
-    return heads_per_group(2 * k.shape[1] * k.shape[3] * k.element_size())
+    rows of its key head's K and V, k [B, T, HK, D] and v alike (rows: T, or the longest
+    packed sequence, whose (sequence, head) pairs are the grid's heads)."""
+    return heads_per_group(2 * rows * k.shape[3] * k.element_size())
 
 
 # Rows up to this length take the forward's two-programs-per-SM tiles at D = 128 (forward_config).
@@ -180,25 +195,50 @@ def _longest_first(n_blocks, GROUP):
 
 
 @triton.jit
-def _query_block_program(K, V, T, GROUP, HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr, BM: tl.constexpr):
-    """Where a query-block program (forward, dQ/dR) works: its batch x query-head index,
-    first row, rows, row mask, the offsets of its rows in a [B, T, HQ, D] tensor, and the
-    bases of its key head in K and V. Causal work grows with the query block, so the last
-    block is a head's longest program."""
-    n_blocks = tl.cdiv(T, BM)
-    pid_bh, rank = _longest_first(n_blocks, GROUP)
-    pid_m = n_blocks - 1 - rank
-    i_b = pid_bh // HQ
-    i_hq = pid_bh % HQ
+def _query_block_program(
+    CU_SEQLENS, K, V, T, MAX_T, GROUP,
+    HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, IS_VARLEN: tl.constexpr,
+):
+    """Where a query-block program (forward, dQ/dR) works: its head's index in a [B, HQ, T]
+    tensor of row terms (row_head) and its sequence's first row there (bos), so its rows there
+    are row_head * T + bos + offs_m; its sequence's length T_seq; its first row m0 (negative:
+    a packed sequence with fewer blocks than this program's rank, nothing to do), rows, row
+    mask, the offsets of its rows in a [B, T, HQ, D] tensor, and the bases of its key head in
+    K and V. Rows and keys count from the sequence's first token. Causal work grows with the query
+    block, so the last block is a head's longest program.
+
+    Packed (IS_VARLEN): B = 1 and the grid has cdiv(MAX_T, BM) programs per (sequence, query
+    head), MAX_T the longest sequence; a sequence's rank-r program takes its r-th block from
+    the end, so every sequence's longest block comes first and short sequences' surplus
+    programs have m0 < 0. The block indices need no table built on the host."""
+    if IS_VARLEN:
+        pid_sh, rank = _longest_first(tl.cdiv(MAX_T, BM), GROUP)
+        i_seq = pid_sh // HQ
+        i_hq = pid_sh % HQ
+        bos = tl.load(CU_SEQLENS + i_seq).to(tl.int32)
+        T_seq = tl.load(CU_SEQLENS + i_seq + 1).to(tl.int32) - bos
+        pid_m = tl.cdiv(T_seq, BM) - 1 - rank
+        first_row = bos.to(tl.int64)  # the sequence's first token in the packed row
+        row_head = i_hq
+    else:
+        n_blocks = tl.cdiv(T, BM)
+        pid_bh, rank = _longest_first(n_blocks, GROUP)
+        pid_m = n_blocks - 1 - rank
+        i_b = pid_bh // HQ
+        i_hq = pid_bh % HQ
+        bos = 0
+        T_seq = T
+        first_row = i_b.to(tl.int64) * T
+        row_head = pid_bh
     i_hk = i_hq // (HQ // HK)
     m0 = pid_m * BM
     offs_m = m0 + tl.arange(0, BM)
-    row_ok = offs_m < T
-    q_off = (i_b.to(tl.int64) * T * HQ + i_hq) * D
+    row_ok = offs_m < T_seq
+    q_off = (first_row * HQ + i_hq) * D
     q_offs = offs_m[:, None] * (HQ * D) + tl.arange(0, D)[None, :]  # (BM, D)
-    k_base = K + (i_b.to(tl.int64) * T * HK + i_hk) * D
-    v_base = V + (i_b.to(tl.int64) * T * HK + i_hk) * D
-    return pid_bh, m0, offs_m, row_ok, q_off, q_offs, k_base, v_base
+    k_base = K + (first_row * HK + i_hk) * D
+    v_base = V + (first_row * HK + i_hk) * D
+    return row_head, bos, T_seq, m0, offs_m, row_ok, q_off, q_offs, k_base, v_base
 
 
 @triton.jit
@@ -276,16 +316,23 @@ def _fwd_inner(
     return o1, o2, d1, mu, m_i
 
 
-@triton.jit(do_not_specialize=["T", "W", "GROUP"])
+@triton.jit(do_not_specialize=["T", "MAX_T", "W", "GROUP"])
 def _parallax_fwd_kernel(
-    Q, R, K, V, O, OSM, OLO, LSE, TBAR, STATS,
-    scale_log2, T, W, GROUP,
+    Q, R, K, V, O, OSM, OLO, LSE, TBAR, STATS, CU_SEQLENS,
+    scale_log2, T, MAX_T, W, GROUP,
     HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr,
     HAS_WINDOW: tl.constexpr, SAVE_RESIDUALS: tl.constexpr, WRITE_STATS: tl.constexpr,
-    INTERPRET: tl.constexpr,
+    IS_VARLEN: tl.constexpr, INTERPRET: tl.constexpr,
 ):
-    pid_bh, m0, offs_m, row_ok, q_off, q_offs, k_base, v_base = _query_block_program(K, V, T, GROUP, HQ, HK, D, BM)
+    """One query block of one head (of one packed sequence with IS_VARLEN: T is then the packed
+    length, every row and key below counts within the sequence, of length T_seq)."""
+    row_head, bos, T_seq, m0, offs_m, row_ok, q_off, q_offs, k_base, v_base = _query_block_program(
+        CU_SEQLENS, K, V, T, MAX_T, GROUP, HQ, HK, D, BM, IS_VARLEN
+    )
+    if IS_VARLEN:
+        if m0 < 0:
+            return
     b_q = tl.load(Q + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
     b_r = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
     if WRITE_STATS:
@@ -306,25 +353,25 @@ def _parallax_fwd_kernel(
     # in the first window-edge tiles are all masked; any real logit exceeds it.
     m_i = tl.full((BM,), -1.0e30, dtype=tl.float32)
 
-    blk_lo, blk_clean_lo, blk_clean_hi, blk_hi = _key_block_ranges(m0, T, W, BM, BN, HAS_WINDOW)
+    blk_lo, blk_clean_lo, blk_clean_hi, blk_hi = _key_block_ranges(m0, T_seq, W, BM, BN, HAS_WINDOW)
     if HAS_WINDOW:
         o1, o2, d1, mu, m_i = _fwd_inner(
             o1, o2, d1, mu, m_i, b_q, b_r, k_base, v_base, offs_m,
-            blk_lo, blk_clean_lo, T, W, scale_log2, HK * D,
+            blk_lo, blk_clean_lo, T_seq, W, scale_log2, HK * D,
             D, BN, True, HAS_WINDOW, INTERPRET,
         )
     o1, o2, d1, mu, m_i = _fwd_inner(
         o1, o2, d1, mu, m_i, b_q, b_r, k_base, v_base, offs_m,
-        blk_clean_lo, blk_clean_hi, T, W, scale_log2, HK * D,
+        blk_clean_lo, blk_clean_hi, T_seq, W, scale_log2, HK * D,
         D, BN, False, HAS_WINDOW, INTERPRET,
     )
     o1, o2, d1, mu, m_i = _fwd_inner(
         o1, o2, d1, mu, m_i, b_q, b_r, k_base, v_base, offs_m,
-        blk_clean_hi, blk_hi, T, W, scale_log2, HK * D,
+        blk_clean_hi, blk_hi, T_seq, W, scale_log2, HK * D,
         D, BN, True, HAS_WINDOW, INTERPRET,
     )
 
-    # Epilogue. Every row sees its diagonal key, so d1 >= 1 for rows < T; mu is now tbar,
+    # Epilogue. Every row sees its diagonal key, so d1 >= 1 for rows < T_seq; mu is now tbar,
     # so c = tbar o_sm - sum_j p_j s2_j v_j reduces to -O2 / d1, and o = (O1 - O2) / d1.
     inv_d1 = 1.0 / d1
     if WRITE_STATS:
@@ -336,7 +383,7 @@ def _parallax_fwd_kernel(
         # STATS is [B, HQ, T, 4]: per row osm_sq, c_sq, osm_c, r_sq (AttentionStats' order),
         # one 16-byte store per row (three 4-byte plane stores measured 1.6 points slower).
         row_stats = tl.reshape(tl.join(tl.join(osm_sq, osm_c), tl.join(c_sq, r_sq)), (BM, 4))
-        p_stats = STATS + (pid_bh.to(tl.int64) * T + offs_m)[:, None] * 4 + tl.arange(0, 4)[None, :]
+        p_stats = STATS + (row_head.to(tl.int64) * T + bos + offs_m)[:, None] * 4 + tl.arange(0, 4)[None, :]
         tl.store(p_stats, row_stats, mask=row_ok[:, None])
     if SAVE_RESIDUALS:
         # The backward's row sums dO . o and dO . o_sm must be exact to float32, not to the
@@ -344,7 +391,7 @@ def _parallax_fwd_kernel(
         # an error there survives the cancellation. So o_sm is kept in float32 and o's
         # rounding residual beside o (o = o_lp + o_lo to about 16 bits).
         tl.store(OSM + q_off + q_offs, o1 * inv_d1[:, None], mask=row_ok[:, None])
-        row_base = pid_bh.to(tl.int64) * T
+        row_base = row_head.to(tl.int64) * T + bos
         tl.store(LSE + row_base + offs_m, m_i * scale_log2 + tl.math.log2(d1), mask=row_ok)
         tl.store(TBAR + row_base + offs_m, mu, mask=row_ok)
     o = (o1 - o2) * inv_d1[:, None]  # (BM, D) o_sm + c
@@ -515,27 +562,51 @@ def _bwd_inner(
     return dk, dv
 
 
-@triton.jit(do_not_specialize=["T", "W", "GROUP"])
+@triton.jit(do_not_specialize=["T", "MAX_T", "W", "GROUP"])
 def _parallax_bwd_kernel(
-    qr_desc, do_desc, dq_desc, dr_desc, K, V, ROWS, DK, DV,
-    scale, scale_log2, T, W, GROUP,
+    qr_desc, do_desc, dq_desc, dr_desc, K, V, ROWS, DK, DV, CU_SEQLENS,
+    scale, scale_log2, T, MAX_T, W, GROUP,
     HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, ACCUMULATE_DQ: tl.constexpr,
-    HAS_WINDOW: tl.constexpr, INTERPRET: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, IS_VARLEN: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     """dK and dV of one key block: one program walks every query block of every query head
-    in its key head's GQA group."""
+    in its key head's GQA group. Keys and query rows are rows of batch i_b, and eos ends
+    the rows this program's keys may meet."""
     G: tl.constexpr = HQ // HK
     # Causal work shrinks with the key block: block 0 meets every query, so it is rank 0.
-    pid_bh, pid_n = _longest_first(tl.cdiv(T, BN), GROUP)
-    i_b = pid_bh // HK
-    i_hk = pid_bh % HK
-    n0 = pid_n * BN
+    if IS_VARLEN:
+        # Packed (B = 1): cdiv(MAX_T, BN) programs per (sequence, key head), MAX_T the longest
+        # sequence; the rank-r program takes its sequence's r-th key block, if it has one.
+        # Its key block starts at the sequence's first token (bos), but its query blocks stay
+        # the packed row's blocks of BM rows, the layout of the stacked q, r. The first of them
+        # may begin in the previous sequence: those rows precede every key here, so the
+        # causal mask hides them, and eos hides the rows of the next sequence.
+        pid_sh, pid_n = _longest_first(tl.cdiv(MAX_T, BN), GROUP)
+        i_seq = pid_sh // HK
+        i_hk = pid_sh % HK
+        i_b = 0
+        bos = tl.load(CU_SEQLENS + i_seq).to(tl.int32)
+        eos = tl.load(CU_SEQLENS + i_seq + 1).to(tl.int32)
+        n0 = bos + pid_n * BN
+        if n0 >= eos:
+            return
+    else:
+        pid_bh, pid_n = _longest_first(tl.cdiv(T, BN), GROUP)
+        i_b = pid_bh // HK
+        i_hk = pid_bh % HK
+        eos = T
+        n0 = pid_n * BN
     offs_n = n0 + tl.arange(0, BN)
 
     offs_d = tl.arange(0, D)
-    key_ok = offs_n[:, None] < T
-    kv_offs = (i_b.to(tl.int64) * T * HK + i_hk) * D + offs_n[:, None] * (HK * D) + offs_d[None, :]
+    key_ok = offs_n[:, None] < eos
+    if IS_VARLEN:
+        # the block's base in 64 bits: a packed row is one sequence of every token, and its
+        # T * HK * D elements may pass 2^31 where a batch's rows do not
+        kv_offs = (n0.to(tl.int64) * HK + i_hk) * D + tl.arange(0, BN)[:, None] * (HK * D) + offs_d[None, :]
+    else:
+        kv_offs = (i_b.to(tl.int64) * T * HK + i_hk) * D + offs_n[:, None] * (HK * D) + offs_d[None, :]
     b_k = tl.load(K + kv_offs, mask=key_ok, other=0.0)  # (BN, D)
     b_v = tl.load(V + kv_offs, mask=key_ok, other=0.0)  # (BN, D)
     dk = tl.zeros((BN, D), dtype=tl.float32)
@@ -543,15 +614,15 @@ def _parallax_bwd_kernel(
 
     # Query blocks in units of BM: [blk_lo, blk_clean_lo) cross the diagonal,
     # [blk_clean_lo, blk_clean_hi) need no mask, [blk_clean_hi, blk_hi) cross the window's
-    # edge or hold rows >= T.
+    # edge or hold rows >= eos.
     blk_lo = n0 // BM
     if HAS_WINDOW:
-        blk_hi = tl.cdiv(tl.minimum(T, n0 + BN - 1 + W), BM)
+        blk_hi = tl.cdiv(tl.minimum(eos, n0 + BN - 1 + W), BM)
         blk_clean_hi = tl.cdiv(tl.maximum(n0 + W - BM + 1, 0), BM)
     else:
-        blk_hi = tl.cdiv(T, BM)
+        blk_hi = tl.cdiv(eos, BM)
         blk_clean_hi = blk_hi
-    blk_clean_hi = tl.minimum(blk_clean_hi, T // BM)
+    blk_clean_hi = tl.minimum(blk_clean_hi, eos // BM)
     blk_clean_lo = tl.minimum(tl.cdiv(n0 + BN - 1, BM), blk_hi)
     blk_clean_hi = tl.maximum(blk_clean_hi, blk_clean_lo)
 
@@ -564,21 +635,21 @@ def _parallax_bwd_kernel(
             dk, dv, b_k, b_v, offs_n,
             qr_desc, do_desc, dq_desc, dr_desc, i_b, i_bh, col, row_base,
             ROWS,
-            blk_lo, blk_clean_lo, T, W, scale, scale_log2,
+            blk_lo, blk_clean_lo, eos, W, scale, scale_log2,
             D, BM, ACCUMULATE_DQ, True, HAS_WINDOW, INTERPRET,
         )
         dk, dv = _bwd_inner(
             dk, dv, b_k, b_v, offs_n,
             qr_desc, do_desc, dq_desc, dr_desc, i_b, i_bh, col, row_base,
             ROWS,
-            blk_clean_lo, blk_clean_hi, T, W, scale, scale_log2,
+            blk_clean_lo, blk_clean_hi, eos, W, scale, scale_log2,
             D, BM, ACCUMULATE_DQ, False, HAS_WINDOW, INTERPRET,
         )
         dk, dv = _bwd_inner(
             dk, dv, b_k, b_v, offs_n,
             qr_desc, do_desc, dq_desc, dr_desc, i_b, i_bh, col, row_base,
             ROWS,
-            blk_clean_hi, blk_hi, T, W, scale, scale_log2,
+            blk_clean_hi, blk_hi, eos, W, scale, scale_log2,
             D, BM, ACCUMULATE_DQ, True, HAS_WINDOW, INTERPRET,
         )
 
@@ -624,39 +695,45 @@ def _bwd_dq_inner(
     return dq, dr
 
 
-@triton.jit(do_not_specialize=["T", "W", "GROUP"])
+@triton.jit(do_not_specialize=["T", "MAX_T", "W", "GROUP"])
 def _parallax_bwd_dq_kernel(
-    Q, R, K, V, DO, ROWS, DQ, DR,
-    scale, scale_log2, T, W, GROUP,
+    Q, R, K, V, DO, ROWS, DQ, DR, CU_SEQLENS,
+    scale, scale_log2, T, MAX_T, W, GROUP,
     HQ: tl.constexpr, HK: tl.constexpr, D: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, HAS_WINDOW: tl.constexpr, INTERPRET: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, HAS_WINDOW: tl.constexpr, IS_VARLEN: tl.constexpr,
+    INTERPRET: tl.constexpr,
 ):
     """dQ and dR of one query block, walking its key blocks as the forward does: the split
     backward's second kernel (it recomputes s1, s2, a instead of adding with atomics)."""
-    pid_bh, m0, offs_m, row_ok, q_off, q_offs, k_base, v_base = _query_block_program(K, V, T, GROUP, HQ, HK, D, BM)
+    row_head, bos, T_seq, m0, offs_m, row_ok, q_off, q_offs, k_base, v_base = _query_block_program(
+        CU_SEQLENS, K, V, T, MAX_T, GROUP, HQ, HK, D, BM, IS_VARLEN
+    )
+    if IS_VARLEN:
+        if m0 < 0:
+            return
     b_q = tl.load(Q + q_off + q_offs, mask=row_ok[:, None], other=0.0)
     b_r = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0)
     b_do = tl.load(DO + q_off + q_offs, mask=row_ok[:, None], other=0.0)
-    row_base = pid_bh.to(tl.int64) * T
-    lse, tbar1, delta_sm, c_row = _load_rows(ROWS, row_base, offs_m, T, True)
+    row_base = row_head.to(tl.int64) * T + bos
+    lse, tbar1, delta_sm, c_row = _load_rows(ROWS, row_base, offs_m, T_seq, True)
     dq = tl.zeros((BM, D), dtype=tl.float32)
     dr = tl.zeros((BM, D), dtype=tl.float32)
 
-    blk_lo, blk_clean_lo, blk_clean_hi, blk_hi = _key_block_ranges(m0, T, W, BM, BN, HAS_WINDOW)
+    blk_lo, blk_clean_lo, blk_clean_hi, blk_hi = _key_block_ranges(m0, T_seq, W, BM, BN, HAS_WINDOW)
     if HAS_WINDOW:
         dq, dr = _bwd_dq_inner(
             dq, dr, b_q, b_r, b_do, lse, tbar1, delta_sm, c_row, k_base, v_base, offs_m,
-            blk_lo, blk_clean_lo, T, W, scale_log2, HK * D,
+            blk_lo, blk_clean_lo, T_seq, W, scale_log2, HK * D,
             D, BN, True, HAS_WINDOW, INTERPRET,
         )
     dq, dr = _bwd_dq_inner(
         dq, dr, b_q, b_r, b_do, lse, tbar1, delta_sm, c_row, k_base, v_base, offs_m,
-        blk_clean_lo, blk_clean_hi, T, W, scale_log2, HK * D,
+        blk_clean_lo, blk_clean_hi, T_seq, W, scale_log2, HK * D,
         D, BN, False, HAS_WINDOW, INTERPRET,
     )
     dq, dr = _bwd_dq_inner(
         dq, dr, b_q, b_r, b_do, lse, tbar1, delta_sm, c_row, k_base, v_base, offs_m,
-        blk_clean_hi, blk_hi, T, W, scale_log2, HK * D,
+        blk_clean_hi, blk_hi, T_seq, W, scale_log2, HK * D,
         D, BN, True, HAS_WINDOW, INTERPRET,
     )
     tl.store(DQ + q_off + q_offs, _round(dq * scale, DQ.dtype.element_ty, INTERPRET), mask=row_ok[:, None])
@@ -673,17 +750,24 @@ def parallax_forward(
     return_stats: bool,
     save_residuals: bool,
     config: TileConfig | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    max_seqlen: int = 0,
 ):
-    """Launch the forward. window <= 0 means none.
+    """Launch the forward. window <= 0 means none. cu_seqlens: packed sequences (B = 1,
+    offsets [n + 1] on q's device), max_seqlen their longest length (it sizes the grid).
 
     Returns (o, o_sm, o_lo, lse, tbar, stats). Residuals for the backward, empty unless
     save_residuals: o_sm [B, T, HQ, D] float32; o_lo, o's rounding residual, like o;
     lse and tbar [B, HQ, T] float32. stats [B, HQ, T, 4] float32, empty unless return_stats.
     """
     q, r, k, v = (t.contiguous() for t in (q, r, k, v))
+    if cu_seqlens is not None:
+        cu_seqlens = cu_seqlens.contiguous()  # the kernels index it as a plain array
     B, T, HQ, D = q.shape
     HK = k.shape[2]
-    config = config or forward_config(D, q.device, T)
+    # heads of the grid: (batch, head) pairs, or (sequence, head) pairs of at most max_seqlen rows
+    heads, longest = (B * HQ, T) if cu_seqlens is None else ((cu_seqlens.shape[0] - 1) * HQ, max_seqlen)
+    config = config or forward_config(D, q.device, longest)
     o = torch.empty_like(q)
     if save_residuals:
         o_sm = torch.empty(q.shape, device=q.device, dtype=torch.float32)
@@ -698,13 +782,12 @@ def parallax_forward(
         stats = torch.empty((B, HQ, T, 4), device=q.device, dtype=torch.float32)
     else:
         stats = q.new_empty((0,), dtype=torch.float32)
-    grid = (triton.cdiv(T, config.BM) * B * HQ,)
-    _parallax_fwd_kernel[grid](
-        q, r, k, v, o, o_sm, o_lo, lse, tbar, stats,
-        scale * LOG2E, T, max(window, 0), query_block_group(k),
+    _parallax_fwd_kernel[(cdiv(longest, config.BM) * heads,)](
+        q, r, k, v, o, o_sm, o_lo, lse, tbar, stats, cu_seqlens,
+        scale * LOG2E, T, longest, max(window, 0), query_block_group(k, longest),
         HQ=HQ, HK=HK, D=D, BM=config.BM, BN=config.BN,
         HAS_WINDOW=window > 0, SAVE_RESIDUALS=save_residuals, WRITE_STATS=return_stats,
-        INTERPRET=q.device.type == "cpu",
+        IS_VARLEN=cu_seqlens is not None, INTERPRET=q.device.type == "cpu",
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return o, o_sm, o_lo, lse, tbar, stats
@@ -715,10 +798,10 @@ def backward_preprocess(o, o_lo, o_sm, do, lse, tbar, q, r):
     `_parallax_bwd_preprocess_kernel`), from contiguous inputs."""
     B, T, HQ, D = q.shape
     rows = torch.empty((B, HQ, T, 4), device=q.device, dtype=torch.float32)
-    T8 = triton.cdiv(T, 8) * 8
+    T8 = cdiv(T, 8) * 8
     qr = torch.empty((B * HQ, 2 * T8, D), device=q.device, dtype=q.dtype)
     BM = 32  # a multiple of 8: see the kernel
-    _parallax_bwd_preprocess_kernel[(triton.cdiv(T, BM) * B * HQ,)](
+    _parallax_bwd_preprocess_kernel[(cdiv(T, BM) * B * HQ,)](
         o, o_lo, o_sm, do, lse, tbar, q, r, rows, qr, T, HQ=HQ, D=D, BM=BM, num_warps=4,
     )
     return rows, qr
@@ -738,14 +821,20 @@ def parallax_backward(
     scale: float,
     window: int,
     config: BackwardConfig | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    max_seqlen: int = 0,
 ):
-    """Launch the backward; returns (dq, dr, dk, dv) in the input dtype."""
+    """Launch the backward; returns (dq, dr, dk, dv) in the input dtype. cu_seqlens and
+    max_seqlen as in `parallax_forward`."""
     do, q, r, k, v, o, o_lo = (t.contiguous() for t in (do, q, r, k, v, o, o_lo))
+    if cu_seqlens is not None:
+        cu_seqlens = cu_seqlens.contiguous()
     # the copy engine needs 16-byte aligned bases; a contiguous view can start anywhere
     if do.data_ptr() % 16:
         do = do.clone()
     B, T, HQ, D = q.shape
     HK = k.shape[2]
+    n_seqs, longest = (B, T) if cu_seqlens is None else (cu_seqlens.shape[0] - 1, max_seqlen)
     config = config or backward_config(D, q.device)
     if config.kv.BM % 8:
         raise ValueError(
@@ -771,24 +860,26 @@ def parallax_backward(
     qr_desc = TensorDescriptor.from_tensor(qr, [1, 2 * kv.BM, D])
     do_desc = rows_of_heads(do)
     # a key head's programs read q, r and dO of every query head in its GQA group
-    kv_group = heads_per_group(3 * T * D * q.element_size() * (HQ // HK))
-    _parallax_bwd_kernel[(triton.cdiv(T, kv.BN) * B * HK,)](
+    kv_group = heads_per_group(3 * longest * D * q.element_size() * (HQ // HK))
+    _parallax_bwd_kernel[(cdiv(longest, kv.BN) * n_seqs * HK,)](
         qr_desc, do_desc,
-        # unused when dQ, dR come from the second kernel
-        rows_of_heads(dq) if fused else do_desc, rows_of_heads(dr) if fused else do_desc,
-        k, v, rows, dk, dv,
-        scale, scale * LOG2E, T, max(window, 0), kv_group,
+        # None when dQ, dR come from the second kernel: the launcher encodes every descriptor
+        # argument into a TMA descriptor on the host, at each launch
+        rows_of_heads(dq) if fused else None, rows_of_heads(dr) if fused else None,
+        k, v, rows, dk, dv, cu_seqlens,
+        scale, scale * LOG2E, T, longest, max(window, 0), kv_group,
         HQ=HQ, HK=HK, D=D, BM=kv.BM, BN=kv.BN, ACCUMULATE_DQ=fused, HAS_WINDOW=window > 0,
-        INTERPRET=interpret,
+        IS_VARLEN=cu_seqlens is not None, INTERPRET=interpret,
         num_warps=kv.num_warps, num_stages=kv.num_stages,
     )
     if fused:
         return dq.to(q.dtype), dr.to(q.dtype), dk, dv
     qc = config.q
-    _parallax_bwd_dq_kernel[(triton.cdiv(T, qc.BM) * B * HQ,)](
-        q, r, k, v, do, rows, dq, dr,
-        scale, scale * LOG2E, T, max(window, 0), query_block_group(k),
-        HQ=HQ, HK=HK, D=D, BM=qc.BM, BN=qc.BN, HAS_WINDOW=window > 0, INTERPRET=interpret,
+    _parallax_bwd_dq_kernel[(cdiv(longest, qc.BM) * n_seqs * HQ,)](
+        q, r, k, v, do, rows, dq, dr, cu_seqlens,
+        scale, scale * LOG2E, T, longest, max(window, 0), query_block_group(k, longest),
+        HQ=HQ, HK=HK, D=D, BM=qc.BM, BN=qc.BN, HAS_WINDOW=window > 0,
+        IS_VARLEN=cu_seqlens is not None, INTERPRET=interpret,
         num_warps=qc.num_warps, num_stages=qc.num_stages,
     )
     return dq, dr, dk, dv
@@ -804,12 +895,16 @@ def _forward_op(
     window: int,
     return_stats: bool,
     save_residuals: bool,
+    cu_seqlens: torch.Tensor | None,
+    max_seqlen: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return parallax_forward(q, r, k, v, scale, window, return_stats, save_residuals)
+    return parallax_forward(
+        q, r, k, v, scale, window, return_stats, save_residuals, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen
+    )
 
 
 @_forward_op.register_fake
-def _forward_fake(q, r, k, v, scale, window, return_stats, save_residuals):
+def _forward_fake(q, r, k, v, scale, window, return_stats, save_residuals, cu_seqlens, max_seqlen):
     B, T, HQ, D = q.shape
     empty = q.new_empty((0,), dtype=torch.float32)
     o = torch.empty_like(q, memory_format=torch.contiguous_format)
@@ -839,12 +934,16 @@ def _backward_op(
     tbar: torch.Tensor,
     scale: float,
     window: int,
+    cu_seqlens: torch.Tensor | None,
+    max_seqlen: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window)
+    return parallax_backward(
+        do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen
+    )
 
 
 @_backward_op.register_fake
-def _backward_fake(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window):
+def _backward_fake(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window, cu_seqlens, max_seqlen):
     contiguous = torch.contiguous_format
     return (
         torch.empty_like(q, memory_format=contiguous),
@@ -855,28 +954,76 @@ def _backward_fake(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window):
 
 
 def _setup_context(ctx, inputs, output):
-    q, r, k, v, scale, window, return_stats, save_residuals = inputs
+    q, r, k, v, scale, window, return_stats, save_residuals, cu_seqlens, max_seqlen = inputs
     o, o_sm, o_lo, lse, tbar, stats = output
-    ctx.save_for_backward(q, r, k, v, o, o_sm, o_lo, lse, tbar)
+    ctx.save_for_backward(q, r, k, v, o, o_sm, o_lo, lse, tbar, cu_seqlens)
     ctx.scale = scale
     ctx.window = window
+    ctx.max_seqlen = max_seqlen
     ctx.mark_non_differentiable(o_sm, o_lo, lse, tbar, stats)
+    # The five non-differentiable outputs never receive a gradient. Materialised, autograd
+    # would allocate and zero-fill each before the backward (o_sm alone is [B, T, HQ, D]
+    # float32): five launches and an o-sized float32 memset per call, for nothing.
+    ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, do, _do_sm, _do_lo, _dlse, _dtbar, _dstats):
-    q, r, k, v, o, o_sm, o_lo, lse, tbar = ctx.saved_tensors
+def _gradients(ctx, do, launch_backward):
+    """(dq, dr, dk, dv, None x 6) for the forward's ten inputs, the backward run by
+    launch_backward (the custom op under torch.compile, parallax_backward in eager mode)."""
+    q, r, k, v, o, o_sm, o_lo, lse, tbar, cu_seqlens = ctx.saved_tensors
     if o_sm.numel() == 0:
         raise RuntimeError(
             "parallax_attention (triton): the forward ran without saving residuals "
             "(no input required grad when it ran), so it cannot be differentiated"
         )
-    dq, dr, dk, dv = _backward_op(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, ctx.scale, ctx.window)
-    return dq, dr, dk, dv, None, None, None, None
+    if do is None:  # o took no part in the loss (only the statistics did, which carry no gradient)
+        return (None,) * 10
+    dq, dr, dk, dv = launch_backward(
+        do, q, r, k, v, o, o_sm, o_lo, lse, tbar, ctx.scale, ctx.window, cu_seqlens, ctx.max_seqlen
+    )
+    return dq, dr, dk, dv, None, None, None, None, None, None
+
+
+def _backward(ctx, do, _do_sm, _do_lo, _dlse, _dtbar, _dstats):
+    return _gradients(ctx, do, _backward_op)
 
 
 torch.library.register_autograd(
     "parallax_probe::parallax_attention_fwd", _backward, setup_context=_setup_context
 )
+
+
+def _launch_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window, cu_seqlens, max_seqlen):
+    return parallax_backward(
+        do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen
+    )
+
+
+class _EagerParallaxAttention(torch.autograd.Function):
+    """The eager path: the custom op's launches and autograd formula (`_setup_context`,
+    `_gradients`) without the dispatcher around them. Per call, the custom op re-enters the
+    dispatcher twice (the op, then the registered autograd's redispatch), fills in its schema's
+    defaults and dispatches the backward as a second op: on a CPU, with the launches stubbed
+    out, about half the Python time of an eager fwd+bwd (benchmarks/host_overhead.py). Under
+    torch.compile the custom op stays: it is what the compiler traces."""
+
+    @staticmethod
+    def forward(ctx, q, r, k, v, scale, window, return_stats, save_residuals, cu_seqlens, max_seqlen):
+        output = parallax_forward(
+            q, r, k, v, scale, window, return_stats, save_residuals, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen
+        )
+        _setup_context(ctx, (q, r, k, v, scale, window, return_stats, save_residuals, cu_seqlens, max_seqlen), output)
+        return output
+
+    @staticmethod
+    def backward(ctx, do, _do_sm, _do_lo, _dlse, _dtbar, _dstats):
+        return _gradients(ctx, do, _launch_backward)
+
+
+def longest_sequence(cu_seqlens: torch.Tensor) -> int:
+    """The longest length in packed offsets. A host sync where cu_seqlens lives on a GPU (the
+    value sizes the kernels' grids): callers that know it pass max_seqlen instead."""
+    return int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
 
 
 def parallax_attention_triton(
@@ -888,12 +1035,22 @@ def parallax_attention_triton(
     scale: float,
     window: int | None,
     return_stats: bool,
+    cu_seqlens: torch.Tensor | None = None,
+    max_seqlen: int | None = None,
 ):
     """Causal Parallax attention through the Triton kernels; inputs already validated."""
     save_residuals = torch.is_grad_enabled() and any(t.requires_grad for t in (q, r, k, v))
-    o, _o_sm, _o_lo, _lse, _tbar, stats = _forward_op(
-        q, r, k, v, float(scale), window or 0, return_stats, save_residuals
-    )
+    if cu_seqlens is None:
+        max_seqlen = 0
+    elif max_seqlen is None:
+        max_seqlen = longest_sequence(cu_seqlens)
+    args = (q, r, k, v, float(scale), window or 0, return_stats, save_residuals, cu_seqlens, max_seqlen)
+    if torch.compiler.is_compiling():
+        o, _o_sm, _o_lo, _lse, _tbar, stats = _forward_op(*args)
+    elif save_residuals:
+        o, _o_sm, _o_lo, _lse, _tbar, stats = _EagerParallaxAttention.apply(*args)
+    else:  # nothing to differentiate: the launch alone
+        o, _o_sm, _o_lo, _lse, _tbar, stats = parallax_forward(*args[:8], cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
     if not return_stats:
         return o
     # [B, HQ, T, 4] -> four [B, T, HQ] views; one permute and one unbind, not four index

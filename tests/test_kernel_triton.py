@@ -65,42 +65,45 @@ def relative_error(x: torch.Tensor, exact: torch.Tensor) -> float:
     return ((x.double() - exact).norm() / exact.norm()).item()
 
 
-def assert_within_rule(name, got, low, exact):
-    assert not got.isnan().any(), f"{name}: NaN (an element not written?)"
+def assert_within_rule(name, got, low, exact, seed=None):
+    assert not got.isnan().any(), f"{name}: NaN (an element not written?), seed {seed}"
     err, err_low = relative_error(got, exact), relative_error(low, exact)
     assert err <= 2 * err_low + FLOOR, (
-        f"{name}: kernel error {err:.3e} > 2 x reference's {err_low:.3e} in {got.dtype}"
+        f"{name}: kernel error {err:.3e} > 2 x reference's {err_low:.3e} in {got.dtype}, seed {seed}"
     )
 
 
-def run(q, r, k, v, do, *, window, backend):
-    """Output, stats and the four input gradients of one backend."""
+def run(q, r, k, v, do, *, window, backend, **packing):
+    """Output, stats and the four input gradients of one backend (packing: cu_seqlens, max_seqlen)."""
     inputs = [t.detach().clone().requires_grad_() for t in (q, r, k, v)]
-    o, stats = parallax_attention(*inputs, window=window, return_stats=True, backend=backend)
+    o, stats = parallax_attention(*inputs, window=window, return_stats=True, backend=backend, **packing)
     o.backward(do.to(o.dtype))
     return o.detach(), stats, [t.grad for t in inputs]
 
 
-def check_against_float64(q, r, k, v, do, window):
-    o, stats, grads = run(q, r, k, v, do, window=window, backend="triton")
-    o_low, _, grads_low = run(q, r, k, v, do, window=window, backend="reference")
+def check_against_float64(q, r, k, v, do, window, seed=None, **packing):
+    """The kernel's output, gradients and statistics against the reference in float64, by the
+    module docstring's rule; seed (the inputs' generator seed) goes into every failure message."""
+    o, stats, grads = run(q, r, k, v, do, window=window, backend="triton", **packing)
+    o_low, _, grads_low = run(q, r, k, v, do, window=window, backend="reference", **packing)
     o_64, stats_64, grads_64 = run(
-        *(t.double() for t in (q, r, k, v, do)), window=window, backend="reference"
+        *(t.double() for t in (q, r, k, v, do)), window=window, backend="reference", **packing
     )
     named = [("o", o, o_low, o_64)] + [
         (f"d{n}", g, g_low, g_64) for n, g, g_low, g_64 in zip("qrkv", grads, grads_low, grads_64)
     ]
     for name, got, low, exact in named:
-        assert_within_rule(name, got, low, exact)
+        assert_within_rule(name, got, low, exact, seed)
     err_o_low = relative_error(o_low, o_64)
     for name in stats._fields:
         got, exact = getattr(stats, name), getattr(stats_64, name)
         assert got.dtype == torch.float32 and got.shape == exact.shape, name
-        assert not got.isnan().any(), f"stats.{name}: NaN (a row not written?)"
+        assert not got.isnan().any(), f"stats.{name}: NaN (a row not written?), seed {seed}"
         err = relative_error(got, exact)
         assert err <= 4 * err_o_low + FLOOR, (
-            f"stats.{name}: error {err:.3e} > 4 x the reference output's {err_o_low:.3e}"
+            f"stats.{name}: error {err:.3e} > 4 x the reference output's {err_o_low:.3e}, seed {seed}"
         )
+    return o, stats, grads
 
 
 # (B, T, HQ, HK, D, window, dtype, ||r||). On the interpreter the tiles are 32x16 (forward),
@@ -125,9 +128,9 @@ def case_id(case):
 @pytest.mark.parametrize("case", SMALL_CASES, ids=case_id)
 def test_small_shapes_match_float64(case, nan_poisoned_empty):
     B, T, HQ, HK, D, window, dtype, r_norm = case
-    seed = torch.randint(0, 2**31, ()).item()  # fresh inputs every run
+    seed = torch.randint(0, 2**31, ()).item()  # fresh inputs every run; failures print it
     inputs = make_inputs(B, T, HQ, HK, D, dtype, r_norm, DEVICE, seed)
-    check_against_float64(*inputs, window)
+    check_against_float64(*inputs, window, seed)
 
 
 GPU_CASES = [
@@ -149,7 +152,79 @@ def test_real_shapes_match_float64(case, nan_poisoned_empty):
     B, T, HQ, HK, D, window, dtype, r_norm = case
     seed = torch.randint(0, 2**31, ()).item()
     inputs = make_inputs(B, T, HQ, HK, D, dtype, r_norm, DEVICE, seed)
-    check_against_float64(*inputs, window)
+    check_against_float64(*inputs, window, seed)
+
+
+# Packed sequences: (lengths, HQ, HK, D, window, dtype, ||r||). On the interpreter a forward
+# tile holds 32 rows and 16 keys, a kv-kernel program 32 keys and 16 rows per step: lengths of
+# 1, odd lengths, an empty sequence, sequences longer than every tile, and sequences that start
+# in the middle of the packed row's 8-row blocks (the stacked q, r) and of its 16-row blocks
+# (the kv kernel's query steps). Windows below a tile (7), of one (16) and beyond every sequence.
+SMALL_PACKS = [
+    ([1, 45, 7, 0, 20], 2, 1, 64, None, torch.bfloat16, 10.0),
+    ([33, 1, 17], 4, 2, 128, 7, torch.bfloat16, 10.0),
+    ([50, 3], 2, 2, 64, 16, torch.float16, 30.0),
+    ([9, 40], 3, 1, 64, 100, torch.bfloat16, 1.0),
+]
+GPU_PACKS = [
+    # D = 128 with every length above SHORT_ROWS, or D = 64: the packed call and each sequence
+    # alone take the same forward tiles (forward_config picks them by the longest sequence)
+    ([700, 1500, 2049, 513, 999], 8, 2, 128, None, torch.bfloat16, 10.0),
+    ([1, 333, 0, 1024, 77, 901], 4, 4, 64, 300, torch.float16, 30.0),
+    ([4096, 3000, 1], 4, 1, 64, None, torch.bfloat16, 10.0),
+]
+
+
+def pack_id(pack):
+    lengths, HQ, HK, D, W, dtype, r_norm = pack
+    return f"lens{'-'.join(map(str, lengths))}-H{HQ}-HK{HK}-D{D}-W{W}-{str(dtype)[6:]}-r{r_norm:g}"
+
+
+def check_packed(pack, max_seqlen_extra, offsets_dtype=torch.int32):
+    """Packed sequences against the float64 reference, which runs each sequence alone (the
+    module's rule), and against each sequence run alone through the kernel: the forward and the
+    dQ/dR kernel see the same rows in the same tiles, so o, the statistics, dq and dr are bitwise
+    those of the sequence alone. (The kv kernel steps through the packed row's query blocks,
+    which start elsewhere, so dk and dv agree only within the rule, checked against float64.)"""
+    lengths, HQ, HK, D, window, dtype, r_norm = pack
+    seed = torch.randint(0, 2**31, ()).item()  # fresh inputs every run; failures print it
+    q, r, k, v, do = make_inputs(1, sum(lengths), HQ, HK, D, dtype, r_norm, DEVICE, seed)
+    offsets = [0, *torch.tensor(lengths).cumsum(0).tolist()]
+    cu_seqlens = torch.tensor(offsets, dtype=offsets_dtype, device=DEVICE)
+    # a larger max_seqlen only adds programs that find nothing to do
+    max_seqlen = max(lengths) + max_seqlen_extra if max_seqlen_extra is not None else None
+    o, stats, grads = check_against_float64(q, r, k, v, do, window, seed, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+    for a, b in zip(offsets[:-1], offsets[1:]):
+        if a == b:
+            continue
+        alone = [t[:, a:b] for t in (q, r, k, v, do)]
+        o_a, stats_a, grads_a = run(*alone, window=window, backend="triton")
+        where = f"sequence [{a}, {b}), seed {seed}"
+        assert torch.equal(o[:, a:b], o_a), f"o differs from the sequence alone: {where}"
+        for name, got, want in zip(stats._fields, stats, stats_a):
+            assert torch.equal(got[:, a:b], want), f"stats.{name} differs from the sequence alone: {where}"
+        for name, got, want in zip("qr", grads[:2], grads_a[:2]):
+            assert torch.equal(got[:, a:b], want), f"d{name} differs from the sequence alone: {where}"
+
+
+# max_seqlen: derived from cu_seqlens (None) for every pack; given exactly (with int64 offsets,
+# which the public function also takes), and larger than needed, for the first
+PACKED_CALLS = [pytest.param(pack, None, torch.int32, id=pack_id(pack)) for pack in SMALL_PACKS] + [
+    pytest.param(SMALL_PACKS[0], 0, torch.int64, id=f"{pack_id(SMALL_PACKS[0])}-max_seqlen+0-int64"),
+    pytest.param(SMALL_PACKS[0], 17, torch.int32, id=f"{pack_id(SMALL_PACKS[0])}-max_seqlen+17"),
+]
+
+
+@pytest.mark.parametrize("pack, max_seqlen_extra, offsets_dtype", PACKED_CALLS)
+def test_packed_sequences_match_float64_and_each_sequence_alone(pack, max_seqlen_extra, offsets_dtype, nan_poisoned_empty):
+    check_packed(pack, max_seqlen_extra, offsets_dtype)
+
+
+@pytest.mark.gpu
+@requires_hopper
+@pytest.mark.parametrize("pack", GPU_PACKS, ids=pack_id)
+def test_packed_real_shapes_match_float64_and_each_sequence_alone(pack, nan_poisoned_empty):
+    check_packed(pack, 0)
 
 
 def test_single_position_is_its_value(nan_poisoned_empty):
@@ -183,27 +258,39 @@ def test_the_launch_order_changes_no_result(l2_share, monkeypatch, nan_poisoned_
     assert all(torch.equal(a, b) and not b.isnan().any() for a, b in zip(grads, grads_g))
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["batched", "packed"])
 @pytest.mark.parametrize("variant", ["fused", "split"])
-def test_both_backward_variants_match_float64(variant, nan_poisoned_empty):
-    """The default picks one backward per head dim; the other must stay correct too."""
+def test_both_backward_variants_match_float64(variant, packed, nan_poisoned_empty):
+    """The default picks one backward per head dim; the other must stay correct too. Packed,
+    the fused kernel's atomics also add (zeros) into rows of the neighbouring sequences that
+    share its first and last query blocks."""
     from parallax_probe.kernels import parallel
     from parallax_probe.kernels.parallel import BackwardConfig, TileConfig
 
     if DEVICE == "cpu":
         kv, q_tiles = TileConfig(16, 32, 4, 1), TileConfig(32, 16, 4, 1)
         B, T, HQ, HK, window = 1, 70, 4, 2, 23
+        lengths = [30, 1, 39]
     else:
         kv, q_tiles = TileConfig(32, 128, 8, 2), TileConfig(128, 64, 8, 2)
         B, T, HQ, HK, window = 2, 1100, 4, 2, 300
+        lengths = [500, 1, 1099, 600]
+    if packed:
+        B, T = 1, sum(lengths)
+        cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
+        packing = {"cu_seqlens": cu_seqlens, "max_seqlen": max(lengths)}
+    else:
+        packing = {}
     config = BackwardConfig(kv=kv, q=q_tiles if variant == "split" else None)
-    q, r, k, v, do = make_inputs(B, T, HQ, HK, 64, torch.bfloat16, 10.0, DEVICE, torch.seed() % 2**31)
+    seed = torch.seed() % 2**31
+    q, r, k, v, do = make_inputs(B, T, HQ, HK, 64, torch.bfloat16, 10.0, DEVICE, seed)
     scale = 64**-0.5
-    o, o_sm, o_lo, lse, tbar, _ = parallel.parallax_forward(q, r, k, v, scale, window, False, True)
-    grads = parallel.parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window, config)
-    _, _, grads_low = run(q, r, k, v, do, window=window, backend="reference")
-    _, _, grads_64 = run(*(t.double() for t in (q, r, k, v, do)), window=window, backend="reference")
+    o, o_sm, o_lo, lse, tbar, _ = parallel.parallax_forward(q, r, k, v, scale, window, False, True, **packing)
+    grads = parallel.parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window, config, **packing)
+    _, _, grads_low = run(q, r, k, v, do, window=window, backend="reference", **packing)
+    _, _, grads_64 = run(*(t.double() for t in (q, r, k, v, do)), window=window, backend="reference", **packing)
     for name, got, low, exact in zip(("dq", "dr", "dk", "dv"), grads, grads_low, grads_64):
-        assert_within_rule(name, got, low, exact)
+        assert_within_rule(name, got, low, exact, seed)
 
 
 @pytest.mark.parametrize("T", [16, 21])
@@ -250,6 +337,22 @@ def test_backward_tiles_that_cannot_hold_the_stacked_rows_are_refused():
         parallel.parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, 0.125, 0, config)
 
 
+def test_statistics_in_the_loss_change_no_gradient(nan_poisoned_empty):
+    """The statistics and the backward's residuals carry no gradient: the backward gets None
+    for them (nothing is allocated and zero-filled), and a loss that also sums a statistic
+    gives the gradients of o's loss alone, bit for bit."""
+    q, r, k, v, do = make_inputs(1, 40, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, 0)
+    grads = []
+    for with_stats in (False, True):
+        inputs = [t.clone().requires_grad_() for t in (q, r, k, v)]
+        o, stats = parallax_attention(*inputs, return_stats=True, backend="triton")
+        loss = (o.float() * do.float()).sum() + (stats.c_sq.sum() if with_stats else 0.0)
+        loss.backward()
+        grads.append([t.grad for t in inputs])
+    for plain, with_stats in zip(*grads):
+        assert not plain.isnan().any() and torch.equal(plain, with_stats)
+
+
 def test_forward_without_grad_matches_with_grad():
     """The inference path (no residuals saved) computes the same output."""
     q, r, k, v, _ = make_inputs(1, 40, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, 0)
@@ -260,12 +363,14 @@ def test_forward_without_grad_matches_with_grad():
 
 
 @pytest.mark.parametrize(
-    "D, dtype, causal",
-    [(96, torch.bfloat16, True), (64, torch.float32, True), (64, torch.bfloat16, False)],
-    ids=["D96", "float32", "non-causal"],
+    "D, dtype, causal, queries",
+    [(96, torch.bfloat16, True, 20), (64, torch.float32, True, 20), (64, torch.bfloat16, False, 20),
+     (64, torch.bfloat16, True, 3)],
+    ids=["D96", "float32", "non-causal", "decode"],
 )
-def test_uncovered_calls_take_the_reference(D, dtype, causal):
+def test_uncovered_calls_take_the_reference(D, dtype, causal, queries):
     q, r, k, v, _ = make_inputs(1, 20, 2, 2, D, dtype, 1.0, DEVICE, 0)
+    q, r = q[:, -queries:], r[:, -queries:]  # decode: fewer queries than cached keys
     out = parallax_attention(q, r, k, v, causal=causal, backend="triton")
     ref = parallax_attention(q, r, k, v, causal=causal, backend="reference")
     assert torch.equal(out, ref)
@@ -287,11 +392,18 @@ def assert_compiled_matches_eager(compiled, eager, qrkv, do):
         torch.testing.assert_close(got.grad, want.grad, rtol=0, atol=0)
 
 
-def test_torch_compile_fullgraph_traces_the_custom_op():
+@pytest.mark.parametrize("packed", [False, True], ids=["batched", "packed"])
+def test_torch_compile_fullgraph_traces_the_custom_op(packed):
+    """The compiled graph runs the custom op, eager calls an autograd.Function over the same
+    launches: both give the same bits. Packed, max_seqlen is given (reading it from cu_seqlens
+    would be a host sync, a graph break)."""
     q, r, k, v, do = make_inputs(1, 40, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, 0)
+    packing = {}
+    if packed:
+        packing = {"cu_seqlens": torch.tensor([0, 1, 23, 40], dtype=torch.int32, device=DEVICE), "max_seqlen": 22}
 
     def layer(q, r, k, v):
-        o, stats = parallax_attention(q, r, k, v, window=24, return_stats=True, backend="triton")
+        o, stats = parallax_attention(q, r, k, v, window=24, return_stats=True, backend="triton", **packing)
         return o * 2.0, stats.c_sq.sum()
 
     # aot_eager traces forward and backward through the op's fake implementations without

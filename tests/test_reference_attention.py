@@ -195,6 +195,7 @@ def test_queries_against_a_longer_cache_are_its_last_positions(window):
         ({"cu_seqlens": torch.tensor([0, 6, 4, 9])}, "without decreasing"),
         ({"cu_seqlens": torch.tensor([9])}, "at least 2 entries"),
         ({"cu_seqlens": torch.tensor([0, 9]), "max_seqlen": 0}, "max_seqlen must be a positive int"),
+        ({"cu_seqlens": torch.tensor([0, 4, 9]), "max_seqlen": 4}, "shorter than the longest packed sequence"),
         ({"max_seqlen": 9}, "max_seqlen goes with cu_seqlens"),
     ],
 )
