@@ -3,8 +3,8 @@
 Two kinds of path:
 - parallax-probe's own: a run folder (`checkpoint.pt` beside `run.json`, as `parallax-probe
   train` writes them) or its `checkpoint.pt`. The model is rebuilt from run.json's
-  model_config and the weights are read with `torch.load(weights_only=True)`, which refuses
-  any pickle that would construct other objects.
+  model_config and the weights are read by `checkpoint.load_training_checkpoint`, which
+  refuses any pickle that would construct other objects.
 - a local Hugging Face folder of an fla Parallax model (`config.json` with model_type
   "parallax", weights in `*.safetensors`): `AutoModelForCausalLM.from_pretrained` with fla
   imported, safetensors only, local files only, never `trust_remote_code`.
@@ -13,14 +13,13 @@ Two kinds of path:
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-CHECKPOINT_NAME = "checkpoint.pt"
-RUN_INFO_NAME = "run.json"
+from .checkpoint import CheckpointError, load_training_checkpoint
+from .train import CHECKPOINT_NAME, RUN_INFO_NAME
 
 
 class ModelLoadError(ValueError):
@@ -57,12 +56,9 @@ def _load_our_checkpoint(checkpoint: Path) -> nn.Module:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ModelLoadError(f"{run_info}: no usable model_config ({error})") from None
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"{checkpoint}: refused: not a plain tensor checkpoint ({first_line})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise ModelLoadError(f"{checkpoint}: holds no 'model' state dict")
+        state = load_training_checkpoint(checkpoint)
+    except CheckpointError as error:
+        raise ModelLoadError(str(error)) from None
     model = ParallaxLM(config)
     try:
         model.load_state_dict(state["model"])
