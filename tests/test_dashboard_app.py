@@ -418,7 +418,7 @@ def test_differences_point_the_way_analyze_reports_them(at, runs, capsys):
     from parallax_probe.analysis import analyze_main
 
     for order in (["muon-s0", "adamw-s0"], ["adamw-s0", "muon-s0"]):
-        analyze_main([str(runs / name) for name in order], "optimizer", "text", sys.stdout)
+        assert analyze_main([str(runs / name) for name in order], "optimizer", "text", sys.stdout, sys.stderr) == 0
         out = capsys.readouterr().out
         assert "adamw vs muon" in out and "muon vs adamw" not in out and "Sign: differences are the first" in out
 
