@@ -1,0 +1,65 @@
+"""`ProbeCallback` under the real `transformers.Trainer` (CPU) writes the hand-written loop's run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+from transformers import Trainer, TrainingArguments  # noqa: E402
+
+from parallax_probe import open_run  # noqa: E402
+from parallax_probe.integrations import ProbeCallback  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from integration_loops import (  # noqa: E402
+    BATCH, MAX_GRAD_NORM, SEED, TinyLM, assert_same_scalars, assert_same_statistics, examples, hand_written_run,
+    optimizer_and_schedule,
+)
+
+STEPS, EVERY, SPECTRA_EVERY = 5, 2, 4
+
+
+class InOrder(torch.utils.data.IterableDataset):
+    """The examples in a fixed order: the Trainer's sampler would shuffle a map-style dataset."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def train_with_trainer(run_dir, out_dir, *, accumulate: int) -> Trainer:
+    model = TinyLM()
+    args = TrainingArguments(
+        output_dir=str(out_dir), max_steps=STEPS, per_device_train_batch_size=BATCH, gradient_accumulation_steps=accumulate,
+        max_grad_norm=MAX_GRAD_NORM, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=SEED,
+        disable_tqdm=True, dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=InOrder(examples(STEPS * accumulate * BATCH)),
+        optimizers=optimizer_and_schedule(model),
+        callbacks=[ProbeCallback(run_dir, every=EVERY, spectra_every=SPECTRA_EVERY, meta={"experiment": "hf-test"})],
+    )
+    trainer.train()
+    return trainer
+
+
+@pytest.mark.parametrize("accumulate", [1, 2], ids=["no-accumulation", "accumulate-2"])
+def test_trainer_callback_writes_the_hand_written_loops_run(tmp_path, accumulate):
+    train_with_trainer(tmp_path / "hf", tmp_path / "hf-out", accumulate=accumulate)
+    hand_written_run(tmp_path / "hand", steps=STEPS, accumulate=accumulate, every=EVERY, spectra_every=SPECTRA_EVERY)
+
+    assert_same_statistics(tmp_path / "hf", tmp_path / "hand")
+    assert_same_scalars(tmp_path / "hf", tmp_path / "hand")
+    run = open_run(tmp_path / "hf")
+    assert list(run["step"]) == [0, 2, 4] and list(run["wr/step"]) == [0, 4, 5]
+    assert run.status == "closed"
+    assert run.meta["experiment"] == "hf-test" and run.meta["optimizer"] == "adamw"
+    assert run.meta["training_args"]["gradient_accumulation_steps"] == accumulate
+    assert run.meta["optimizer_param_groups"][0]["weight_decay"] == 0.01
+    assert run.meta["package_versions"]["transformers"] != "not installed"
