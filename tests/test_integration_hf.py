@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,3 +64,9 @@ def test_trainer_callback_writes_the_hand_written_loops_run(tmp_path, accumulate
     assert run.meta["training_args"]["gradient_accumulation_steps"] == accumulate
     assert run.meta["optimizer_param_groups"][0]["weight_decay"] == 0.01
     assert run.meta["package_versions"]["transformers"] != "not installed"
+
+
+def test_importing_the_integrations_loads_no_framework():
+    code = ("import sys, parallax_probe.integrations as i; assert i.__all__; "
+            "loaded = [m for m in ('transformers', 'accelerate', 'lightning') if m in sys.modules]; assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
