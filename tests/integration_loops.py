@@ -46,19 +46,19 @@ def optimizer_and_schedule(model: nn.Module):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
 
-def hand_written_run(run_dir, *, steps: int, accumulate: int, every: int, spectra_every: int) -> None:
+def hand_written_run(run_dir, *, steps: int, accumulate: int, every: int, spectra_every: int, batch: int = BATCH) -> None:
     """The README loop with gradient accumulation: the probe's step wraps the first micro-batch."""
     model = TinyLM()
     optimizer, schedule = optimizer_and_schedule(model)
-    data = examples(steps * accumulate * BATCH)
+    data = examples(steps * accumulate * batch)
     probe = Probe(model, run_dir, every=every, spectra_every=spectra_every)
     for step in range(steps):
         loss_sum = torch.zeros(())
         for micro in range(accumulate):
-            first = (step * accumulate + micro) * BATCH
-            batch = {k: torch.stack([d[k] for d in data[first : first + BATCH]]) for k in data[0]}
+            first = (step * accumulate + micro) * batch
+            inputs = {k: torch.stack([d[k] for d in data[first : first + batch]]) for k in data[0]}
             with probe.step(step) if micro == 0 else contextlib.nullcontext():
-                loss = model(**batch)["loss"] / accumulate
+                loss = model(**inputs)["loss"] / accumulate
             loss.backward()
             loss_sum += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
@@ -74,7 +74,7 @@ def hand_written_run(run_dir, *, steps: int, accumulate: int, every: int, spectr
 STATISTICS = ("step", "attn/", "wr/", "wrk/")
 
 
-def assert_same_statistics(got_dir, want_dir) -> None:
+def assert_same_statistics(got_dir, want_dir, rtol=1e-5) -> None:
     """Same steps logged, every attention and spectrum column equal to float32 rounding."""
     got, want = open_run(got_dir), open_run(want_dir)
     names = sorted(n for n in want.names() if n.startswith(STATISTICS))
@@ -84,11 +84,11 @@ def assert_same_statistics(got_dir, want_dir) -> None:
         if name.endswith("step"):
             np.testing.assert_array_equal(a, b, err_msg=name)
         else:
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, equal_nan=True, err_msg=name)
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-7, equal_nan=True, err_msg=name)
 
 
-def assert_same_scalars(got_dir, want_dir, names=("loss", "lr", "grad_norm")) -> None:
+def assert_same_scalars(got_dir, want_dir, names=("loss", "lr", "grad_norm"), rtol=1e-5) -> None:
     got, want = open_run(got_dir), open_run(want_dir)
     np.testing.assert_array_equal(got["scalars/step"], want["scalars/step"])
     for name in names:
-        np.testing.assert_allclose(got[f"scalars/{name}"], want[f"scalars/{name}"], rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(got[f"scalars/{name}"], want[f"scalars/{name}"], rtol=rtol, err_msg=name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,15 +35,15 @@ class InOrder(torch.utils.data.IterableDataset):
         return iter(self.items)
 
 
-def train_with_trainer(run_dir, out_dir, *, accumulate: int) -> Trainer:
+def train_with_trainer(run_dir, out_dir, *, accumulate: int, processes: int = 1) -> Trainer:
     model = TinyLM()
     args = TrainingArguments(
         output_dir=str(out_dir), max_steps=STEPS, per_device_train_batch_size=BATCH, gradient_accumulation_steps=accumulate,
         max_grad_norm=MAX_GRAD_NORM, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=SEED,
-        disable_tqdm=True, dataloader_num_workers=0,
+        disable_tqdm=True, dataloader_num_workers=0, ddp_backend="gloo" if processes > 1 else None,
     )
     trainer = Trainer(
-        model=model, args=args, train_dataset=InOrder(examples(STEPS * accumulate * BATCH)),
+        model=model, args=args, train_dataset=InOrder(examples(STEPS * accumulate * BATCH * processes)),
         optimizers=optimizer_and_schedule(model),
         callbacks=[ProbeCallback(run_dir, every=EVERY, spectra_every=SPECTRA_EVERY, meta={"experiment": "hf-test"})],
     )
@@ -70,3 +71,21 @@ def test_importing_the_integrations_loads_no_framework():
     code = ("import sys, parallax_probe.integrations as i; assert i.__all__; "
             "loaded = [m for m in ('transformers', 'accelerate', 'lightning') if m in sys.modules]; assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
+
+
+def test_under_ddp_every_rank_gathers_and_rank_zero_writes(tmp_path):
+    """torchrun, 2 CPU processes (gloo), batch 2 each: accelerate hands rank r the r-th half of each
+    global batch of 4, and the probe gathers both ranks' rows, so the run equals one process's hand
+    loop on batches of 4 (DDP averages the ranks' gradients: float rounding apart, the same update)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(Path(__file__).parent)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(Path(__file__).parent / "hf_ddp_train.py"), str(tmp_path / "ddp"), str(tmp_path / "ddp-out")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    hand_written_run(tmp_path / "hand", steps=STEPS, accumulate=1, every=EVERY, spectra_every=SPECTRA_EVERY, batch=2 * BATCH)
+
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir() if p.suffix == ".h5") == ["segment-00000.h5"]  # one writer
+    run = open_run(tmp_path / "ddp")
+    assert run.meta["world_size"] == 2 and run.meta["distributed_backend"] == "gloo"
+    assert_same_statistics(tmp_path / "ddp", tmp_path / "hand", rtol=1e-4)
+    assert_same_scalars(tmp_path / "ddp", tmp_path / "hand", rtol=1e-4)
