@@ -17,6 +17,7 @@ from parallax_probe import open_run  # noqa: E402
 from parallax_probe.integrations import ProbeCallback  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from fla_on_cpu import fla_kernels_on_cpu, tiny_fla_model  # noqa: E402
 from integration_loops import (  # noqa: E402
     BATCH, MAX_GRAD_NORM, SEED, TinyLM, assert_same_scalars, assert_same_statistics, examples, hand_written_run,
     optimizer_and_schedule,
@@ -35,8 +36,8 @@ class InOrder(torch.utils.data.IterableDataset):
         return iter(self.items)
 
 
-def train_with_trainer(run_dir, out_dir, *, accumulate: int, processes: int = 1) -> Trainer:
-    model = TinyLM()
+def train_with_trainer(run_dir, out_dir, *, accumulate: int, processes: int = 1, make_model=TinyLM) -> Trainer:
+    model = make_model()
     args = TrainingArguments(
         output_dir=str(out_dir), max_steps=STEPS, per_device_train_batch_size=BATCH, gradient_accumulation_steps=accumulate,
         max_grad_norm=MAX_GRAD_NORM, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=SEED,
@@ -65,6 +66,22 @@ def test_trainer_callback_writes_the_hand_written_loops_run(tmp_path, accumulate
     assert run.meta["training_args"]["gradient_accumulation_steps"] == accumulate
     assert run.meta["optimizer_param_groups"][0]["weight_decay"] == 0.01
     assert run.meta["package_versions"]["transformers"] != "not installed"
+
+
+def test_trainer_callback_reads_flas_parallax_for_causal_lm(tmp_path):
+    """fla's real model (its Triton-only pieces swapped for fla's references, tests/fla_on_cpu.py):
+    the probe reads it through the op wrapper, the Trainer passes labels and takes fla's loss."""
+    pytest.importorskip("fla")
+
+    def make_model():
+        return tiny_fla_model(qk_norm=True, seed=SEED).train()
+
+    with fla_kernels_on_cpu():
+        train_with_trainer(tmp_path / "hf", tmp_path / "hf-out", accumulate=1, make_model=make_model)
+        hand_written_run(tmp_path / "hand", steps=STEPS, accumulate=1, every=EVERY, spectra_every=SPECTRA_EVERY, make_model=make_model)
+    assert_same_statistics(tmp_path / "hf", tmp_path / "hand")
+    assert_same_scalars(tmp_path / "hf", tmp_path / "hand")
+    assert open_run(tmp_path / "hf").meta["layer_layouts"] == ["fla", "fla"]
 
 
 def test_importing_the_integrations_loads_no_framework():
