@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,11 +20,15 @@ from parallax_probe.integrations import ProbeCallback  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from fla_on_cpu import fla_kernels_on_cpu, tiny_fla_model  # noqa: E402
 from integration_loops import (  # noqa: E402
-    BATCH, MAX_GRAD_NORM, SEED, TinyLM, assert_same_scalars, assert_same_statistics, examples, hand_written_run,
+    BATCH, MAX_GRAD_NORM, SEED, STATISTICS, TinyLM, assert_same_scalars, assert_same_statistics, examples, hand_written_run,
     optimizer_and_schedule,
 )
 
 STEPS, EVERY, SPECTRA_EVERY = 5, 2, 4
+
+
+def fla_model():
+    return tiny_fla_model(qk_norm=True, seed=SEED).train()
 
 
 class InOrder(torch.utils.data.IterableDataset):
@@ -36,11 +41,11 @@ class InOrder(torch.utils.data.IterableDataset):
         return iter(self.items)
 
 
-def train_with_trainer(run_dir, out_dir, *, accumulate: int, processes: int = 1, make_model=TinyLM) -> Trainer:
+def train_with_trainer(run_dir, out_dir, *, accumulate: int, processes: int = 1, make_model=TinyLM, save_steps=None, resume=None) -> Trainer:
     model = make_model()
     args = TrainingArguments(
         output_dir=str(out_dir), max_steps=STEPS, per_device_train_batch_size=BATCH, gradient_accumulation_steps=accumulate,
-        max_grad_norm=MAX_GRAD_NORM, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=SEED,
+        max_grad_norm=MAX_GRAD_NORM, logging_steps=1, save_strategy="steps" if save_steps else "no", save_steps=save_steps, report_to="none", use_cpu=True, seed=SEED,
         disable_tqdm=True, dataloader_num_workers=0, ddp_backend="gloo" if processes > 1 else None,
     )
     trainer = Trainer(
@@ -48,7 +53,7 @@ def train_with_trainer(run_dir, out_dir, *, accumulate: int, processes: int = 1,
         optimizers=optimizer_and_schedule(model),
         callbacks=[ProbeCallback(run_dir, every=EVERY, spectra_every=SPECTRA_EVERY, meta={"experiment": "hf-test"})],
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     return trainer
 
 
@@ -72,16 +77,32 @@ def test_trainer_callback_reads_flas_parallax_for_causal_lm(tmp_path):
     """fla's real model (its Triton-only pieces swapped for fla's references, tests/fla_on_cpu.py):
     the probe reads it through the op wrapper, the Trainer passes labels and takes fla's loss."""
     pytest.importorskip("fla")
-
-    def make_model():
-        return tiny_fla_model(qk_norm=True, seed=SEED).train()
-
     with fla_kernels_on_cpu():
-        train_with_trainer(tmp_path / "hf", tmp_path / "hf-out", accumulate=1, make_model=make_model)
-        hand_written_run(tmp_path / "hand", steps=STEPS, accumulate=1, every=EVERY, spectra_every=SPECTRA_EVERY, make_model=make_model)
+        train_with_trainer(tmp_path / "hf", tmp_path / "hf-out", accumulate=1, make_model=fla_model)
+        hand_written_run(tmp_path / "hand", steps=STEPS, accumulate=1, every=EVERY, spectra_every=SPECTRA_EVERY, make_model=fla_model)
     assert_same_statistics(tmp_path / "hf", tmp_path / "hand")
     assert_same_scalars(tmp_path / "hf", tmp_path / "hand")
     assert open_run(tmp_path / "hf").meta["layer_layouts"] == ["fla", "fla"]
+
+
+def test_a_trainer_resumed_from_its_checkpoint_continues_the_run_folder(tmp_path):
+    """The first run saves a checkpoint after step 3 and runs on to step 4; the second resumes from
+    it and reruns step 4. The folder then reads exactly as after the first run, in two segments.
+    fla's model: a Trainer checkpoint of a plain module with tied embeddings fails in safetensors."""
+    pytest.importorskip("fla")
+    with fla_kernels_on_cpu():
+        train_with_trainer(tmp_path / "hf", tmp_path / "out", accumulate=1, save_steps=4, make_model=fla_model)
+    first = open_run(tmp_path / "hf")
+    names = [n for n in first.names() if n.startswith(STATISTICS) or n.startswith("scalars/")]
+    before = first.read(*names)
+
+    with fla_kernels_on_cpu():
+        train_with_trainer(tmp_path / "hf", tmp_path / "out", accumulate=1, make_model=fla_model, resume=str(tmp_path / "out" / "checkpoint-4"))
+    resumed = open_run(tmp_path / "hf")
+    assert len(resumed.segments) == 2 and resumed.segments[1].start_step == 4 and resumed.status == "closed"
+    after = resumed.read(*names)
+    for name in names:
+        np.testing.assert_allclose(after[name], before[name], rtol=1e-6, equal_nan=True, err_msg=name)
 
 
 def test_importing_the_integrations_loads_no_framework():
