@@ -51,14 +51,14 @@ class ProbeLightningCallback(Callback):
         self.probe_options = probe_options
         self.probe: Probe | None = None
         self._step: OpenStep | None = None
-        self._restored_step: int | None = None  # set by load_state_dict: a resumed fit
+        self._resuming = False  # set by load_state_dict: the fit restored a checkpoint
         self._loss_sum: torch.Tensor | None = None
         self._lr = self._grad_norm = None
 
     # ---- checkpoint state ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        step = self._step.step if self._step is not None else None
-        return {"run_dir": str(self.run_dir), "last_opened_step": step}
+        # The step to resume from is the Trainer's own global_step, restored with the checkpoint.
+        return {"run_dir": str(self.run_dir)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if Path(state_dict["run_dir"]) != self.run_dir:
@@ -66,7 +66,7 @@ class ProbeLightningCallback(Callback):
                 f"ProbeLightningCallback: the checkpoint's probe wrote {state_dict['run_dir']}, this callback writes "
                 f"{self.run_dir}; give the callback the checkpoint's run folder to resume it"
             )
-        self._restored_step = -1  # the Trainer's global_step, known at on_train_start, is where it resumes
+        self._resuming = True
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         if self.probe is not None:
@@ -85,7 +85,7 @@ class ProbeLightningCallback(Callback):
                 | provenance(device, ("lightning",)) | self.meta)
         options = dict(self.probe_options)
         options["scalar_names"] = (*SCALARS, *options.get("scalar_names", ()))
-        if self._restored_step is not None:
+        if self._resuming:
             options["mode"] = "resume"
         self.probe = Probe(
             pl_module, self.run_dir, every=self.every, spectra_every=self.spectra_every, meta=meta,
