@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("transformers")
+pytest.importorskip("transformers", reason="transformers is a test dependency (pip install parallax-probe[hf])")
 from transformers import Trainer, TrainingArguments  # noqa: E402
 
 from parallax_probe import open_run  # noqa: E402
