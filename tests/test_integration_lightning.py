@@ -3,6 +3,8 @@ loop's run, and a fit resumed from a Lightning checkpoint continues the same run
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,16 +42,21 @@ class TinyLMModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-def fit(run_dir, root, *, max_steps: int, accumulate: int, steps_per_epoch: int, ckpt_path=None, checkpoint_every_epoch=False):
+def fit(run_dir, root, *, max_steps: int, accumulate: int, steps_per_epoch: int, ckpt_path=None, checkpoint_every_epoch=False, processes=1):
     """Train TinyLMModule; the data is one epoch of steps_per_epoch optimizer steps, in order."""
-    loader = torch.utils.data.DataLoader(examples(steps_per_epoch * accumulate * BATCH), batch_size=BATCH, shuffle=False)
+    data = examples(steps_per_epoch * accumulate * BATCH * processes)
+    # Under DDP, rank r takes examples r, r + 2, ...: each step's 2 * BATCH examples in turn. (Lightning's
+    # own sampler shuffles them.)
+    sampler = (torch.utils.data.DistributedSampler(data, num_replicas=processes, rank=int(os.environ["RANK"]), shuffle=False)
+               if processes > 1 else None)
+    loader = torch.utils.data.DataLoader(data, batch_size=BATCH, shuffle=False, sampler=sampler)
     callbacks = [ProbeLightningCallback(run_dir, every=EVERY, spectra_every=SPECTRA_EVERY, meta={"experiment": "pl-test"})]
     if checkpoint_every_epoch:
         callbacks.append(ModelCheckpoint(dirpath=root / "checkpoints", every_n_epochs=1, save_top_k=-1, save_on_train_epoch_end=True))
     trainer = pl.Trainer(
-        max_steps=max_steps, accumulate_grad_batches=accumulate, gradient_clip_val=MAX_GRAD_NORM, accelerator="cpu", devices=1,
+        max_steps=max_steps, accumulate_grad_batches=accumulate, gradient_clip_val=MAX_GRAD_NORM, accelerator="cpu", devices=processes, strategy="ddp" if processes > 1 else "auto",
         logger=False, enable_checkpointing=checkpoint_every_epoch, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=callbacks, default_root_dir=root,
+        callbacks=callbacks, default_root_dir=root, use_distributed_sampler=False,
     )
     pl.seed_everything(SEED, verbose=False)
     trainer.fit(TinyLMModule(), loader, ckpt_path=ckpt_path)
@@ -94,3 +101,24 @@ def test_a_fit_resumed_from_its_checkpoint_continues_the_run_folder(tmp_path):
     after = resumed.read(*names)
     for name in names:
         np.testing.assert_allclose(after[name], before[name], rtol=1e-6, equal_nan=True, err_msg=name)
+
+
+def test_under_ddp_every_rank_gathers_and_rank_zero_writes(tmp_path):
+    """torchrun, 2 CPU processes (gloo), batch 2 each: examples 0, 2 go to rank 0 and 1, 3 to rank 1,
+    and the probe gathers both ranks' rows, so the run's
+    statistics equal one process's hand loop on batches of 4 (tokens in another order and DDP's
+    averaged half-batch gradients: float rounding apart). `loss` is rank 0's own, so only lr and
+    the (all-reduced) gradient norm are compared."""
+    steps = 5
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(Path(__file__).parent)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(Path(__file__).parent / "pl_ddp_train.py"), str(tmp_path / "ddp"), str(tmp_path), str(steps)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    hand_written_run(tmp_path / "hand", steps=steps, accumulate=1, every=EVERY, spectra_every=SPECTRA_EVERY, batch=2 * BATCH)
+
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir() if p.suffix == ".h5") == ["segment-00000.h5"]  # one writer
+    run = open_run(tmp_path / "ddp")
+    assert run.meta["world_size"] == 2 and run.meta["trainer"]["world_size"] == 2
+    assert_same_statistics(tmp_path / "ddp", tmp_path / "hand", rtol=1e-4)
+    assert_same_scalars(tmp_path / "ddp", tmp_path / "hand", names=("lr", "grad_norm"), rtol=1e-4)
