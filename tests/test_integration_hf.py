@@ -45,8 +45,9 @@ def train_with_trainer(run_dir, out_dir, *, accumulate: int, processes: int = 1,
     model = make_model()
     args = TrainingArguments(
         output_dir=str(out_dir), max_steps=STEPS, per_device_train_batch_size=BATCH, gradient_accumulation_steps=accumulate,
-        max_grad_norm=MAX_GRAD_NORM, logging_steps=1, save_strategy="steps" if save_steps else "no", save_steps=save_steps, report_to="none", use_cpu=True, seed=SEED,
-        disable_tqdm=True, dataloader_num_workers=0, ddp_backend="gloo" if processes > 1 else None,
+        max_grad_norm=MAX_GRAD_NORM, logging_steps=1, save_strategy="steps" if save_steps else "no", save_steps=save_steps,
+        report_to="none", use_cpu=True, seed=SEED, disable_tqdm=True, dataloader_num_workers=0,
+        ddp_backend="gloo" if processes > 1 else None,
     )
     trainer = Trainer(
         model=model, args=args, train_dataset=InOrder(examples(STEPS * accumulate * BATCH * processes)),
