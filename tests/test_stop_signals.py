@@ -3,6 +3,7 @@ its run, and resumes without a lost or duplicated step; a second signal ends it 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -20,10 +21,10 @@ TRAIN = [sys.executable, "-m", "parallax_probe", "train", "--preset", "tiny", "-
 DEADLINE_S = 120  # bounds every wait; none of them is a timing assertion
 
 
-def start_and_wait_for_rows(out, rows=3) -> subprocess.Popen:
+def start_and_wait_for_rows(out, rows=3, command=TRAIN, env=None) -> subprocess.Popen:
     """Start a long run and return once a reader sees `rows` committed probe rows."""
-    proc = subprocess.Popen([*TRAIN, "--steps", "100000", "--out", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*command, "--steps", "100000", "--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
         try:
@@ -80,3 +81,19 @@ def test_a_second_signal_exits_at_once(tmp_path):
     assert proc.returncode == -signal.SIGTERM  # Python runs pending handlers in signal-number order: SIGINT first
     assert not (out / "checkpoint.pt").exists()
     assert open_run(out).status == "crashed"
+
+
+@pytest.mark.slow
+def test_torchrun_forwards_sigterm_and_every_rank_stops_after_the_same_step(tmp_path):
+    """torchrun passes SIGTERM on to its workers; they agree at the log interval (every step here),
+    rank 0 checkpoints after the last row it wrote, and the run closes."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = start_and_wait_for_rows(out, command=[*launcher, *TRAIN[1:]], env=env)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=DEADLINE_S)
+    assert "stopped by SIGTERM" in stderr, stderr[-3000:]
+    run = open_run(out)
+    assert run.status == "closed"
+    assert run["step"].tolist() == list(range(load_checkpoint(out / "checkpoint.pt")["step"]))
