@@ -160,7 +160,7 @@ def check_compiler_for(backend: str, device: torch.device) -> None:
                          "install one (or set CXX), or use --compile aot_eager")
 
 
-TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+TRACKER_KINDS = ("tensorboard", "wandb")  # each the name of its package and of its extra
 
 
 def check_tracker_spec(spec: str) -> None:
@@ -168,9 +168,9 @@ def check_tracker_spec(spec: str) -> None:
     import importlib.util
 
     kind, _, target = spec.partition(":")
-    if kind not in TRACKER_PACKAGES or not target:
+    if kind not in TRACKER_KINDS or not target:
         raise ValueError(f"--tracker {spec!r}: expected tensorboard:DIR or wandb:PROJECT")
-    if importlib.util.find_spec(TRACKER_PACKAGES[kind]) is None:
+    if importlib.util.find_spec(kind) is None:
         raise ValueError(f"--tracker {spec}: the {kind} package is not installed; pip install 'parallax-probe[{kind}]'")
 
 
