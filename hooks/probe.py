@@ -25,7 +25,8 @@ How it costs little:
 - The hooks only keep each layer's row statistics (four (B, T, H) float32 tensors per
   layer, until the step ends). At the end of a logging step every layer is reduced in one
   batched pass on the device and copied to the host once (asynchronously on CUDA).
-- A background thread writes the rows. Its queue is bounded: when full, the training
+- A background thread writes the rows, and hands each to the trackers (`trackers=[...]`:
+  TensorBoard SummaryWriters, W&B runs; hooks/trackers.py) once it is in the run folder. Its queue is bounded: when full, the training
   thread waits; nothing is dropped. It commits each burst of rows, but at most once per
   COMMIT_INTERVAL_S while rows keep coming (every=1), so HDF5 calls, which hold the GIL,
   do not compete with the training loop's kernel launches every step.
@@ -57,6 +58,7 @@ from .discovery import AttentionSite, Selector, find_attention_sites
 from .layouts import Layout, Op
 from .spectra import circuit_singular_values, effective_rank, singular_values, stable_rank
 from .statistics import reduce_attention_stats, stack_layers
+from .trackers import Trackers
 
 QUEUE_DEPTH = 64
 MAX_ROWS_PER_COMMIT = 32
@@ -84,6 +86,7 @@ class Probe:
         start_step: int = 0,
         fsync_every_s: float = 60.0,
         distributed=None,
+        trackers: Sequence[Any] = (),
     ) -> None:
         if every < 1 or spectra_every < 1:
             raise ValueError(f"Probe: every ({every}) and spectra_every ({spectra_every}) must be >= 1")
@@ -98,6 +101,7 @@ class Probe:
             raise ValueError(f"Probe: all attention modules must share head count and head dim; got heads {heads}, dims {dims}")
         self.n_layers, self.n_heads, self.head_dim = len(self.sites), heads.pop(), dims.pop()
         self._dist = distributed
+        self._trackers = Trackers(trackers)  # rank 0's writer thread sends; other ranks write nothing
         self._is_writer = distributed is None or not distributed.enabled or distributed.is_main
         self._logging = False
         self._step: int | None = None
@@ -344,7 +348,8 @@ class Probe:
         table, step, payload = item
         if table == "scalars":
             self._writer.append("scalars", step, **{k: float(_host(v)) for k, v in payload.items()})
-        elif table == "attn":
+            return
+        if table == "attn":
             L, H, n_stats = self.n_layers, self.n_heads, len(ATTN_STAT_NAMES)
             values = _host(payload).numpy()
             stats = values[: L * n_stats * H].reshape(L, n_stats, H)
@@ -353,9 +358,10 @@ class Probe:
                 row[name] = np.nan_to_num(row[name]).round().astype(np.int64)
             row.update(head_means(row))
             row["probe_gain_norm"] = values[L * n_stats * H :]
-            self._writer.append("attn", step, **row)
         else:
-            self._writer.append(table, step, **_split_columns(self._tables[table], _host(payload).numpy()))
+            row = _split_columns(self._tables[table], _host(payload).numpy())
+        self._writer.append(table, step, **row)
+        self._trackers.send(table, step, row)  # after the run folder has the row: it stays the full record
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -379,6 +385,7 @@ class Probe:
         self._stop_wanting_stats()
         self._queue.put(None)
         self._thread.join()
+        self._trackers.flush()
         if self._writer is not None:
             self._writer.close()
         self._raise_if_failed()

@@ -100,6 +100,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--probe-every", type=_non_negative_int, default=50, help="probe statistics every N steps (0: off)")
     run.add_argument("--spectra-every", type=_non_negative_int, default=250, help="W_R spectra every N steps (0: only at the end)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--tracker", action="append", default=[], metavar="tensorboard:DIR|wandb:PROJECT",
+                     help="also send per-layer summaries to TensorBoard or a new W&B run (repeatable)")
 
 
 def train_config_from_args(args: argparse.Namespace):
@@ -124,12 +126,13 @@ def train_config_from_args(args: argparse.Namespace):
         seed=args.seed, device=args.device, out=args.out, resume=args.resume, overwrite=args.overwrite,
         eval_every=args.eval_every, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
         probe_every=args.probe_every, spectra_every=args.spectra_every, progress=not args.no_progress,
-        compile=args.compile,
+        compile=args.compile, trackers=list(args.tracker),
     )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     import os
+    import signal
 
     from .data import TaskSpecError
     from .train import DiskFullError, RunFolderError, train
@@ -145,6 +148,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         # Not a normal exit: HDF5 flushes every file still open at exit, and the segment whose
         # flush just failed on the full disk made that crash the interpreter (exit 139).
         os._exit(EXIT_BAD_INPUT)
+    if result.stopped_by is not None:
+        if result.is_main_process:
+            print(f"{result.out}: stopped by {result.stopped_by} after step {result.steps - 1}; checkpoint written, run closed; "
+                  f"continue with --resume", file=sys.stderr)
+        # the shell's convention for a process a signal ended: 128 + the signal's number
+        return 128 + signal.Signals[result.stopped_by].value
     if not result.is_main_process:
         return 0
     print(

@@ -14,8 +14,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -84,6 +86,9 @@ class TrainConfig:
     spectra_every: int = 250
     """W_R spectra every N steps (a multiple of nothing in particular; cheap, from the weights)."""
     progress: bool = True
+    trackers: list[str] = field(default_factory=list)
+    """Where the probe also sends per-layer summaries: `tensorboard:DIR` (a SummaryWriter on DIR)
+    or `wandb:PROJECT` (a new W&B run in PROJECT); the run folder stays the full record."""
     compile: str | None = None
     """A torch.compile backend for the training forward and backward ('inductor' fuses the
     small ops whose launches bound the step); None trains eagerly. Evaluation stays eager."""
@@ -108,6 +113,8 @@ class TrainConfig:
             raise ValueError("--resume and --overwrite exclude each other; pick one")
         if self.compile is not None:
             check_compile_backend(self.compile)
+        for spec in self.trackers:
+            check_tracker_spec(spec)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -126,6 +133,8 @@ class TrainResult:
     history: list[dict]
     is_main_process: bool = True
     """False on data-parallel ranks other than 0, which print and write nothing."""
+    stopped_by: str | None = None
+    """The signal (SIGTERM, SIGINT) that stopped the run before --steps; `steps` is then the step it stopped at."""
 
 
 def check_compile_backend(backend: str) -> None:
@@ -151,6 +160,75 @@ def check_compiler_for(backend: str, device: torch.device) -> None:
                          "install one (or set CXX), or use --compile aot_eager")
 
 
+TRACKER_KINDS = ("tensorboard", "wandb")  # each the name of its package and of its extra
+
+
+def check_tracker_spec(spec: str) -> None:
+    """`tensorboard:DIR` or `wandb:PROJECT`, with its package installed."""
+    import importlib.util
+
+    kind, _, target = spec.partition(":")
+    if kind not in TRACKER_KINDS or not target:
+        raise ValueError(f"--tracker {spec!r}: expected tensorboard:DIR or wandb:PROJECT")
+    if importlib.util.find_spec(kind) is None:
+        raise ValueError(f"--tracker {spec}: the {kind} package is not installed; pip install 'parallax-probe[{kind}]'")
+
+
+@contextlib.contextmanager
+def open_trackers(specs: list[str], out: Path, config: dict):
+    """The trackers that --tracker names, created here and finished when the run ends."""
+    trackers, closers = [], []
+    try:
+        for spec in specs:
+            kind, _, target = spec.partition(":")
+            if kind == "tensorboard":
+                from torch.utils.tensorboard import SummaryWriter
+
+                writer = SummaryWriter(log_dir=target)
+                trackers.append(writer)
+                closers.append(writer.close)
+            else:
+                import wandb
+
+                run = wandb.init(project=target, name=Path(out).absolute().name, config=config, reinit="create_new")
+                trackers.append(run)
+                closers.append(run.finish)
+        yield trackers
+    finally:
+        for close in reversed(closers):
+            close()
+
+
+class StopSignals:
+    """SIGTERM (what SLURM and Kubernetes send before a kill) and SIGINT ask the loop to stop at
+    the next step boundary; a second signal ends the process at once, as the signal's default
+    action would. Installed only around the training loop, in the main thread."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)  # the default action: the process ends now, as if never caught
+            return
+        self.received = signal.Signals(signum).name
+        print(f"[parallax-probe] {self.received}: stopping after this step (checkpoint, then close the run); "
+              "send it again to exit at once", file=sys.stderr, flush=True)
+
+
 # What a resume must keep: a change would mix two models, data streams or optimisers in one
 # run. (--steps, learning rates and the cadences may change; --backend too, it computes the same.)
 RESUME_FIXED_FLAGS = {
@@ -159,6 +237,15 @@ RESUME_FIXED_FLAGS = {
     "model_overrides.attention": "--attention", "model_overrides.wr_init": "--wr-init",
     "model_overrides.window": "--window", "optimizer.name": "--optimizer",
 }
+
+
+def any_rank(flag: bool, dist, device: torch.device) -> bool:
+    """Whether `flag` is set on any data-parallel rank (one all-reduce; a host-device sync)."""
+    import torch.distributed as torch_dist
+
+    flags = torch.tensor([int(flag)], device=device)
+    torch_dist.all_reduce(flags, op=torch_dist.ReduceOp.MAX)
+    return bool(flags.item())
 
 
 def folder_holds_run(out: Path) -> bool:
@@ -454,7 +541,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         "seed": cfg.seed,
         **provenance,
     }
-    with full_disk_stops_cleanly(out, model, optimizers):
+    with full_disk_stops_cleanly(out, model, optimizers), open_trackers(cfg.trackers if dist.is_main else [], out, run_info) as trackers:
         probe = baseline = None
         run_meta = {"optimizer": cfg.optimizer.name, "config": run_info, "preset": cfg.preset,
                     "attention": model_config.attention, "seed": cfg.seed, "task": task.name, **provenance}
@@ -465,7 +552,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
                 probe = Probe(
                     model, out, every=cfg.probe_every, spectra_every=cfg.spectra_every or cfg.steps + 1, meta=run_meta,
-                    mode=run_mode, start_step=start_step, distributed=dist, scalar_names=TRAINING_SCALARS,
+                    mode=run_mode, start_step=start_step, distributed=dist, scalar_names=TRAINING_SCALARS, trackers=trackers,
                 )
             elif model_config.attention == "softmax" and dist.is_main:
                 # A softmax model has no W_R for the probe; its training scalars still make a run
@@ -502,52 +589,67 @@ def train(cfg: TrainConfig) -> TrainResult:
         bar = tqdm(total=cfg.steps, initial=start_step, disable=not (cfg.progress and dist.is_main), dynamic_ncols=True, unit="step", file=sys.stderr)
         t0, window_start, window_steps = time.perf_counter(), time.perf_counter(), 0
         eval_loss, eval_accuracy, loss_value = math.nan, math.nan, math.nan
+        stop, completed = StopSignals(), cfg.steps
         try:
-            for step in range(start_step, cfg.steps):
-                multiplier = lr_multiplier(step, cfg.steps, cfg.optimizer)
-                set_learning_rates(optimizers, multiplier)
-                x, y = task.train_batch(step, cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with probe.step(step) if probe else nullcontext(), autocast:
-                    logits = train_model(x)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                for opt in optimizers:
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                window_steps += 1
-                last = step + 1 == cfg.steps
-                if (step + 1) % cfg.log_every == 0 or last:
-                    loss_value = all_reduce_mean(loss.detach(), dist).item()  # host-device sync, at the log interval only
-                    elapsed = time.perf_counter() - window_start
-                    tokens_per_second = window_steps * tokens_per_step / max(elapsed, 1e-9)
-                    window_start, window_steps = time.perf_counter(), 0
-                    record = {"step": step, "loss": loss_value, "lr_multiplier": multiplier, "grad_norm": float(grad_norm), "tokens_per_second": tokens_per_second}
-                    if (step + 1) % cfg.eval_every == 0 or last:
-                        eval_loss, eval_accuracy = evaluate(model, task, cfg, device, autocast)
-                        record.update(eval_loss=eval_loss, eval_accuracy=eval_accuracy)
-                    history.append(record)
-                    if probe:
-                        probe.log_scalars(step, **{k: v for k, v in record.items() if k != "step"})
-                    if baseline:
-                        baseline.append("scalars", step, **{k: v for k, v in record.items() if k != "step"})
-                        baseline.commit()  # every log_every steps: a few rows, cheap next to the steps between
-                    bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{eval_accuracy:.3f}", tok_s=f"{tokens_per_second:,.0f}")
-                bar.update(1)
-                if dist.is_main and ((step + 1) % cfg.checkpoint_every == 0 or last):
-                    if probe:
-                        # The checkpoint says "resume after this step": the probe's rows up to it
-                        # must be in the file first, or a crash between the two loses them for good
-                        # (the writer commits at most every COMMIT_INTERVAL_S).
-                        probe.flush()
-                    _atomic_save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
-                                  "step": step + 1, "history": history, "train_config": cfg.to_dict()}, out / CHECKPOINT_NAME)
-            if probe:
+            with stop:
+                for step in range(start_step, cfg.steps):
+                    multiplier = lr_multiplier(step, cfg.steps, cfg.optimizer)
+                    set_learning_rates(optimizers, multiplier)
+                    x, y = task.train_batch(step, cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    with probe.step(step) if probe else nullcontext(), autocast:
+                        logits = train_model(x)
+                    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    for opt in optimizers:
+                        opt.step()
+                        opt.zero_grad(set_to_none=True)
+                    window_steps += 1
+                    last = step + 1 == cfg.steps
+                    logged = (step + 1) % cfg.log_every == 0 or last
+                    if logged:
+                        loss_value = all_reduce_mean(loss.detach(), dist).item()  # host-device sync, at the log interval only
+                        elapsed = time.perf_counter() - window_start
+                        tokens_per_second = window_steps * tokens_per_step / max(elapsed, 1e-9)
+                        window_start, window_steps = time.perf_counter(), 0
+                        record = {"step": step, "loss": loss_value, "lr_multiplier": multiplier, "grad_norm": float(grad_norm), "tokens_per_second": tokens_per_second}
+                        if (step + 1) % cfg.eval_every == 0 or last:
+                            eval_loss, eval_accuracy = evaluate(model, task, cfg, device, autocast)
+                            record.update(eval_loss=eval_loss, eval_accuracy=eval_accuracy)
+                        history.append(record)
+                        if probe:
+                            probe.log_scalars(step, **{k: v for k, v in record.items() if k != "step"})
+                        if baseline:
+                            baseline.append("scalars", step, **{k: v for k, v in record.items() if k != "step"})
+                            baseline.commit()  # every log_every steps: a few rows, cheap next to the steps between
+                        bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{eval_accuracy:.3f}", tok_s=f"{tokens_per_second:,.0f}")
+                    bar.update(1)
+                    # A stop asked for by a signal takes effect here, at the step boundary: the step
+                    # is complete (optimiser stepped), so the checkpoint resumes right after it. Under
+                    # DDP the ranks agree at the log interval, where they synchronise anyway.
+                    if dist.enabled:
+                        stopping = logged and any_rank(stop.received is not None, dist, device)
+                    else:
+                        stopping = stop.received is not None
+                    if dist.is_main and ((step + 1) % cfg.checkpoint_every == 0 or last or stopping):
+                        if probe:
+                            # The checkpoint says "resume after this step": the probe's rows up to it
+                            # must be in the file first, or a crash between the two loses them for good
+                            # (the writer commits at most every COMMIT_INTERVAL_S).
+                            probe.flush()
+                        _atomic_save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+                                      "step": step + 1, "history": history, "train_config": cfg.to_dict()}, out / CHECKPOINT_NAME)
+                    if stopping:
+                        completed = step + 1
+                        break
+            stopped_by = stop.received if completed < cfg.steps else None
+            if stopped_by is None and probe:
                 probe.record_spectra(cfg.steps)  # the final weights, whatever the spectra cadence
             identical = replicas_identical(model, dist)
             if dist.is_main:
-                _write_json(out / RUN_INFO_NAME, {**run_info, "replicas_identical_at_end": identical, "completed_steps": cfg.steps})
+                stopped = {"stopped_by": stopped_by} if stopped_by else {}
+                _write_json(out / RUN_INFO_NAME, {**run_info, "replicas_identical_at_end": identical, "completed_steps": completed, **stopped})
             if not identical:
                 raise RuntimeError("data-parallel replicas diverged: parameters differ across ranks")
         finally:
@@ -559,8 +661,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     seconds = time.perf_counter() - t0
     dist.shutdown()
     return TrainResult(
-        out=out, steps=cfg.steps, final_loss=loss_value, eval_loss=eval_loss, eval_accuracy=eval_accuracy,
+        out=out, steps=completed, stopped_by=stopped_by, final_loss=loss_value, eval_loss=eval_loss, eval_accuracy=eval_accuracy,
         chance_accuracy=chance, seconds=seconds,
-        tokens_per_second=(cfg.steps - start_step) * tokens_per_step / max(seconds, 1e-9), history=history,
+        tokens_per_second=(completed - start_step) * tokens_per_step / max(seconds, 1e-9), history=history,
         is_main_process=dist.is_main,
     )
