@@ -26,8 +26,8 @@ How it costs little:
   layer, until the step ends). At the end of a logging step every layer is reduced in one
   batched pass on the device and copied to the host once (asynchronously on CUDA).
 - A background thread writes the rows, and hands each to the trackers (`trackers=[...]`:
-  TensorBoard SummaryWriters, W&B runs; hooks/trackers.py) once it is in the run folder. Its queue is bounded: when full, the training
-  thread waits; nothing is dropped. It commits each burst of rows, but at most once per
+  TensorBoard SummaryWriters, W&B runs; hooks/trackers.py) once it is in the run folder.
+  Its queue is bounded: when full, the training thread waits; nothing is dropped. It commits each burst of rows, but at most once per
   COMMIT_INTERVAL_S while rows keep coming (every=1), so HDF5 calls, which hold the GIL,
   do not compete with the training loop's kernel launches every step.
 """
