@@ -234,14 +234,20 @@ class Probe:
         self._frames.clear()
         try:
             yield self
-        finally:
-            logging, self._logging = self._logging, False
-            if logging:
-                # only a logging step turned the flags on; a non-logging step costs a flag check
-                self._stop_wanting_stats()
-                self._emit_attention_row(step)
-            if step % self.spectra_every == 0:
-                self.record_spectra(step)
+        except BaseException:
+            # the forward failed: record nothing of this step, and let its own error through
+            # (a row check here would replace it with a misleading "layer did not run")
+            self._logging = False
+            self._stop_wanting_stats()
+            self._layer_rows = [None] * self.n_layers
+            raise
+        logging, self._logging = self._logging, False
+        if logging:
+            # only a logging step turned the flags on; a non-logging step costs a flag check
+            self._stop_wanting_stats()
+            self._emit_attention_row(step)
+        if step % self.spectra_every == 0:
+            self.record_spectra(step)
 
     def _stop_wanting_stats(self) -> None:
         self._frames.clear()

@@ -324,3 +324,14 @@ def test_a_compiled_model_records_what_the_eager_model_records(tmp_path):
     assert traced["step"].tolist() == eager["step"].tolist() == [0, 2, 4]
     for name in ("attn/cor_mean", "attn/cor_p90", "attn/sum_c_sq", "attn/probe_norm_max", "attn/layer_cor_mean"):
         np.testing.assert_allclose(traced[name], eager[name], rtol=1e-6, err_msg=name)
+
+
+def test_an_error_in_the_forward_passes_through_and_records_nothing(tmp_path):
+    model = build_model("tiny", vocab_size=30)
+    with Probe(model, tmp_path / "run", every=1, spectra_every=100) as probe:
+        with pytest.raises(IndexError):
+            with probe.step(0):
+                model(torch.tensor([[31]]))  # a token outside the vocabulary
+        with probe.step(1):
+            model(torch.randint(0, 30, (1, 5)))
+    assert open_run(tmp_path / "run")["step"].tolist() == [1]
