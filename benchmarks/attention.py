@@ -14,7 +14,7 @@ Two times per kernel and pass, medians of triton.testing:
   the GPU's work (the memset hides up to its own duration of it).
 A peer that cannot be captured in a CUDA graph (a host sync in its call) gets an eager time only.
 
-FLOPs as SPEC section 1 counts them, halved for causal attention with Lq = Lk:
+FLOPs as docs/definitions.md section 1 counts them, halved for causal attention with Lq = Lk:
 Parallax forward 8*B*H*T*T*D, backward 16*B*H*T*T*D; softmax attention forward
 4*B*H*T*T*D, backward 2.5x that; packed, the sum over the sequences. TFLOP/s from the graph
 time (the eager time where there is none). Ratio cells "g / e" are ours over the peer, graph

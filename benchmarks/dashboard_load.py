@@ -50,7 +50,7 @@ BUDGET_S = 2.0
 
 
 def _ranks(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Stable and effective rank over the last axis (SPEC section 2)."""
+    """Stable and effective rank over the last axis (docs/definitions.md section 2)."""
     stable = (s**2).sum(-1) / (s.max(-1) ** 2)
     p = s / s.sum(-1, keepdims=True)
     effective = np.exp(-(p * np.log(np.where(p > 0, p, 1))).sum(-1))

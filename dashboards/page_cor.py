@@ -178,7 +178,8 @@ def depth_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) ->
 def render(ctx: Context) -> None:
     st.header("COR: correction-to-output ratio")
     st.caption(
-        "Per token ||c|| / ||o_sm||: the correction branch against the softmax output (SPEC section 2). "
+        "Per token ||c|| / ||o_sm||: the correction branch against the softmax output "
+        "(docs/definitions.md section 2). "
         "Each layer's value is the mean over its heads of the per-head token mean (`attn/cor_mean`)."
     )
     if no_groups_message(ctx):

@@ -2,7 +2,7 @@
 
 Stable rank sum s^2 / s_max^2 and effective rank exp(entropy of s / sum s) of W_R
 (`r_proj.weight`, (H*D, d_model)), per layer and per head block; the W_RK circuit is
-W_R,h^T W_K,h per head (SPEC section 2). Spectra are logged less often than COR.
+W_R,h^T W_K,h per head (docs/definitions.md section 2). Spectra are logged less often than COR.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ kernels instead of a few dozen per layer, which is what a logging step costs whe
 GPU is fast and the Python loop is not (every=1 on the H200 measured 14 ms per logging
 step with per-layer reductions).
 
-COR per token is ||c|| / ||o_sm|| (SPEC section 2). A token with a non-finite statistic
-is counted in `nonfinite` and makes that head's statistics NaN: we store what happened,
-we do not filter it away.
+COR per token is ||c|| / ||o_sm|| (docs/definitions.md section 2). A token with a
+non-finite statistic is counted in `nonfinite` and makes that head's statistics NaN: we
+store what happened, we do not filter it away.
 """
 
 from __future__ import annotations

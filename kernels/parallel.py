@@ -1,6 +1,6 @@
 """Triton kernels for causal Parallax attention: a forward (with optional branch statistics)
-and a backward, fused or split. The math is `reference.py`'s; SPEC section 1 gives the flash
-form. Timings and the reasons behind each choice: kernels/NOTES.md.
+and a backward, fused or split. The math is `reference.py`'s; docs/definitions.md section 1
+gives the flash form. Timings and the reasons behind each choice: kernels/NOTES.md.
 
 Forward, per query row i, streaming key/value tiles with a running max m of the unscaled
 logits s_ij = q_i . k_j (scale > 0, so the max commutes with the scale; one FMA per score):

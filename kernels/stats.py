@@ -1,4 +1,4 @@
-"""The per-row branch statistics an attention pass can return (SPEC section 2)."""
+"""The per-row branch statistics an attention pass can return (docs/definitions.md section 2)."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ def float64_rows(q, r, k, v, *, scale=None, window=None, cu_seqlens=None) -> Att
 
 
 def head_stats(rows: AttentionStats) -> dict[str, np.ndarray]:
-    """SPEC section 2 per head, in float64 with numpy, from rows of any leading shape."""
+    """docs/definitions.md section 2 per head, in float64 with numpy, from rows of any leading shape."""
     osm_sq, c_sq, osm_c, r_sq = (s.reshape(-1, s.shape[-1]).double().cpu().numpy() for s in rows)
     cor, norm = np.sqrt(c_sq / osm_sq), np.sqrt(r_sq)
     return {

@@ -1,4 +1,4 @@
-"""The probe records what SPEC section 2 defines, from our model and from an fla-layout module."""
+"""The probe records what docs/definitions.md section 2 defines, from our model and from an fla-layout module."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 The model is the installed flash-linear-attention package's, with only its Triton-only
 pieces swapped for fla's own references (tests/fla_on_cpu.py). The test captures the q, r,
 k, v, window and sequence boundaries each layer passes to its attention op and computes the
-SPEC's statistics from them in float64; the probe's recorded numbers must equal them to
-float32 rounding, whatever the layer does first (qk_norm, RoPE on q, k and r, GQA, unpadding
+statistics of docs/definitions.md section 2 from them in float64; the probe's recorded
+numbers must equal them to float32 rounding, whatever the layer does first (qk_norm, RoPE on q, k and r, GQA, unpadding
 of an attention_mask, packed documents, the decode path of a cache).
 """
 

@@ -1,4 +1,4 @@
-"""The reference Parallax attention against SPEC section 1, evaluated independently in float64."""
+"""The reference Parallax attention against docs/definitions.md section 1, evaluated independently in float64."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from parallax_probe.kernels import AttentionStats, parallax_attention
 
 
 def spec_parallax_float64(q, r, k, v, *, scale, window=None):
-    """SPEC section 1 term by term, per query row, in float64: the uncentred formula
+    """docs/definitions.md section 1 term by term, per query row, in float64: the uncentred formula
     c_i = tbar_i o_sm_i - sum_j p_ij s2_ij v_j (the reference evaluates the centred one)."""
     q, r, k, v = (t.double() for t in (q, r, k, v))
     B, T, HQ, D = q.shape
