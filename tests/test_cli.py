@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from cli_helpers import CLI, SHORT_RUN, folder_digest, run_cli  # noqa: E402
 
 from parallax_probe import open_run  # noqa: E402

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
 from cli_helpers import CLI, SHORT_RUN, folder_digest, one_error_line, run_cli  # noqa: E402
 
 from parallax_probe import open_run  # noqa: E402

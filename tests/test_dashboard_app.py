@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-sys.path.insert(0, str(Path(__file__).parent))
 import test_dashboard_support as support  # noqa: E402
 
 from parallax_probe.dashboards import page_cor, page_probe, page_wr  # noqa: E402

@@ -16,7 +16,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -27,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 import test_dashboard_support as support  # noqa: E402
 
 from parallax_probe.store import RunWriter, open_run  # noqa: E402

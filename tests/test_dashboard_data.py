@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 import test_dashboard_support as support  # noqa: E402
 
 from parallax_probe.dashboards import data, reduce, serve, text  # noqa: E402

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from cli_helpers import SHORT_RUN, one_error_line, run_cli  # noqa: E402
 
 from parallax_probe import open_run  # noqa: E402

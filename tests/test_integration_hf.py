@@ -17,7 +17,6 @@ from transformers import Trainer, TrainingArguments  # noqa: E402
 from parallax_probe import open_run  # noqa: E402
 from parallax_probe.integrations import ProbeCallback  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
 from fla_on_cpu import fla_kernels_on_cpu, tiny_fla_model  # noqa: E402
 from integration_loops import (  # noqa: E402
     BATCH, MAX_GRAD_NORM, SEED, STATISTICS, TinyLM, assert_same_scalars, assert_same_statistics, examples, hand_written_run,

@@ -19,7 +19,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from parallax_probe import open_run  # noqa: E402
 from parallax_probe.integrations import ProbeLightningCallback  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
 from integration_loops import (  # noqa: E402
     BATCH, MAX_GRAD_NORM, SEED, STATISTICS, TinyLM, assert_same_scalars, assert_same_statistics, examples,
     hand_written_run, optimizer_and_schedule,

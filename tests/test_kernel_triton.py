@@ -14,13 +14,10 @@ interpreter; the `gpu` cases run real shapes on compute capability 9.0 only.
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
 from triton_device import DEVICE, ON_HOPPER  # noqa: E402  (sets TRITON_INTERPRET without a Hopper GPU)
 
 from parallax_probe.kernels import parallax_attention  # noqa: E402

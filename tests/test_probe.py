@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ from parallax_probe.kernels import parallax_attention
 from parallax_probe.model import apply_rope
 from parallax_probe.probe_schema import HEAD_MEAN_STATS, head_means
 
-sys.path.insert(0, str(Path(__file__).parent))
 from probe_expectations import CapturedCalls, assert_recorded, float64_rows, head_stats  # noqa: E402
 from triton_device import DEVICE  # noqa: E402  (the Triton kernel's test below: interpreted without a Hopper GPU)
 

@@ -11,8 +11,6 @@ of an attention_mask, packed documents, the decode path of a cache).
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +21,6 @@ pytest.importorskip("fla", reason="flash-linear-attention is a test dependency (
 from parallax_probe import Probe, open_run  # noqa: E402
 from parallax_probe.kernels import AttentionStats, parallax_attention_reference  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
 from fla_on_cpu import fla_kernels_on_cpu, tiny_fla_model  # noqa: E402
 from probe_expectations import CapturedCalls, assert_recorded, float64_rows, head_stats  # noqa: E402
 

@@ -26,7 +26,6 @@ from parallax_probe import Probe, open_run  # noqa: E402
 from parallax_probe.hooks import NoParallaxModulesError  # noqa: E402
 from parallax_probe.kernels import parallax_attention  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
 from official_on_cpu import official_kernels_on_cpu  # noqa: E402
 from probe_expectations import CapturedCalls, assert_recorded, float64_rows, head_stats  # noqa: E402
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 import test_dashboard_support as support  # noqa: E402
 
 from parallax_probe.store import open_run  # noqa: E402

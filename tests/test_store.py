@@ -14,7 +14,6 @@ import h5py
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 import store_fixtures as fx  # noqa: E402
 
 from parallax_probe.run_summary import format_run_summary  # noqa: E402

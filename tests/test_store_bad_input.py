@@ -13,7 +13,6 @@ import h5py
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 import store_fixtures as fx  # noqa: E402
 
 from parallax_probe.store import FORMAT_VERSION, RunFileError, RunWriter, open_run  # noqa: E402

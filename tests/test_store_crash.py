@@ -13,7 +13,6 @@ import h5py
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 import store_fixtures as fx  # noqa: E402
 
 from parallax_probe.store import RunFileError, RunWriter, open_run, repair_run, repair_segment  # noqa: E402

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +13,6 @@ from parallax_probe import Probe, open_run
 from parallax_probe.config import resolve_model_config
 from parallax_probe.model import ParallaxLM
 
-sys.path.insert(0, str(Path(__file__).parent))
 from cli_helpers import run_cli  # noqa: E402
 
 SUMMARY_COLUMNS = {  # tracker name -> run folder column (one value per layer)
