@@ -30,6 +30,14 @@ HEAD_MEAN_PREFIX = "layer_"
 PROBE_META_KEYS = (
     "layers", "heads", "head_dim", "layer_modules", "native_statistics", "probe_every", "spectra_every",
 )
+# Full names ("table/column") of the columns that readers pick by name: the dashboard, the
+# analysis, the run summary and the demo import these instead of spelling the strings.
+COR_MEAN = "attn/cor_mean"
+COR_P50 = "attn/cor_p50"
+COR_P90 = "attn/cor_p90"
+LAYER_COR_MEAN = "attn/" + HEAD_MEAN_PREFIX + "cor_mean"
+WR_STABLE_RANK = "wr/stable_rank"
+WRK_STABLE_RANK = "wrk/stable_rank"
 # The exact aggregates stay float64 end to end, so ratios derived from them are not re-estimated.
 FLOAT64_STATS = frozenset({"sum_osm_sq", "sum_c_sq", "sum_osm_c"})
 

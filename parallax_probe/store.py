@@ -56,12 +56,19 @@ from .store_format import (
     RunInUseError,
     Table,
 )
+from .probe_schema import COR_MEAN, COR_P50, COR_P90, LAYER_COR_MEAN, WR_STABLE_RANK, WRK_STABLE_RANK
 from .store_hdf5 import DEFAULT_BYTE_BUDGET, LIVE_HEARTBEAT_S
 from .store_reader import Run, Segment, live_writer_of, open_run
 from .store_repair import repair_run, repair_segment
 from .store_writer import RunWriter
 
 __all__ = [
+    "COR_MEAN",
+    "COR_P50",
+    "COR_P90",
+    "LAYER_COR_MEAN",
+    "WR_STABLE_RANK",
+    "WRK_STABLE_RANK",
     "DEFAULT_BYTE_BUDGET",
     "FORMAT",
     "FORMAT_VERSION",
