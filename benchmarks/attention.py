@@ -4,7 +4,7 @@ cuDNN backends (softmax attention, the kernels users already have), fla-core's
 and forward+backward, each graph-replayed and called eagerly, in one run; then packed
 sequences (cu_seqlens) through ours, the official `parallax_varlen_func` and fla.
 
-    python benchmarks/attention.py [--shapes 8,16,1024,128 ...] [--packed 3000,1,517,...] [--markdown FILE]
+    python benchmarks/attention.py [--shapes 8,16,1024,128 ...] [--packed 3000,1,517,...] [--markdown FILE] [--json FILE]
 
 Two times per kernel and pass, medians of triton.testing:
 - graph: do_bench_cudagraph, each call captured many times over in one CUDA graph and
@@ -37,6 +37,8 @@ import torch.nn.functional as F
 import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.testing import do_bench, do_bench_cudagraph
+
+from results import add_result_args, write_result
 
 from parallax_probe.kernels import parallax_attention
 
@@ -201,11 +203,14 @@ def ratio(ours, peer):
     return "-" if ours is None or peer is None else f"{ours / peer:.2f}x"
 
 
-def rows(label, mode, table, times, flops_args):
+def rows(label, mode, table, times, flops_args, records):
+    """The table's lines for one shape and pass; their values also go to `records`."""
     lines = []
     for name, (graph, eager) in times.items():
         flops = table[name][2](*flops_args, mode)
         best = graph if graph is not None else eager
+        records.append({"shape": label, "pass": mode, "kernel": name, "graph_ms": graph, "eager_ms": eager,
+                        "tflops": flops / best / 1e9})
         cells = []
         for peer in PEERS:
             if name.startswith("ours") and peer in times:
@@ -226,6 +231,7 @@ def main():
     parser.add_argument("--packed", default=",".join(map(str, PACKED_LENGTHS)),
                         help=f"sequence lengths of the packed row (H={PACKED_HEADS}, D={PACKED_HEAD_DIM}); '' for none")
     parser.add_argument("--markdown", default=None, help="also write the table here")
+    add_result_args(parser, "attention")
     parser.add_argument("--helion", action="store_true",
                         help="also the official package's Helion kernels (parallax.helion; needs the helion "
                              "package; autotunes on first call: set HELION_AUTOTUNE_EFFORT=quick within a device budget)")
@@ -249,13 +255,13 @@ def main():
              "| shape (B,H,T,D) | pass | kernel | graph ms | eager ms | eager/graph | TFLOP/s | ours/flash g / e "
              "| ours/cudnn g / e | ours/fla g / e | ours/official g / e | ours/helion g / e |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    notes = []
+    notes, records = [], []
     for B, H, T, D in shapes:
         table = candidates(B, H, T, D, parallel_parallax, official, helion)
         label = f"{B},{H},{T},{D}"
         for mode in ("fwd", "fwd+bwd"):
             times = measure(table, mode, label)
-            new = rows(label, mode, table, times, (B, H, T, D))
+            new = rows(label, mode, table, times, (B, H, T, D), records)
             lines += new
             print("\n".join(new), flush=True)
             if "ours" in times and "ours+stats" in times and times["ours"][0] and times["ours+stats"][0]:
@@ -267,7 +273,7 @@ def main():
         label = f"packed {len(lengths)} seqs, {sum(lengths)} tokens, max {max(lengths)},{PACKED_HEADS},{PACKED_HEAD_DIM}"
         for mode in ("fwd", "fwd+bwd"):
             times = measure(table, mode, label)
-            new = rows(label, mode, table, times, (1, PACKED_HEADS, sum(lengths), PACKED_HEAD_DIM))
+            new = rows(label, mode, table, times, (1, PACKED_HEADS, sum(lengths), PACKED_HEAD_DIM), records)
             lines += new
             print("\n".join(new), flush=True)
         notes.append(f"packed lengths: {lengths}")
@@ -276,6 +282,8 @@ def main():
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(text + "\n")
+    write_result(args, records, config={"shapes": args.shapes, "packed": args.packed, "helion": args.helion,
+                                        "notes": notes})
 
 
 if __name__ == "__main__":

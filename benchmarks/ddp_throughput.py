@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 
 import torch
+from results import add_result_args, write_result
+
+from parallax_probe.checkpoint import load_training_checkpoint
 
 ROWS = [  # (processes, optimizer, probe_every)
     (1, "muon", 0), (1, "muon", 50), (2, "muon", 0), (2, "muon", 50),
@@ -32,6 +35,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--out", default="/tmp/ddp-throughput")
     parser.add_argument("--corpus", default=str(Path(__file__).resolve().parent.parent / "parallax_probe"))
+    add_result_args(parser, "ddp_throughput")
     args = parser.parse_args()
     env = {**os.environ, "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
     results = []
@@ -47,7 +51,7 @@ def main() -> None:
         if done.returncode != 0:
             print(f"FAILED {nproc} {optimizer} {probe_every}:\n{done.stderr[-3000:]}", file=sys.stderr)
             continue
-        history = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)["history"]
+        history = load_training_checkpoint(out / "checkpoint.pt")["history"]
         windows = [h["tokens_per_second"] for h in history[1:]]
         results.append((nproc, optimizer, probe_every, statistics.fmean(windows), history[-1]["loss"], history[-1].get("eval_accuracy")))
         print(done.stdout.strip(), flush=True)
@@ -56,10 +60,14 @@ def main() -> None:
     print("| GPUs | optimizer | probe every | tokens/s | final loss | vs same GPUs without probe |")
     print("|---|---|---|---|---|---|")
     base = {(n, o): tps for n, o, p, tps, *_ in results if p == 0}
-    for n, o, p, tps, loss, _ in results:
+    records = []
+    for n, o, p, tps, loss, accuracy in results:
         ref = base.get((n, o))
         rel = f"{100 * (ref / tps - 1):+.1f}% time" if ref and p else ""
         print(f"| {n} | {o} | {p or 'off'} | {tps:,.0f} | {loss:.3f} | {rel} |")
+        records.append({"gpus": n, "optimizer": o, "probe_every": p, "tokens_per_s": tps, "final_loss": loss,
+                        "eval_accuracy": accuracy})
+    write_result(args, records)
 
 
 if __name__ == "__main__":

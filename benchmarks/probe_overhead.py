@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from results import add_result_args, write_result
 from training_setup import add_training_args, training_setup
 
 from parallax_probe import Probe
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="timed steps per configuration and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--spectra-every", type=int, default=500, help="the probe's default; steps count on across rounds")
+    add_result_args(parser, "probe_overhead")
     args = parser.parse_args()
 
     setup = training_setup(args)
@@ -110,12 +112,19 @@ def main() -> None:
     print("| configuration | median step (ms) | mean step (ms) | overhead of the mean vs no probe | "
           "same, spectra steps left out | spectra steps (ms, each) |")
     print("|---|---|---|---|---|---|")
+    records = []
     for name, times in results.items():
         median = statistics.median(times)
         without = statistics.fmean(times[i] for i in plain)
         at_spectra = ", ".join(f"{times[i] * 1e3:.0f}" for i in spectra)
         print(f"| {name} | {median * 1e3:.2f} | {statistics.fmean(times) * 1e3:.2f} | {100 * (statistics.fmean(times) / base - 1):+.1f}% | "
               f"{100 * (without / base_plain - 1):+.1f}% | {at_spectra} |")
+        records.append({"configuration": name, "median_step_ms": median * 1e3, "mean_step_ms": statistics.fmean(times) * 1e3,
+                        "overhead_pct": 100 * (statistics.fmean(times) / base - 1),
+                        "overhead_without_spectra_pct": 100 * (without / base_plain - 1),
+                        "spectra_step_ms": [times[i] * 1e3 for i in spectra], "step_ms": [t * 1e3 for t in times]})
+    write_result(args, records, config={**{k: v for k, v in vars(args).items() if k not in ("json", "benchmark")},
+                                        "model_name": model_name, "parameters": parameters})
 
 
 if __name__ == "__main__":

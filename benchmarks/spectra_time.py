@@ -2,8 +2,9 @@
 
     python benchmarks/spectra_time.py --preset qwen3-1.7b --device cuda
 
-The probe computes singular values from the float64 Gram matrix's eigenvalues; the table
-compares it with a default `torch.linalg.svdvals` of the same matrices.
+The probe computes singular values in float64 (hooks/spectra.py: cuSOLVER's gesvda on CUDA,
+LAPACK on the CPU); the table compares it with a default float32 `torch.linalg.svdvals` of the
+same matrices.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import argparse
 import time
 
 import torch
+
+from results import add_result_args, write_result
 
 from parallax_probe.config import resolve_model_config
 from parallax_probe.hooks.spectra import circuit_singular_values, effective_rank, singular_values, stable_rank
@@ -27,6 +30,7 @@ def main() -> None:
     parser.add_argument("--preset", default="qwen3-1.7b")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    add_result_args(parser, "spectra_time")
     args = parser.parse_args()
     c = resolve_model_config(args.preset)
     L, H, G, D, C = c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.d_model
@@ -43,7 +47,7 @@ def main() -> None:
         return torch.linalg.svdvals(w_r.float())
 
     rows = []
-    for name, fn in (("probe: float64 Gram eigvalsh (+ heads, + W_RK circuit)", probe_spectra), ("torch.linalg.svdvals, float32, W_R only", svdvals_baseline)):
+    for name, fn in (("probe: float64 singular values (+ heads, + W_RK circuit)", probe_spectra), ("torch.linalg.svdvals, float32, W_R only", svdvals_baseline)):
         fn()
         sync(args.device)
         times = []
@@ -58,6 +62,7 @@ def main() -> None:
     print("|---|---|")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.3f} |")
+    write_result(args, [{"method": name, "seconds": seconds} for name, seconds in rows])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Training tokens per second of one model shape with each attention path.
 
-    python benchmarks/throughput.py --preset small --batch-size 16 --seq-len 1024 [--compile]
+    python benchmarks/throughput.py --preset small --batch-size 16 --seq-len 1024 [--compile] [--json FILE]
 
 Rows: Parallax with the Triton kernel, Parallax with the plain-PyTorch reference, and the
 softmax model through SDPA (same shapes, no r_proj). Same optimiser (Muon + AdamW, as
@@ -18,6 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from results import add_result_args, write_result
 from training_setup import add_training_args
 
 from parallax_probe.model import build_model
@@ -54,6 +55,7 @@ def main() -> None:
     add_training_args(parser, preset="small", device="cuda", batch_size=16, seq_len=1024, vocab_size=50304)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (with --compile: the compilation)")
+    add_result_args(parser, "throughput")
     args = parser.parse_args()
     if not args.device.startswith("cuda"):
         parser.error("throughput.py times CUDA devices only (--device cuda or cuda:N)")
@@ -69,8 +71,12 @@ def main() -> None:
     print("| model | attention path | torch.compile | step (ms) | tokens/s | vs Parallax Triton, eager |")
     print("|---|---|---|---|---|---|")
     names = {"triton": "Triton kernel", "reference": "PyTorch reference", "auto": "SDPA (softmax)"}
+    records = []
     for (attention, backend, compile_backend), (tps, median) in results.items():
         print(f"| {attention} | {names[backend]} | {compile_backend or 'off'} | {median * 1e3:.1f} | {tps:,.0f} | {tps / base:.2f}x |")
+        records.append({"model": attention, "attention_path": backend, "compile": compile_backend,
+                        "step_ms": median * 1e3, "tokens_per_s": tps, "vs_triton_eager": tps / base})
+    write_result(args, records)
 
 
 if __name__ == "__main__":

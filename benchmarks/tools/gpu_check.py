@@ -1,7 +1,7 @@
 """One device call's worth of kernel work: correctness of each candidate tile config at a
 real shape, then its time at the benchmark's shapes, and the fastest correct config per kernel.
 
-    python benchmarks/gpu_check.py [--out DIR]
+    python benchmarks/tools/gpu_check.py [--out DIR]
 
 Correctness uses the tests' rule: relative error against float64 at most twice the
 reference's at the same precision. Timing: medians of CUDA-graph replays

@@ -5,7 +5,7 @@
 #   env.txt             GPU, versions of torch, triton, fla, parallax-kernel
 #   tests_packed.txt    the packed and real-shape GPU tests of tests/test_kernel_triton.py
 #   tests_rest.txt      the rest of that file (the interpreter's small cases, compiled)
-#   host_*.txt          eager host time per fwd+bwd (benchmarks/host_overhead.py) and its profile
+#   host_*.txt          eager host time per fwd+bwd (benchmarks/tools/host_overhead.py) and its profile
 #   bench*.md / .log    benchmarks/attention.py: graph-replayed and eager times, peers, a packed row
 # The steps run in order of importance under one deadline (510 s after the start; each step also
 # has its own limit), so the run stays under 9 minutes and a slow step (first-call compilation,
@@ -48,15 +48,15 @@ PYTEST=(python3 -m pytest tests/test_kernel_triton.py -q -rA --durations=10 -p n
 FIRST='(packed or real_shapes) and not compile'
 step "packed and real-shape kernel tests" 170 "$OUT/tests_packed.txt" "${PYTEST[@]}" -k "$FIRST"
 step "benchmark: issue shapes and the packed row" 150 "$OUT/bench.log" \
-  python3 benchmarks/attention.py --shapes 8,16,1024,128 4,16,4096,128 --markdown "$OUT/bench.md"
+  python3 benchmarks/attention.py --shapes 8,16,1024,128 4,16,4096,128 --markdown "$OUT/bench.md" --json "$OUT/attention.json"
 # a host-bound shape (its time per call is the host's) with a profile, and the issue's shape
 step "host time, small shape" 40 "$OUT/host_small.txt" \
-  python3 benchmarks/host_overhead.py --device cuda --profile-out "$OUT/host_profile.txt"
+  python3 benchmarks/tools/host_overhead.py --device cuda --profile-out "$OUT/host_profile.txt"
 step "host time, (8,16,1024,128)" 40 "$OUT/host_8x16x1024.txt" \
-  python3 benchmarks/host_overhead.py --device cuda --shape 8,16,1024,128
+  python3 benchmarks/tools/host_overhead.py --device cuda --shape 8,16,1024,128
 step "other kernel tests" 120 "$OUT/tests_rest.txt" "${PYTEST[@]}" -k "not ($FIRST)"
 step "benchmark: more shapes" 90 "$OUT/bench_more.log" \
-  python3 benchmarks/attention.py --shapes 2,16,8192,128 4,16,4096,64 --packed '' --markdown "$OUT/bench_more.md"
+  python3 benchmarks/attention.py --shapes 2,16,8192,128 4,16,4096,64 --packed '' --markdown "$OUT/bench_more.md" --json "$OUT/attention_more.json"
 for name in bench bench_more; do
   [ -f "$OUT/$name.md" ] && cat "$OUT/$name.md"
 done

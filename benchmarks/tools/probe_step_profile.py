@@ -1,6 +1,6 @@
 """Where a logging step's extra time goes: forward (with the probe's reduction) versus backward, and a profile.
 
-    python benchmarks/probe_step_profile.py --device cuda      # small preset, batch 16 x 1024, AdamW
+    python benchmarks/tools/probe_step_profile.py --device cuda      # small preset, batch 16 x 1024, AdamW
 
 Prints, for no probe and for every=1, the median time of the forward (which includes the
 probe's end-of-step reduction and its device-to-host copy) and of backward + optimiser
@@ -12,6 +12,7 @@ overhead itself; this says where it is.
 from __future__ import annotations
 
 import argparse
+import sys
 import statistics
 import tempfile
 import time
@@ -21,7 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from training_setup import add_training_args, training_setup
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the suite's shared setup
+from training_setup import add_training_args, training_setup  # noqa: E402
 
 from parallax_probe import Probe
 

@@ -1,6 +1,6 @@
 """Which way of computing W_R singular values is fast enough on the GPU (qwen3-1.7b shapes)?
 
-    python benchmarks/spectra_methods.py
+    python benchmarks/tools/spectra_methods.py
 
 Times each method for all 28 layers' W_R (2048x2048) and reports its largest relative
 error on stable and effective rank against numpy float64 SVD; also times the per-head and
@@ -40,7 +40,8 @@ def main() -> None:
     ref_p = ref / ref.sum(-1, keepdims=True)
     ref_eff = np.exp(-(ref_p * np.log(ref_p)).sum(-1))
     methods = {
-        "gram float64 eigvalsh (probe now)": lambda: singular_values(w),
+        "probe: hooks/spectra.singular_values (float64 gesvda)": lambda: singular_values(w),
+        "gram float64 eigvalsh": lambda: torch.linalg.eigvalsh((w.double() @ w.double().mT)).clamp_min(0).flip(-1).sqrt(),
         "gram float32 eigvalsh": lambda: torch.linalg.eigvalsh(w @ w.mT).clamp_min(0).flip(-1).sqrt(),
         "svdvals float32 (default driver)": lambda: torch.linalg.svdvals(w),
         "svdvals float32 gesvda": lambda: torch.linalg.svdvals(w, driver="gesvda"),
@@ -61,8 +62,8 @@ def main() -> None:
         print(f"| {name} | {seconds:.3f} | {e_stable:.1e} | {e_eff:.1e} |")
     heads, _ = best_time(lambda: singular_values(w.unflatten(1, (H, D))))
     circuit, _ = best_time(lambda: [circuit_singular_values(w[i].unflatten(0, (H, D)), w_k[i].unflatten(0, (G, D))) for i in range(L)])
-    print(f"| per-head blocks, gram float64 | {heads:.3f} | | |")
-    print(f"| W_RK circuit, QR + svdvals float64 | {circuit:.3f} | | |")
+    print(f"| per-head blocks, probe (float64 gesvda) | {heads:.3f} | | |")
+    print(f"| W_RK circuit, probe (Cholesky or QR + float64 svdvals) | {circuit:.3f} | | |")
 
 
 if __name__ == "__main__":

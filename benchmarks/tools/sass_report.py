@@ -4,9 +4,9 @@ one iteration by kind (wgmma, barriers, spills, ...; an outer loop's count holds
 loops), plus the code before and after the loops.
 
     pip install --target /tmp/t36 triton==3.6.0          # the device's Triton, once
-    PYTHONPATH=/tmp/t36:. python benchmarks/sass_report.py forward --head-dim 128 --tiles 128,64,8,3 --stats
-    PYTHONPATH=/tmp/t36:. python benchmarks/sass_report.py kv --head-dim 128 --tiles 32,64,4,3 --varlen
-    PYTHONPATH=/tmp/t36:. python benchmarks/sass_report.py dq --head-dim 64 --tiles 64,64,4,3 --sass-out /tmp/a
+    PYTHONPATH=/tmp/t36:. python benchmarks/tools/sass_report.py forward --head-dim 128 --tiles 128,64,8,3 --stats
+    PYTHONPATH=/tmp/t36:. python benchmarks/tools/sass_report.py kv --head-dim 128 --tiles 32,64,4,3 --varlen
+    PYTHONPATH=/tmp/t36:. python benchmarks/tools/sass_report.py dq --head-dim 64 --tiles 64,64,4,3 --sass-out /tmp/a
 
 Use the device's Triton version: another one builds different code (kernels/NOTES.md,
 version 3). `--sass-out DIR` writes the SASS with addresses blanked, so that two builds of a

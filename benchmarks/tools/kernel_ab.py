@@ -2,8 +2,8 @@
 (and any number of variant files): backward alone and the forward plain / in statistics mode /
 saving residuals, medians of CUDA-graph replays.
 
-    git show REV:kernels/parallel.py > .sweep/baseline_parallel.py   # any ignored path
-    python benchmarks/kernel_ab.py --baseline .sweep/baseline_parallel.py [--variant FILE ...]
+    git show REV:kernels/parallel.py > /tmp/baseline_parallel.py   # any path outside the package
+    python benchmarks/tools/kernel_ab.py --baseline /tmp/baseline_parallel.py [--variant FILE ...]
 
 All versions run on the same inputs in one process, in alternating rounds (the best of two
 medians is kept), so the comparison holds on a machine whose speed drifts between calls; each

@@ -1,7 +1,7 @@
 """Host time of one eager call of the Triton path: validation, autograd, allocations, launches.
 
-    python benchmarks/host_overhead.py                      # CPU: the Python and dispatch part
-    python benchmarks/host_overhead.py --device cuda --profile-out FILE   # GPU: everything
+    python benchmarks/tools/host_overhead.py                      # CPU: the Python and dispatch part
+    python benchmarks/tools/host_overhead.py --device cuda --profile-out FILE   # GPU: everything
 
 On a machine without a GPU the kernels' launches are replaced by no-ops, so what is timed is
 the Python and PyTorch work around them (the part a GPU host pays on top of Triton's own launch

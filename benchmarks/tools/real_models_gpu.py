@@ -1,6 +1,6 @@
 """The probe on unmodified fla and parallax-kernel models on a GPU, in bf16: is what it records exact?
 
-    python benchmarks/real_models_gpu.py            # needs CUDA, fla and parallax-kernel; prints markdown
+    python benchmarks/tools/real_models_gpu.py            # needs CUDA, fla and parallax-kernel; prints markdown
 
 For each case the q, r, k, v (and window, boundaries) that every layer passes to its attention
 op are captured where the layer looks the op up, the statistics are computed from them in
@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from parallax import parallax_func, parallax_varlen_func  # bound here: the layout finds them in this module
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from probe_expectations import CapturedCalls, float64_rows, head_stats  # noqa: E402
 
 from parallax_probe import Probe, open_run  # noqa: E402

@@ -12,5 +12,5 @@ CUDA_VISIBLE_DEVICES=0 python3 benchmarks/throughput.py --preset small --batch-s
 # 4 rounds x 125 steps: the 500 timed steps of each configuration hold one W_R spectra step (the default cadence).
 CUDA_VISIBLE_DEVICES=0 python3 benchmarks/probe_overhead.py --preset small --device cuda --batch-size 16 --seq-len 1024 \
     --vocab-size 50304 --steps 125 --rounds 4 2>&1 | tee "$OUT/probe_overhead.md"
-CUDA_VISIBLE_DEVICES=0 python3 benchmarks/probe_step_profile.py --device cuda --steps 30 2>&1 | tee "$OUT/probe_step_profile.md"
+CUDA_VISIBLE_DEVICES=0 python3 benchmarks/tools/probe_step_profile.py --device cuda --steps 30 2>&1 | tee "$OUT/probe_step_profile.md"
 python3 benchmarks/ddp_throughput.py --steps 200 --out /tmp/ddp 2>&1 | tail -12 | tee "$OUT/ddp.md"

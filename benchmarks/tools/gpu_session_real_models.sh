@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The device-tool calls behind the real-models checks and overhead (an H200, from the repo root,
 # with the wheels of flash-linear-attention, fla-core and parallax-kernel in .whl/):
-#   bash benchmarks/gpu_session_real_models.sh checks       # exactness on fla and parallax-kernel, training check (~6 min)
-#   bash benchmarks/gpu_session_real_models.sh quickstarts  # the README's two snippets (Triton compiles: minutes)
-#   bash benchmarks/gpu_session_real_models.sh overhead   # probe overhead, fla ~100M and our small preset, T=2048
+#   bash benchmarks/tools/gpu_session_real_models.sh checks       # exactness on fla and parallax-kernel, training check (~6 min)
+#   bash benchmarks/tools/gpu_session_real_models.sh quickstarts  # the README's two snippets (Triton compiles: minutes)
+#   bash benchmarks/tools/gpu_session_real_models.sh overhead   # probe overhead, fla ~100M and our small preset, T=2048
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-session}; mkdir -p "$OUT"
@@ -14,7 +14,7 @@ nvidia-smi -L
 for part in "${@:-checks}"; do
 case "$part" in
   checks)
-    timeout 540 python3 benchmarks/real_models_gpu.py 2>&1 | tee "$OUT/real_models.md"
+    timeout 540 python3 benchmarks/tools/real_models_gpu.py 2>&1 | tee "$OUT/real_models.md"
     ;;
   quickstarts)
     (cd /tmp && timeout 240 python3 - < "$OLDPWD/docs/examples/fla_quickstart.py") 2>&1 | tail -3 | tee "$OUT/fla_quickstart.log"
@@ -23,9 +23,11 @@ case "$part" in
     python3 -c "from parallax_probe import open_run; r = open_run('/tmp/runs/official-adamw'); print('official quickstart rows', r['step'].tolist()[:3], '...', r['attn/layer_cor_mean'][-1])" | tee -a "$OUT/official_quickstart.log"
     ;;
   overhead)
-    for model in "--model fla" "--preset small"; do
-      timeout 100 python3 benchmarks/probe_overhead.py $model --device cuda --batch-size 8 --seq-len 2048 --vocab-size 8192 \
-          --steps 60 --rounds 2 2>&1 | tail -8 | tee -a "$OUT/probe_overhead.md"
+    # many short rounds, interleaved: drift in the GPU's clocks hits every configuration alike
+    for model in fla small; do
+      flag=$([ $model = fla ] && echo "--model fla" || echo "--preset small")
+      timeout 250 python3 benchmarks/probe_overhead.py $flag --device cuda --batch-size 8 --seq-len 2048 --vocab-size 8192 \
+          --steps 50 --rounds 8 --json "$OUT/probe_overhead_$model.json" 2>&1 | tail -8 | tee -a "$OUT/probe_overhead.md"
     done
     ;;
 esac
