@@ -1,0 +1,198 @@
+"""Muon against AdamW on one GPU, with seeds, softmax baselines and the retrofit: the runs behind
+docs/reproduction.md, rerunnable with the project's own commands.
+
+    python benchmarks/reproduction.py train --out runs/repro --deadline 540   # call again until it says done
+    python benchmarks/reproduction.py status --out runs/repro
+    .venv/bin/python benchmarks/reproduction.py report --out runs/repro       # the analysis, on any machine
+
+Arms, every one `parallax-probe train --preset small` on the same byte-level text, sequence
+length 1024, batch 16, --steps steps (default 3,000), all on the one GPU at once:
+
+    parallax-{muon,adamw}-s{0,1,2}   Parallax, seeds 0-2; probe every 50 steps, W_R spectra every 250
+    softmax-{muon,adamw}             the softmax baseline, seed 0
+    retrofit-{muon,adamw}            Parallax started from softmax-{optimizer}'s final checkpoint
+                                     (`--init-from`: r exactly 0 at step 0), seed 0, same schedule
+
+The text: the .py files of the running interpreter's standard library (its test suites,
+site-packages and caches left out), concatenated in path order into OUT/corpus.txt. It ships
+with every Python, so the GPU machine needs no download; it is English prose (docstrings,
+comments) and code. OUT/corpus.json records the Python version, the file count, the size and
+the SHA-256, so a rerun can tell whether it trained on the same bytes.
+
+`train` starts every arm that is not finished (with --resume where a checkpoint exists) and a
+retrofit arm once its softmax baseline has finished. At the deadline it sends SIGTERM: each run
+stops at the next step boundary, writes its checkpoint and closes its run folder (status
+closed), and the next call resumes it without a lost or repeated step. Each arm's output goes to
+OUT/logs/ARM.log. `report` runs `parallax-probe analyze --group-by optimizer --format markdown`
+over the Parallax arms and the retrofit arms and writes OUT/report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OPTIMIZERS = ("muon", "adamw")
+SEEDS = (0, 1, 2)
+PROBE_EVERY, SPECTRA_EVERY, CHECKPOINT_EVERY = 50, 250, 250
+STOP_GRACE_S = 90  # from SIGTERM to the end of a step, the checkpoint and the run folder's close
+
+
+@dataclass
+class Arm:
+    name: str
+    optimizer: str
+    seed: int
+    attention: str = "parallax"
+    init_from: str | None = None  # the arm whose final checkpoint this one starts from
+    extra: list[str] = field(default_factory=list)
+
+
+def arms() -> list[Arm]:
+    found = [Arm(f"parallax-{o}-s{s}", o, s) for o in OPTIMIZERS for s in SEEDS]
+    found += [Arm(f"softmax-{o}", o, 0, attention="softmax") for o in OPTIMIZERS]
+    found += [Arm(f"retrofit-{o}", o, 0, init_from=f"softmax-{o}") for o in OPTIMIZERS]
+    return found
+
+
+def write_corpus(out: Path) -> Path:
+    """OUT/corpus.txt from the standard library's sources (once), and OUT/corpus.json."""
+    corpus = out / "corpus.txt"
+    if corpus.exists():
+        return corpus
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    skipped = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
+    files = sorted(p for p in stdlib.rglob("*.py") if not skipped & set(p.relative_to(stdlib).parts))
+    data = b"".join(p.read_bytes() for p in files)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = corpus.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, corpus)
+    info = {"python": sys.version.split()[0], "stdlib": str(stdlib), "files": len(files), "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest()}
+    (out / "corpus.json").write_text(json.dumps(info, indent=1) + "\n")
+    return corpus
+
+
+def finished(folder: Path, steps: int) -> bool:
+    """Whether the run in `folder` trained all its steps (its run.json says so)."""
+    try:
+        info = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return info.get("completed_steps", 0) >= steps and not info.get("stopped_by")
+
+
+def command(arm: Arm, out: Path, corpus: Path, args: argparse.Namespace) -> list[str]:
+    folder = out / arm.name
+    cmd = [sys.executable, "-m", "parallax_probe", "train", "--preset", args.preset, "--attention", arm.attention,
+           "--optimizer", arm.optimizer, "--seed", str(arm.seed), "--task", f"text:{corpus}", "--seq-len", str(args.seq_len),
+           "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--device", args.device,
+           "--probe-every", str(PROBE_EVERY), "--spectra-every", str(SPECTRA_EVERY),
+           "--checkpoint-every", str(CHECKPOINT_EVERY), "--eval-every", "250", "--log-every", "50",
+           "--no-progress", "--out", str(folder)]
+    if arm.init_from:
+        cmd += ["--init-from", str(out / arm.init_from)]
+    if (folder / "checkpoint.pt").exists():
+        cmd.append("--resume")
+    return cmd + arm.extra
+
+
+def train(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    corpus = write_corpus(out)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    running: dict[str, subprocess.Popen] = {}
+    pending = [arm for arm in arms() if not finished(out / arm.name, args.steps)]
+    stopping = False
+    while pending or running:
+        left = args.deadline - (time.monotonic() - start)
+        if not stopping:
+            for arm in list(pending):
+                ready = arm.init_from is None or finished(out / arm.init_from, args.steps)
+                if ready and left > STOP_GRACE_S + 60:
+                    log = open(out / "logs" / f"{arm.name}.log", "a")
+                    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command(arm, out, corpus, args))}\n")
+                    log.flush()
+                    running[arm.name] = subprocess.Popen(command(arm, out, corpus, args), stdout=log, stderr=subprocess.STDOUT)
+                    pending.remove(arm)
+            if left <= STOP_GRACE_S or (not running and pending):
+                stopping = True  # out of time, or the only arms left wait on one that cannot run now
+                for proc in running.values():
+                    proc.send_signal(signal.SIGTERM)
+        for name, proc in list(running.items()):
+            if proc.poll() is not None:
+                del running[name]
+                print(f"[{time.monotonic() - start:6.0f} s] {name}: exit {proc.returncode}", flush=True)
+        if stopping and left <= 0:
+            for proc in running.values():
+                proc.kill()  # loses what came after its last checkpoint, which the next call redoes
+            break
+        time.sleep(2)
+    return status(args)
+
+
+def status(args: argparse.Namespace) -> int:
+    """One line per arm: its step, and whether it is done. Exit 0 once every arm is."""
+    out = Path(args.out)
+    done = 0
+    for arm in arms():
+        folder = out / arm.name
+        try:
+            info = json.loads((folder / "run.json").read_text())
+        except (OSError, ValueError):
+            info = {}
+        ok = finished(folder, args.steps)
+        done += ok
+        state = "done" if ok else (f"stopped at step {info['completed_steps']}" if "completed_steps" in info else "not started")
+        print(f"{arm.name:20s} {state}")
+    print(f"{done}/{len(arms())} arms done")
+    return 0 if done == len(arms()) else 3
+
+
+def report(args: argparse.Namespace) -> int:
+    """OUT/report.md: `parallax-probe analyze` on the Parallax arms and on the retrofit arms."""
+    out = Path(args.out)
+    sections = []
+    for title, names in (("Parallax arms, 3 seeds per optimizer", [a.name for a in arms() if a.name.startswith("parallax-")]),
+                         ("Retrofit arms", [a.name for a in arms() if a.name.startswith("retrofit-")])):
+        folders = [str(out / n) for n in names if (out / n).exists()]
+        if not folders:
+            continue
+        done = subprocess.run([sys.executable, "-m", "parallax_probe", "analyze", *folders, "--group-by", "optimizer",
+                               "--format", "markdown"], capture_output=True, text=True)
+        sections.append(f"## {title}\n\n" + (done.stdout if done.returncode == 0 else f"analyze failed:\n\n    {done.stderr.strip()}\n"))
+    (out / "report.md").write_text("\n".join(sections))
+    print(out / "report.md")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="action", required=True)
+    for name in ("train", "status", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--out", required=True)
+        p.add_argument("--steps", type=int, default=3000)
+        if name == "train":
+            p.add_argument("--deadline", type=float, default=540, help="seconds this call may take")
+            p.add_argument("--batch-size", type=int, default=16)
+            p.add_argument("--device", default="cuda")
+            p.add_argument("--preset", default="small", help="(a smaller one only to try the script out)")
+            p.add_argument("--seq-len", type=int, default=1024)
+    args = parser.parse_args(argv)
+    return {"train": train, "status": status, "report": report}[args.action](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
