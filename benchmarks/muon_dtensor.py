@@ -49,6 +49,18 @@ def time_steps(params: list[torch.nn.Parameter], make_grad, repeats: int) -> flo
     return statistics.median(times)
 
 
+def collectives_per_step(params: list[torch.nn.Parameter], mesh) -> dict[str, int]:
+    """The collectives DTensor issues inside one Muon step over `params` (CommDebugMode counts them)."""
+    from torch.distributed.tensor.debug import CommDebugMode
+
+    opt = torch.optim.Muon(params, lr=0.02, adjust_lr_fn="original")
+    for p in params:
+        p.grad = distribute_tensor(torch.randn(p.shape), mesh, [Shard(0)])
+    with CommDebugMode() as comm:
+        opt.step()
+    return {str(getattr(op, "__name__", op)).split(".")[-1]: count for op, count in comm.get_comm_counts().items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="small")
@@ -69,10 +81,11 @@ def main() -> None:
     sharded = [torch.nn.Parameter(distribute_tensor(w.clone(), mesh, [Shard(0)])) for w in weights]
     local = [torch.nn.Parameter(p.to_local().clone()) for p in sharded]
     rows = [
-        ("full matrix on every rank (DDP)", time_steps(full, lambda p: torch.randn_like(p), args.repeats)),
-        ("Shard(0) DTensor (FSDP2)", time_steps(sharded, lambda p: torch.randn_like(p), args.repeats)),
-        ("each shard alone (not Muon)", time_steps(local, lambda p: torch.randn_like(p), args.repeats)),
+        ("full matrix on every rank (DDP)", time_steps(full, lambda p: torch.randn(p.shape), args.repeats)),
+        ("Shard(0) DTensor (FSDP2)", time_steps(sharded, lambda p: distribute_tensor(torch.randn(p.shape), mesh, [Shard(0)]), args.repeats)),
+        ("each shard alone (not Muon)", time_steps(local, lambda p: torch.randn(p.shape), args.repeats)),
     ]
+    collectives = collectives_per_step([torch.nn.Parameter(distribute_tensor(w.clone(), mesh, [Shard(0)])) for w in weights], mesh)
     if rank == 0:
         print(f"{args.preset}, {args.layers} layer(s): {len(weights)} matrices of shapes {shapes}; "
               f"{world} CPU processes (gloo), torch {torch.__version__}, {torch.get_num_threads()} threads per process, "
@@ -81,6 +94,7 @@ def main() -> None:
         print("|---|---|---|---|")
         for name, seconds in rows:
             print(f"| {name} | {seconds * 1e3:.1f} | {seconds / rows[0][1]:.2f} | {flops / seconds / 1e9:.1f} |")
+        print(f"collectives DTensor issues in one Muon step over the {len(weights)} matrices: {collectives}")
     torch_dist.destroy_process_group()
 
 
