@@ -415,25 +415,32 @@ def evaluate(model: ParallaxLM, task: TaskData, cfg: TrainConfig, device, autoca
     return loss_sum / max(1, count), accuracy
 
 
-def load_training_state(checkpoint: dict, model: ParallaxLM | None, optimizers: list, path: Path, *, sharded: bool = False) -> None:
-    """Model and optimiser states from a checkpoint that `check_resume` accepted; a mismatch the
-    flags did not reveal (a file from another version of the model) is a CheckpointError.
-
-    The checkpoint holds full state dicts. Under FSDP2 (`sharded`) the model is loaded before it
-    is sharded (so `model` is given alone first, with no optimisers yet), and the optimisers after,
-    each state cut into this rank's shards."""
-    if optimizers and len(checkpoint["optimizers"]) != len(optimizers):
-        raise CheckpointError(f"{path}: holds {len(checkpoint['optimizers'])} optimiser states, this run builds {len(optimizers)}; "
-                              "it was written by another optimiser setup")
+@contextlib.contextmanager
+def checkpoint_fits(path: Path):
+    """A checkpoint that `check_resume` accepted but that does not load (a file from another
+    version of the model, another optimiser setup) becomes a CheckpointError naming it."""
     try:
-        if model is not None:
-            model.load_state_dict(checkpoint["model"])
-        for opt, state in zip(optimizers, checkpoint["optimizers"]):
-            load_optimizer_state(opt, state) if sharded else opt.load_state_dict(state)
+        yield
     except (RuntimeError, ValueError, KeyError) as error:
         first_line = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{path}: does not fit this model and optimiser ({first_line}); "
                               "resume with the flags the run was started with") from error
+
+
+def load_model_state(checkpoint: dict, model: ParallaxLM, path: Path) -> None:
+    """The checkpoint's full model state, into the model before it is sharded (FSDP2 shards what it finds)."""
+    with checkpoint_fits(path):
+        model.load_state_dict(checkpoint["model"])
+
+
+def load_optimizer_states(checkpoint: dict, optimizers: list, path: Path, *, sharded: bool) -> None:
+    """The checkpoint's full optimiser states; under FSDP2 (`sharded`) each cut into this rank's shards."""
+    if len(checkpoint["optimizers"]) != len(optimizers):
+        raise CheckpointError(f"{path}: holds {len(checkpoint['optimizers'])} optimiser states, this run builds {len(optimizers)}; "
+                              "it was written by another optimiser setup")
+    with checkpoint_fits(path):
+        for opt, state in zip(optimizers, checkpoint["optimizers"]):
+            load_optimizer_state(opt, state) if sharded else opt.load_state_dict(state)
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -526,12 +533,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     model = ParallaxLM(model_config).to(device)
     history = []
     if checkpoint is not None:
-        load_training_state(checkpoint, model, [], out / CHECKPOINT_NAME)  # before FSDP2 shards the parameters
+        load_model_state(checkpoint, model, out / CHECKPOINT_NAME)
         history = checkpoint["history"]
     train_model = dist.wrap(model)  # FSDP2 shards `model` in place: the optimisers must see its DTensor parameters
     optimizers, groups = build_optimizers(model, cfg.optimizer)
     if checkpoint is not None:
-        load_training_state(checkpoint, None, optimizers, out / CHECKPOINT_NAME, sharded=dist.fsdp)
+        load_optimizer_states(checkpoint, optimizers, out / CHECKPOINT_NAME, sharded=dist.fsdp)
     if dist.is_main:
         create_run_folder(out)
     if cfg.compile is not None:

@@ -135,3 +135,13 @@ def test_the_probe_refuses_only_what_it_cannot_measure(muon_check):
     refused = muon_check["refusals"]
     assert "not given the process group" in refused["without_distributed"] and "distributed=" in refused["without_distributed"]
     assert "mesh of shape (1, 2)" in refused["hsdp_mesh"] and "not HSDP" in refused["hsdp_mesh"]
+
+
+def test_fsdp_needs_torchrun_and_refuses_compile_before_writing(tmp_path):
+    from parallax_probe.train import TrainConfig, train
+
+    with pytest.raises(ValueError, match="--compile with --fsdp"):
+        TrainConfig(fsdp=True, compile="aot_eager")
+    with pytest.raises(ValueError, match="torchrun --nproc_per_node N"):
+        train(TrainConfig(fsdp=True, steps=1, device="cpu", out=str(tmp_path / "run"), progress=False))
+    assert not (tmp_path / "run").exists()
