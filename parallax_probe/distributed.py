@@ -88,9 +88,10 @@ def shard_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module
 
 def full_state(state: Any, dist: DistributedContext) -> Any:
     """`state` (a model's or an optimiser's state dict, nested) with every DTensor gathered whole
-    onto the host of rank 0; other ranks get None for those leaves. A collective over every leaf
-    in dict order, so every rank must call it with the same structure. Without FSDP2 the state
-    dict holds no DTensor and comes back unchanged."""
+    and kept on rank 0's host; other ranks get None for those leaves. Each leaf is an all-gather
+    (every rank holds one whole tensor at a time on its device), in dict order, so every rank
+    must call it with the same structure. Without FSDP2 the state holds no DTensor and comes
+    back unchanged."""
     from torch.distributed.tensor import DTensor
 
     if isinstance(state, DTensor):
