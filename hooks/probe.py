@@ -56,7 +56,7 @@ from parallax_probe.store import Column, RunWriter
 from .calls import kernel_serves, serve, statistics_beside
 from .discovery import AttentionSite, Selector, find_attention_sites
 from .layouts import Layout, Op
-from .spectra import circuit_singular_values, effective_rank, singular_values, stable_rank
+from .spectra import check_sharded_weights, circuit_singular_values, effective_rank, singular_values, stable_rank, unsharded
 from .statistics import reduce_attention_stats, stack_layers
 from .trackers import Trackers
 
@@ -94,7 +94,7 @@ class Probe:
         self.circuit_every = circuit_every or spectra_every
         self.sites: list[AttentionSite] = find_attention_sites(model, selector, layouts)
         self.serve = serve
-        refuse_sharded_weights(self.sites)
+        check_sharded_weights({f"{s.name}.{s.layout.w_r}": s.w_r for s in self.sites}, distributed)
         heads = {s.n_heads for s in self.sites}
         dims = {s.head_dim for s in self.sites}
         if len(heads) != 1 or len(dims) != 1:
@@ -280,7 +280,7 @@ class Probe:
 
         No indexing with host lists: that would copy an index to the device and wait for it.
         """
-        weights = [site.r_gain for site in self.sites]
+        weights = [None if site.r_gain is None else unsharded(site.r_gain) for site in self.sites]
         if all(w is not None for w in weights) and len({w.shape for w in weights}) == 1:
             stacked = torch.stack([w.detach() for w in weights]).float()
             return torch.linalg.vector_norm(stacked, dim=1).to(device, torch.float64)
@@ -288,22 +288,30 @@ class Probe:
         return torch.stack([nan if w is None else w.detach().float().norm().to(device, torch.float64) for w in weights])
 
     def record_spectra(self, step: int) -> None:
-        """W_R spectra (and the W_RK circuit's at its cadence) from the current weights."""
-        if not self._is_writer or self._last_spectra_step == step:
+        """W_R spectra (and the W_RK circuit's at its cadence) from the current weights.
+
+        Every rank calls this (FSDP2 gathers each whole matrix on every rank); rank 0 computes."""
+        if self._last_spectra_step == step:
             return
         self._last_spectra_step = step
+        circuit = step % self.circuit_every == 0
+        with torch.no_grad():
+            w_r_list = [unsharded(s.w_r) for s in self.sites]
+            w_k_list = [unsharded(s.w_k) for s in self.sites] if circuit else []
+        if not self._is_writer:
+            return
         H, D = self.n_heads, self.head_dim
         with torch.no_grad():
-            w_r = torch.stack([s.w_r for s in self.sites])  # (L, H*D, C)
+            w_r = torch.stack(w_r_list)  # (L, H*D, C)
             s_full = singular_values(w_r)  # (L, k)
             w_r_heads = w_r.unflatten(1, (H, D))  # (L, H, D, C)
             s_heads = singular_values(w_r_heads)  # (L, H, D)
             parts = [s_full, stable_rank(s_full), effective_rank(s_full), s_heads, stable_rank(s_heads), effective_rank(s_heads)]
             self._enqueue(("wr", step, _to_host_async(torch.cat([p.float().flatten() for p in parts]))))
-            if step % self.circuit_every == 0:
+            if circuit:
                 s_circuit = torch.stack([
-                    circuit_singular_values(s.w_r.unflatten(0, (H, D)), s.w_k.unflatten(0, (s.n_kv_heads, D)))
-                    for s in self.sites
+                    circuit_singular_values(w_r_l.unflatten(0, (H, D)), w_k_l.unflatten(0, (s.n_kv_heads, D)))
+                    for s, w_r_l, w_k_l in zip(self.sites, w_r_list, w_k_list)
                 ])  # (L, H, D)
                 parts = [s_circuit, stable_rank(s_circuit), effective_rank(s_circuit)]
                 self._enqueue(("wrk", step, _to_host_async(torch.cat([p.float().flatten() for p in parts]))))
@@ -401,24 +409,6 @@ class Probe:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def refuse_sharded_weights(sites: list[AttentionSite]) -> None:
-    """FSDP2 (`fully_shard`) is refused: its parameters are DTensor shards.
-
-    The spectra need W_R whole (a shard's singular values are not the matrix's), and
-    torch.optim.Muon, which this project trains with, orthogonalises whatever tensor it is
-    given, so under FSDP2 it would orthogonalise each rank's shard, not the matrix. Until
-    PyTorch ships a Muon for DTensor, FSDP2 runs are out of scope (docs/distributed.md).
-    """
-    for site in sites:
-        weight = site.w_r
-        if type(weight).__name__ == "DTensor":
-            raise ValueError(
-                f"Probe: {site.name}.{site.layout.w_r} is an FSDP2/DTensor shard. parallax-probe supports DDP "
-                "(torchrun + DistributedDataParallel), not FSDP2: W_R's spectrum needs the whole matrix and "
-                "torch.optim.Muon would orthogonalise shards, not matrices. Train with DDP (see docs/distributed.md)"
-            )
 
 
 @dataclasses.dataclass

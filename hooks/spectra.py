@@ -8,11 +8,61 @@ On the CPU, LAPACK's float64 `svdvals` is exact and fast at the sizes used there
 gesvda can refuse a batch it does not converge on (seen on the H200 for a freshly
 initialised fla model's 12 W_R matrices, 768 x 768); such a batch is computed by LAPACK on
 the host instead, slower but exact.
+
+Under FSDP2 (`fully_shard`) a weight is a DTensor holding one shard per rank, and a shard's
+singular values are not the matrix's: `unsharded` all-gathers the whole matrix first (every
+rank calls it, in the same order, since it is a collective), and only rank 0 computes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
+
+FSDP_DOC = "docs/distributed.md"
+
+
+def unsharded(weight: torch.Tensor) -> torch.Tensor:
+    """The whole tensor behind `weight`: an FSDP2 DTensor is all-gathered (a collective every
+    rank must call); a plain tensor, the weight itself or FSDP2's unsharded copy during a
+    forward pass, is returned as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return weight.full_tensor() if isinstance(weight, DTensor) else weight
+
+
+def check_sharded_weights(weights: Mapping[str, torch.Tensor], distributed) -> None:
+    """Accept FSDP2's data-parallel sharding, refuse any other DTensor layout.
+
+    Supported: DTensor weights on a 1-D mesh of every rank in the default process group (what
+    `fully_shard` makes), with the probe told the process group (`distributed=`), so every rank
+    takes part in the gathers and rank 0 alone writes. Refused: a 2-D mesh (HSDP, or FSDP with
+    tensor parallelism, where ranks share data or split heads, so gathering rows over every
+    rank would count tokens twice or miss heads), a mesh over a subset of the ranks, and a
+    sharded model on several ranks without `distributed=` (every rank would write the run).
+    """
+    import torch.distributed as torch_dist
+    from torch.distributed.tensor import DTensor
+
+    world = torch_dist.get_world_size() if torch_dist.is_available() and torch_dist.is_initialized() else 1
+    told = distributed is not None and getattr(distributed, "enabled", False)
+    for name, weight in weights.items():
+        if not isinstance(weight, DTensor):
+            continue
+        mesh = weight.device_mesh
+        problem = None
+        if mesh.ndim != 1 or mesh.size() != world:
+            problem = (f"it is a DTensor on a device mesh of shape {tuple(mesh.shape)} (placements {list(weight.placements)}) "
+                       f"in a process group of {world} ranks")
+        elif world > 1 and not told:
+            problem = f"it is an FSDP2 shard on {world} ranks and the probe was not given the process group"
+        if problem is not None:
+            raise ValueError(
+                f"Probe: {name}: {problem}. The probe supports FSDP2 (`fully_shard` over a 1-D mesh of every rank) "
+                "with Probe(..., distributed=...) so that every rank gathers and rank 0 writes, and DDP; not HSDP, "
+                f"tensor or context parallelism ({FSDP_DOC})"
+            )
 
 
 def singular_values(matrix: torch.Tensor) -> torch.Tensor:

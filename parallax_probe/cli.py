@@ -99,6 +99,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--checkpoint-every", type=_positive_int, default=500)
     run.add_argument("--probe-every", type=_non_negative_int, default=50, help="probe statistics every N steps (0: off)")
     run.add_argument("--spectra-every", type=_non_negative_int, default=250, help="W_R spectra every N steps (0: only at the end)")
+    run.add_argument("--fsdp", action="store_true",
+                     help="under torchrun: shard the model over the ranks with FSDP2 instead of DDP (docs/distributed.md)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--tracker", action="append", default=[], metavar="tensorboard:DIR|wandb:PROJECT",
                      help="also send per-layer summaries to TensorBoard or a new W&B run (repeatable)")
@@ -126,7 +128,7 @@ def train_config_from_args(args: argparse.Namespace):
         seed=args.seed, device=args.device, out=args.out, resume=args.resume, overwrite=args.overwrite,
         eval_every=args.eval_every, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
         probe_every=args.probe_every, spectra_every=args.spectra_every, progress=not args.no_progress,
-        compile=args.compile, trackers=list(args.tracker),
+        compile=args.compile, trackers=list(args.tracker), fsdp=args.fsdp,
     )
 
 

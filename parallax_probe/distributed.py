@@ -2,12 +2,18 @@
 
 Nothing here runs at import. `setup_distributed` initialises the default process group
 only when torchrun's variables are present (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU.
+The model is then replicated (DistributedDataParallel) or, with `fsdp=True`, sharded with
+FSDP2 (`fully_shard`): each parameter, gradient and optimiser state is a DTensor whose rows
+are split over the ranks. Checkpoints hold full (unsharded) state dicts in both cases, the
+same file a one-process run writes: `full_state` gathers them (rank 0 keeps them) and
+`load_optimizer_state` shards them again.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -21,15 +27,20 @@ class DistributedContext:
     local_rank: int
     device: torch.device
     backend: str | None
+    fsdp: bool = False
+    """Shard the model with FSDP2 (`fully_shard`) instead of replicating it with DDP."""
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """DistributedDataParallel around the model when running under torchrun; the model itself otherwise."""
+        """Under torchrun: the model sharded in place (FSDP2, with `fsdp`) or DistributedDataParallel
+        around it; the model itself otherwise."""
         if not self.enabled:
             return model
+        if self.fsdp:
+            return shard_model(model, self.device)
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -40,9 +51,13 @@ class DistributedContext:
             torch_dist.destroy_process_group()
 
 
-def setup_distributed(requested_device: str | None = None) -> DistributedContext:
+def setup_distributed(requested_device: str | None = None, *, fsdp: bool = False) -> DistributedContext:
+    """The process group torchrun asks for (initialised here unless it already is)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
+        if fsdp:
+            raise ValueError("--fsdp shards the model over torchrun's processes; run it under "
+                             "torchrun --nproc_per_node N (N >= 2), or drop --fsdp for one process")
         return DistributedContext(False, 0, 1, 0, torch.device("cpu"), None)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     wants_cpu = requested_device is not None and torch.device(requested_device).type == "cpu"
@@ -53,7 +68,58 @@ def setup_distributed(requested_device: str | None = None) -> DistributedContext
         device, backend = torch.device("cpu"), "gloo"
     if not torch_dist.is_initialized():
         torch_dist.init_process_group(backend=backend)
-    return DistributedContext(True, rank, world_size, local_rank, device, backend)
+    return DistributedContext(True, rank, world_size, local_rank, device, backend, fsdp)
+
+
+def shard_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """FSDP2 over every rank, as torchtitan does it: each decoder block (`model.layers`) is one
+    unit, gathered for its own forward and backward; the root unit takes the embedding, the
+    final norm and the LM head. The model is changed in place (its parameters become DTensors)
+    and returned, so `model` and the returned module are one object."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (torch_dist.get_world_size(),))
+    for block in model.layers:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def full_state(state: Any, dist: DistributedContext) -> Any:
+    """`state` (a model's or an optimiser's state dict, nested) with every DTensor gathered whole
+    and kept on rank 0's host; other ranks get None for those leaves. Each leaf is an all-gather
+    (every rank holds one whole tensor at a time on its device), in dict order, so every rank
+    must call it with the same structure. Without FSDP2 the state holds no DTensor and comes
+    back unchanged."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(state, DTensor):
+        whole = state.full_tensor()  # one matrix at a time on the device
+        return whole.cpu() if dist.is_main else None
+    if isinstance(state, dict):
+        return {key: full_state(value, dist) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(full_state(value, dist) for value in state)
+    return state
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a full optimiser state dict (one-process layout) into an optimiser over FSDP2's DTensor
+    parameters: each state tensor shaped like its parameter is cut into this rank's shard with the
+    parameter's own mesh and placements; scalars (Adam's step) stay as they are."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # state_dict's numbering
+    sharded = {}
+    for index, values in state["state"].items():
+        param = params[int(index)]
+        sharded[index] = {
+            key: distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
+            if isinstance(param, DTensor) and isinstance(value, torch.Tensor) and value.shape == param.shape else value
+            for key, value in values.items()
+        }
+    optimizer.load_state_dict({**state, "state": sharded})
 
 
 def all_reduce_mean(tensor: torch.Tensor, dist: DistributedContext) -> torch.Tensor:
@@ -69,6 +135,8 @@ def replicas_identical(model: torch.nn.Module, dist: DistributedContext) -> bool
     rank-0 spectra rely on): the elementwise max and min over ranks must agree everywhere."""
     if not dist.enabled:
         return True
+    if dist.fsdp:
+        raise ValueError("replicas_identical: under FSDP2 each rank holds a shard, not a replica; nothing to compare")
     flat = torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
     high, low = flat.clone(), flat.clone()
     torch_dist.all_reduce(high, op=torch_dist.ReduceOp.MAX)

@@ -1,4 +1,4 @@
-"""The training loop behind `parallax-probe train` (one process, or DDP under torchrun).
+"""The training loop behind `parallax-probe train` (one process, or DDP or FSDP2 under torchrun).
 
 A run folder holds the probe's segment files, `checkpoint.pt` and `run.json` (the resolved
 config, the optimiser's parameter groups and the provenance). Host-device syncs happen
@@ -31,7 +31,7 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, load_training_checkpoint, save_checkpoint
 from .config import PRESETS, resolve_model_config
 from .data import IGNORE_INDEX, TaskData, load_task
-from .distributed import all_reduce_mean, replicas_identical, setup_distributed
+from .distributed import all_reduce_mean, full_state, load_optimizer_state, replicas_identical, setup_distributed
 from .model import ParallaxLM
 from .optim import OptimizerConfig, build_optimizers, lr_multiplier, set_learning_rates
 from .provenance import code_version, device_description, package_versions
@@ -92,6 +92,10 @@ class TrainConfig:
     compile: str | None = None
     """A torch.compile backend for the training forward and backward ('inductor' fuses the
     small ops whose launches bound the step); None trains eagerly. Evaluation stays eager."""
+    fsdp: bool = False
+    """Under torchrun: shard parameters, gradients and optimiser states over the ranks with FSDP2
+    (`fully_shard`) instead of replicating them with DDP. Muon stays full-matrix Muon:
+    torch.optim.Muon on the DTensor shards computes the whole matrix's update (docs/distributed.md)."""
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -113,6 +117,8 @@ class TrainConfig:
             raise ValueError("--resume and --overwrite exclude each other; pick one")
         if self.compile is not None:
             check_compile_backend(self.compile)
+            if self.fsdp:
+                raise ValueError("--compile with --fsdp is not supported (untested); drop one of them")
         for spec in self.trackers:
             check_tracker_spec(spec)
 
@@ -409,20 +415,32 @@ def evaluate(model: ParallaxLM, task: TaskData, cfg: TrainConfig, device, autoca
     return loss_sum / max(1, count), accuracy
 
 
-def load_training_state(checkpoint: dict, model: ParallaxLM, optimizers: list, path: Path) -> None:
-    """Model and optimiser states from a checkpoint that `check_resume` accepted; a mismatch the
-    flags did not reveal (a file from another version of the model) is a CheckpointError."""
-    if len(checkpoint["optimizers"]) != len(optimizers):
-        raise CheckpointError(f"{path}: holds {len(checkpoint['optimizers'])} optimiser states, this run builds {len(optimizers)}; "
-                              "it was written by another optimiser setup")
+@contextlib.contextmanager
+def checkpoint_fits(path: Path):
+    """A checkpoint that `check_resume` accepted but that does not load (a file from another
+    version of the model, another optimiser setup) becomes a CheckpointError naming it."""
     try:
-        model.load_state_dict(checkpoint["model"])
-        for opt, state in zip(optimizers, checkpoint["optimizers"]):
-            opt.load_state_dict(state)
+        yield
     except (RuntimeError, ValueError, KeyError) as error:
         first_line = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{path}: does not fit this model and optimiser ({first_line}); "
                               "resume with the flags the run was started with") from error
+
+
+def load_model_state(checkpoint: dict, model: ParallaxLM, path: Path) -> None:
+    """The checkpoint's full model state, into the model before it is sharded (FSDP2 shards what it finds)."""
+    with checkpoint_fits(path):
+        model.load_state_dict(checkpoint["model"])
+
+
+def load_optimizer_states(checkpoint: dict, optimizers: list, path: Path, *, sharded: bool) -> None:
+    """The checkpoint's full optimiser states; under FSDP2 (`sharded`) each cut into this rank's shards."""
+    if len(checkpoint["optimizers"]) != len(optimizers):
+        raise CheckpointError(f"{path}: holds {len(checkpoint['optimizers'])} optimiser states, this run builds {len(optimizers)}; "
+                              "it was written by another optimiser setup")
+    with checkpoint_fits(path):
+        for opt, state in zip(optimizers, checkpoint["optimizers"]):
+            load_optimizer_state(opt, state) if sharded else opt.load_state_dict(state)
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -492,7 +510,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     check_run_folder(cfg)
     if cfg.device is not None:
         pick_device(cfg.device)  # a malformed --device fails here, not inside torchrun's setup
-    dist = setup_distributed(cfg.device)
+    dist = setup_distributed(cfg.device, fsdp=cfg.fsdp)
     device = dist.device if dist.enabled else pick_device(cfg.device)
     if cfg.compile is not None:
         check_compiler_for(cfg.compile, device)
@@ -513,14 +531,16 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     torch.manual_seed(cfg.seed)
     model = ParallaxLM(model_config).to(device)
-    optimizers, groups = build_optimizers(model, cfg.optimizer)
     history = []
     if checkpoint is not None:
-        load_training_state(checkpoint, model, optimizers, out / CHECKPOINT_NAME)
+        load_model_state(checkpoint, model, out / CHECKPOINT_NAME)
         history = checkpoint["history"]
+    train_model = dist.wrap(model)  # FSDP2 shards `model` in place: the optimisers must see its DTensor parameters
+    optimizers, groups = build_optimizers(model, cfg.optimizer)
+    if checkpoint is not None:
+        load_optimizer_states(checkpoint, optimizers, out / CHECKPOINT_NAME, sharded=dist.fsdp)
     if dist.is_main:
         create_run_folder(out)
-    train_model = dist.wrap(model)
     if cfg.compile is not None:
         # Around DDP, not inside it, so Dynamo splits the graph at DDP's gradient buckets.
         # The probe hooks the uncompiled modules; they trace into the graph (README).
@@ -532,6 +552,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         "device": device_description(device),
         "world_size": dist.world_size,
         "distributed_backend": dist.backend,
+        "data_parallel": "fsdp2" if dist.fsdp else ("ddp" if dist.enabled else None),
     }
     run_info = {
         "train_config": cfg.to_dict(),
@@ -632,25 +653,28 @@ def train(cfg: TrainConfig) -> TrainResult:
                         stopping = logged and any_rank(stop.received is not None, dist, device)
                     else:
                         stopping = stop.received is not None
-                    if dist.is_main and ((step + 1) % cfg.checkpoint_every == 0 or last or stopping):
-                        if probe:
-                            # The checkpoint says "resume after this step": the probe's rows up to it
-                            # must be in the file first, or a crash between the two loses them for good
-                            # (the writer commits at most every COMMIT_INTERVAL_S).
-                            probe.flush()
-                        _atomic_save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
-                                      "step": step + 1, "history": history, "train_config": cfg.to_dict()}, out / CHECKPOINT_NAME)
+                    if (step + 1) % cfg.checkpoint_every == 0 or last or stopping:
+                        # Under FSDP2 every rank takes part in gathering the full state; rank 0 writes it.
+                        state = full_state({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers]}, dist)
+                        if dist.is_main:
+                            if probe:
+                                # The checkpoint says "resume after this step": the probe's rows up to it
+                                # must be in the file first, or a crash between the two loses them for good
+                                # (the writer commits at most every COMMIT_INTERVAL_S).
+                                probe.flush()
+                            _atomic_save({**state, "step": step + 1, "history": history, "train_config": cfg.to_dict()},
+                                         out / CHECKPOINT_NAME)
                     if stopping:
                         completed = step + 1
                         break
             stopped_by = stop.received if completed < cfg.steps else None
             if stopped_by is None and probe:
                 probe.record_spectra(cfg.steps)  # the final weights, whatever the spectra cadence
-            identical = replicas_identical(model, dist)
+            identical = None if dist.fsdp else replicas_identical(model, dist)  # FSDP2 keeps no replicas to compare
             if dist.is_main:
                 stopped = {"stopped_by": stopped_by} if stopped_by else {}
                 _write_json(out / RUN_INFO_NAME, {**run_info, "replicas_identical_at_end": identical, "completed_steps": completed, **stopped})
-            if not identical:
+            if identical is False:
                 raise RuntimeError("data-parallel replicas diverged: parameters differ across ranks")
         finally:
             bar.close()

@@ -20,13 +20,14 @@ ARGS = ["train", "--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--
         "--probe-every", "3", "--spectra-every", "6", "--log-every", "2", "--eval-every", "6", "--device", "cpu", "--no-progress"]
 
 
-def launch(out, nproc: int, *extra: str):
+def launch(out, nproc: int, *extra: str, args: list[str] = ARGS):
+    """`parallax-probe` with `args` and `extra`: in this process's Python, or under torchrun with `nproc` processes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     if nproc == 1:
-        cmd = [sys.executable, "-m", "parallax_probe", *ARGS, *extra, "--out", str(out)]
+        cmd = [sys.executable, "-m", "parallax_probe", *args, *extra, "--out", str(out)]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "parallax_probe", *ARGS, *extra, "--out", str(out)]
+               "-m", "parallax_probe", *args, *extra, "--out", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
