@@ -24,6 +24,8 @@ import torch.distributed as torch_dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
 
+from results import add_result_args, write_result
+
 from parallax_probe.config import resolve_model_config
 from parallax_probe.model import ParallaxLM
 from parallax_probe.optim import assign_parameter_groups
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--layers", type=int, default=1, help="layers of the preset to time (each has the same matrices)")
     parser.add_argument("--repeats", type=int, default=5)
+    add_result_args(parser, "muon_dtensor")
     args = parser.parse_args()
     torch_dist.init_process_group("gloo")
     world, rank = torch_dist.get_world_size(), torch_dist.get_rank()
@@ -95,6 +98,10 @@ def main() -> None:
         for name, seconds in rows:
             print(f"| {name} | {seconds * 1e3:.1f} | {seconds / rows[0][1]:.2f} | {flops / seconds / 1e9:.1f} |")
         print(f"collectives DTensor issues in one Muon step over the {len(weights)} matrices: {collectives}")
+        write_result(args, [{"step_on": name, "ms": seconds * 1e3, "vs_full": seconds / rows[0][1],
+                             "gflops_per_rank": flops / seconds / 1e9} for name, seconds in rows],
+                     config={"preset": args.preset, "layers": args.layers, "repeats": args.repeats, "world": world,
+                             "shapes": shapes, "collectives": collectives})
     torch_dist.destroy_process_group()
 
 
