@@ -17,7 +17,7 @@ from pathlib import Path
 import streamlit as st
 
 from . import data
-from .data import HeadBuckets, LayerSeries, RunEntry, RunSummary, Scalars, Spectra, Spectrum
+from .data import HeadBuckets, LayerSeries, Report, RunEntry, RunSummary, Scalars, Spectra, Spectrum
 
 # A run's status ("live" or "crashed") can change without its files changing (the writer
 # died): a summary is trusted for this long, then the run is opened again (a few ms).
@@ -80,3 +80,15 @@ def _scalars(path: Path, signature: tuple) -> Scalars:
 
 def scalars(run: RunSummary) -> Scalars:
     return _scalars(run.path, run.signature)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Building the rank-collapse report")
+def _collapse_report(members: tuple[tuple[Path, str, str], ...], signatures: tuple, key: str) -> tuple[Report, tuple[str, ...]]:
+    return data.collapse_report(members, key)
+
+
+def collapse_report(groups: dict[str, tuple[RunSummary, ...]], key: str) -> tuple[Report, tuple[str, ...]]:
+    """The analysis's report on these groups ({label: runs}), and notes on thinned tables
+    (`data.collapse_report`); a run that grew gets a new report."""
+    members = tuple((run.path, run.name, label) for label, runs in groups.items() for run in runs)
+    return _collapse_report(members, tuple(run.signature for runs in groups.values() for run in runs), key)

@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from parallax_probe.analysis.groups import DIFFERENCE_RULE, difference_name
+from parallax_probe.store import COR_MEAN, COR_P50, COR_P90
 
 from . import cache, reduce
 from .data import LayerSeries, RunSummary
@@ -20,7 +21,6 @@ from .figures import HeatPanel, Line, heatmaps_figure, heatmaps_table, lines_fig
 from .text import md
 from .ui import Context, DepthAxis, depth_axis, load_per_group, no_groups_message, open_view, show_figure, show_table
 
-MEAN, P50, P90 = "attn/cor_mean", "attn/cor_p50", "attn/cor_p90"
 HEATMAPS, CURVES, HEADS, DEPTH = "Layer x step", "Per layer", "Per head", "Against depth"
 VIEWS = (HEATMAPS, CURVES, HEADS, DEPTH)
 BAND_TOKENS = "p50-p90 over tokens"
@@ -78,15 +78,15 @@ def _default_layers(layers: int) -> list[int]:
 
 
 def token_quantiles(ctx: Context) -> dict[str, dict[str, Aggregate]]:
-    """p50 and p90 of COR per group: {P50: {group: Aggregate}, P90: {...}}."""
-    loaded = load_per_group(ctx, lambda r: (cache.layer_series(r, P50), cache.layer_series(r, P90)) if P50 in r.names else None,
+    """p50 and p90 of COR per group: {COR_P50: {group: Aggregate}, COR_P90: {...}}."""
+    loaded = load_per_group(ctx, lambda r: (cache.layer_series(r, COR_P50), cache.layer_series(r, COR_P90)) if COR_P50 in r.names else None,
                             "COR quantiles")
     return {
         name: {
             group: reduce.aggregate([p[index].step for _, p in pairs], [p[index].values[name] for _, p in pairs])
             for group, pairs in loaded.items()
         }
-        for name, index in ((P50, 0), (P90, 1))
+        for name, index in ((COR_P50, 0), (COR_P90, 1))
     }
 
 
@@ -99,9 +99,9 @@ def curves_panels(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis, la
         for group, agg in means.items():
             layer_g = axis.layer_of(group, layer)
             low = high = None
-            if band == BAND_TOKENS and group in quantiles.get(P50, {}):
-                low = reduce.ema(reduce.on_steps(quantiles[P50][group], agg.step, layer_g), smoothing)
-                high = reduce.ema(reduce.on_steps(quantiles[P90][group], agg.step, layer_g), smoothing)
+            if band == BAND_TOKENS and group in quantiles.get(COR_P50, {}):
+                low = reduce.ema(reduce.on_steps(quantiles[COR_P50][group], agg.step, layer_g), smoothing)
+                high = reduce.ema(reduce.on_steps(quantiles[COR_P90][group], agg.step, layer_g), smoothing)
             elif band == BAND_SEEDS:
                 low = reduce.ema(agg.low[:, layer_g], smoothing)
                 high = reduce.ema(agg.high[:, layer_g], smoothing)
@@ -140,7 +140,7 @@ def curves_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -
 
 def heads_section(ctx: Context, series: dict, axis: DepthAxis) -> None:
     layer = st.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="cor-head-layer", bind="query-params")
-    buckets = load_per_group(ctx, lambda r: cache.head_buckets(r, MEAN, axis.layer_of(ctx.group_of(r), layer)), "per-head COR",
+    buckets = load_per_group(ctx, lambda r: cache.head_buckets(r, COR_MEAN, axis.layer_of(ctx.group_of(r), layer)), "per-head COR",
                              among=series)
     panels = []
     for group, pairs in buckets.items():
@@ -180,16 +180,16 @@ def render(ctx: Context) -> None:
     st.caption(
         "Per token ||c|| / ||o_sm||: the correction branch against the softmax output "
         "(docs/definitions.md section 2). "
-        "Each layer's value is the mean over its heads of the per-head token mean (`attn/cor_mean`)."
+        f"Each layer's value is the mean over its heads of the per-head token mean (`{COR_MEAN}`; section 3)."
     )
     if no_groups_message(ctx):
         return
     # A softmax baseline has no COR: it is named in a note, and drawn on the Training page.
-    series = load_per_group(ctx, lambda r: cache.layer_series(r, MEAN) if MEAN in r.names else None, "COR statistics")
+    series = load_per_group(ctx, lambda r: cache.layer_series(r, COR_MEAN) if COR_MEAN in r.names else None, "COR statistics")
     if not series:
         return
     axis = depth_axis(ctx, list(series))
-    means = group_aggregates(series, MEAN)
+    means = group_aggregates(series, COR_MEAN)
     view = open_view(VIEWS, "cor-view")
     if view == HEATMAPS:
         heatmaps_section(ctx, means, axis)

@@ -168,13 +168,6 @@ def test_rank_collapse_page_shows_the_analysis(at):
     assert any("Download the report (Markdown)" == b.proto.label for b in at.get("download_button"))
 
 
-def test_rank_collapse_page_says_so_without_the_analysis_layer(runs, monkeypatch):
-    monkeypatch.setitem(sys.modules, "parallax_probe.analysis", None)  # import raises ImportError
-    at = page(app(runs), "Rank collapse")
-    assert not at.exception
-    assert "analysis layer" in messages(at)
-
-
 def test_empty_folder(tmp_path):
     at = app(tmp_path)
     assert not at.exception
