@@ -7,6 +7,8 @@ heatmap of one layer; and COR against depth at one step.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -46,7 +48,7 @@ def heatmaps_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis)
     )
     if difference is not None:
         st.caption(f"Sign: {DIFFERENCE_RULE}, as in `parallax-probe analyze`.")
-    show_figure(ctx, fig, "cor-heatmaps", heatmaps_table([*panels, *([difference] if difference else [])]), log_y=False)
+    show_figure(ctx, fig, "cor-heatmaps", partial(heatmaps_table, [*panels, *([difference] if difference else [])]), log_y=False)
 
 
 def heatmap_panels(ctx: Context, aggregates: dict[str, Aggregate], axis: DepthAxis) -> tuple[list[HeatPanel], HeatPanel | None]:
@@ -135,7 +137,7 @@ def curves_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -
         return
     quantiles = token_quantiles(ctx) if band == BAND_TOKENS else {}
     panels = curves_panels(ctx, means, axis, sorted(layers), smoothing, band, quantiles)
-    show_figure(ctx, curves_figure(panels, smoothing, band), "cor-per-layer", lines_table(panels))
+    show_figure(ctx, curves_figure(panels, smoothing, band), "cor-per-layer", partial(lines_table, panels))
 
 
 def heads_section(ctx: Context, series: dict, axis: DepthAxis) -> None:
@@ -148,7 +150,7 @@ def heads_section(ctx: Context, series: dict, axis: DepthAxis) -> None:
         agg = reduce.aggregate([b.step for _, b in pairs], [b.values for _, b in pairs])
         panels.append(HeatPanel(f"{ctx.group_name(group)}, layer {layer_g}", agg.step, np.arange(agg.mean.shape[1]), agg.mean.T))
     fig = heatmaps_figure(panels, title="mean COR per head (mean over seeds)", value_title="COR", x_title="step", y_title="head")
-    show_figure(ctx, fig, "cor-per-head", heatmaps_table(panels), log_y=False)
+    show_figure(ctx, fig, "cor-per-head", partial(heatmaps_table, panels), log_y=False)
 
 
 def depth_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -> None:
@@ -171,7 +173,7 @@ def depth_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) ->
                          "step": int(agg.step[i]), "mean COR": float(agg.mean[i, layer]),
                          "min over runs": float(agg.low[i, layer]), "max over runs": float(agg.high[i, layer]), "runs": agg.n_runs})
     fig = lines_figure(lines, title=f"mean COR against depth at step {step} (band: min-max over seeds)", x_title=axis.title, y_title="COR")
-    show_figure(ctx, fig, "cor-vs-depth", lines_table([("", lines)]))
+    show_figure(ctx, fig, "cor-vs-depth", partial(lines_table, [("", lines)]))
     show_table(pd.DataFrame(rows), "COR vs depth")
 
 
