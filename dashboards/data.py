@@ -2,6 +2,8 @@
 
 No Streamlit here, so tests and benchmarks/dashboard_load.py call these directly;
 `cache.py` wraps the loaders in Streamlit's cache keyed by each run's file signature.
+How runs form groups and which column gives a layer's series are the read model's rules
+(`parallax_probe.analysis.runs`), which `parallax-probe analyze` follows too.
 
 Shapes: N logged steps, L layers, H heads, M spectra steps, K singular values, B buckets.
 
