@@ -92,7 +92,8 @@ def _split_by_configuration(label: str, members: Mapping[str, Mapping[str, Any]]
         detail = ", ".join(f"{field}={short_value(config.get(field))}" for field in differing)
         parts.setdefault(f"{label} · {detail}", []).append(name)
     note = (f"The runs labelled '{label}' differ in {', '.join(differing)}: {len(parts)} groups, not one average "
-            "(averaging them anyway must be asked for).")
+            "(parallax-probe analyze --merge-configurations, or the dashboard's \"Average runs whose configurations "
+            "differ\", averages them).")
     return parts, note
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from parallax_probe.analysis import Report
+
 from . import data
-from .data import HeadBuckets, LayerSeries, Report, RunEntry, RunSummary, Scalars, Spectra, Spectrum
+from .data import HeadBuckets, LayerSeries, RunEntry, RunSummary, Scalars, Spectra, Spectrum
 
 # A run's status "live" can turn into "crashed" without its files changing (the writer
 # died): such a summary is trusted for this long, then the run is opened again (0.1 s for a

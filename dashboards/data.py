@@ -28,8 +28,8 @@ import numpy as np
 
 from parallax_probe.analysis import runs as read_model
 from parallax_probe.analysis.groups import config_of, lookup
-from parallax_probe.analysis.runs import RUN_GROUP_KEY
 from parallax_probe.analysis.report import Report, build_report
+from parallax_probe.analysis.runs import RUN_GROUP_KEY
 from parallax_probe.store import (
     COR_MEAN,
     LAYER_COR_MEAN,
