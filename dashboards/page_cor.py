@@ -75,10 +75,6 @@ def heatmap_panels(ctx: Context, aggregates: dict[str, Aggregate], axis: DepthAx
     return panels, difference
 
 
-def _default_layers(layers: int) -> list[int]:
-    return sorted({0, layers // 2, layers - 1})
-
-
 def token_quantiles(ctx: Context) -> dict[str, dict[str, Aggregate]]:
     """p50 and p90 of COR per group: {COR_P50: {group: Aggregate}, COR_P90: {...}}."""
     loaded = load_per_group(ctx, lambda r: (cache.layer_series(r, COR_P50), cache.layer_series(r, COR_P90)) if COR_P50 in r.names else None,
@@ -128,7 +124,7 @@ def curves_figure(panels: list[tuple[str, list[Line]]], smoothing: float, band: 
 
 def curves_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -> None:
     left, middle, right = st.columns([2, 1, 1])
-    layers = left.multiselect("Layers", list(range(axis.reference)), default=_default_layers(axis.reference), key="cor-layers",
+    layers = left.multiselect("Layers", list(range(axis.reference)), default=reduce.default_layers(axis.reference), key="cor-layers",
                               bind="query-params")
     smoothing = middle.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01, key="cor-ema", bind="query-params",
                               help="TensorBoard-style: 0 is off. The raw line stays faintly behind the smoothed one.")

@@ -115,8 +115,8 @@ def heatmap_section(ctx: Context, means: dict, axis) -> None:
 
 def distribution_section(ctx: Context, axis) -> None:
     left, right = st.columns([3, 1])
-    default = sorted({0, axis.reference // 2, axis.reference - 1})
-    layers = sorted(left.multiselect("Layers", list(range(axis.reference)), default=default, key="probe-layers", bind="query-params"))
+    layers = sorted(left.multiselect("Layers", list(range(axis.reference)), default=reduce.default_layers(axis.reference),
+                                     key="probe-layers", bind="query-params"))
     smoothing = right.slider("EMA smoothing", 0.0, 0.99, 0.0, 0.01, key="probe-ema", bind="query-params")
     if layers:
         plots = distribution_panels(ctx, aggregates(ctx, STATS), axis, layers, smoothing)

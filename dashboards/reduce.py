@@ -178,6 +178,11 @@ def peak_keeping_rows(n: int, rows: int, per_layer: np.ndarray | None = None) ->
     return np.unique(np.concatenate(keep))
 
 
+def default_layers(layers: int) -> list[int]:
+    """The layers a per-layer view shows first: the first, the middle and the last."""
+    return sorted({0, layers // 2, layers - 1})
+
+
 def relative_depth(layers: int) -> np.ndarray:
     """Layer index / (L - 1): 0 the first layer, 1 the last; what models of different depths share."""
     return np.zeros(1) if layers == 1 else np.arange(layers) / (layers - 1)
