@@ -1,11 +1,13 @@
 """Rank-collapse statistics of parallax-probe runs: pure functions from arrays to small dataclasses.
 
-Imports numpy and scipy only (never torch), so runs can be analysed on any machine.
+Imports numpy, scipy and the run store (never torch), so runs can be analysed on any machine.
 
 spectral:   rank measures of a matrix or its singular values (stable_rank, effective_rank, ...)
 trajectory: one logged series over training: peak, final, trend, collapse onset
 depth:      a per-layer statistic against layer index at one step
 compare:    two groups of runs per layer: differences, bootstrap intervals, a Wilcoxon test
+groups:     what a metadata key means, when runs were trained the same way, the order and sign of comparisons
+runs:       the read model shared with the dashboards: grouping, the common shape, per-layer columns
 report:     all of the above over runs, rendered as text, Markdown or JSON
 """
 

@@ -20,8 +20,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from parallax_probe.probe_schema import PROBE_META_KEYS
-from parallax_probe.store_format import PROVENANCE_DEFAULTS, STORE_ATTRS
+from parallax_probe.store import PROBE_META_KEYS, PROVENANCE_DEFAULTS, STORE_ATTRS
 
 DIFFERENCE_RULE = "differences are the first group minus the second, groups in sorted order of their names"
 
@@ -68,30 +67,39 @@ def difference_name(group_a: str, group_b: str) -> str:
 LR_KEY = "lr"
 
 
+def config_of(meta: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The run's config (meta["config"]) as a mapping; JSON text is parsed, anything else is {}."""
+    config = meta.get("config")
+    if isinstance(config, (str, bytes)):
+        try:
+            config = json.loads(config)
+        except json.JSONDecodeError:
+            return {}
+    return config if isinstance(config, Mapping) else {}
+
+
 def lookup(meta: Mapping[str, Any], path: str) -> Any:
     """meta[path], else the run's config at the dotted `path` (e.g. 'train_config.optimizer.muon_lr'); None if absent.
 
     'lr' is the peak learning rate of the run's own optimizer (muon_lr under Muon, adamw_lr
-    under AdamW), unless the metadata has an 'lr' of its own.
+    under AdamW), unless the metadata has an 'lr' of its own. HDF5 attributes that come back
+    as bytes are decoded.
     """
-    if meta.get(path) is not None:
-        return meta[path]
-    if path == LR_KEY:
+    node: Any = meta.get(path)
+    if node is None and path == LR_KEY:
         optimizer = lookup(meta, "train_config.optimizer")
-        if isinstance(optimizer, Mapping):
-            return optimizer.get(f"{optimizer.get('name')}_lr")
-        return None
-    node: Any = meta.get("config")
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+        node = optimizer.get(f"{optimizer.get('name')}_lr") if isinstance(optimizer, Mapping) else None
+    elif node is None:
+        node = config_of(meta)
+        for part in path.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return None
+            node = node[part]
+    return node.decode() if isinstance(node, bytes) else node
 
 
 def has_training_config(meta: Mapping[str, Any]) -> bool:
-    config = meta.get("config")
-    return isinstance(config, Mapping) and isinstance(config.get("train_config"), Mapping)
+    return isinstance(config_of(meta).get("train_config"), Mapping)
 
 
 def user_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 onsets, group differences with intervals and tests, and every problem with the input.
 
 `build_report` reads runs through a tiny protocol (`RunLike`: what `parallax_probe.store.open_run`
-returns), so it never opens files itself. Bad input (a run without spectra, too few steps,
-another depth, no grouping key) becomes a `Problem` naming the run and what is missing,
-and the rest of the report is still built. `analyze_main` is the `parallax-probe analyze` body.
+returns), so it never opens files itself; how runs form groups, which depth they keep and which
+column gives a layer's COR are the read model's rules (`runs.py`), shared with the dashboards.
+Bad input (a run without spectra, too few steps, another depth, no grouping key) becomes a
+`Problem` naming the run and what is missing, and the rest of the report is still built.
+`analyze_main` is the `parallax-probe analyze` body.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from typing import Any, Literal, Protocol, TextIO
 
 import numpy as np
 
-from parallax_probe.probe_schema import nan_mean
+from parallax_probe.store import COR_MEAN, LAYER_COR_MEAN, WR_EFFECTIVE_RANK, WR_STABLE_RANK, WR_STEP, open_run
 
 from .compare import GroupComparison, compare_groups
 from .depth import DepthTrend, depth_trend
-from .groups import group_order
+from .groups import lookup
 from .render import render_json, render_markdown, render_text
+from .runs import group_runs, most_common_shape, read_layer_means
 from .trajectory import MIN_POINTS_FOR_TREND, TrajectoryStats, trajectory_stats
 
 __all__ = [
@@ -43,18 +46,15 @@ __all__ = [
     "render_text",
 ]
 
-COR_NAME = "attn/cor_mean"
-LAYER_COR_NAME = "attn/layer_cor_mean"  # its mean over heads, per layer (probe_schema.HEAD_MEAN_STATS)
 COR_STEP_NAME = "step"
-STABLE_RANK_NAME = "wr/stable_rank"
-EFFECTIVE_RANK_NAME = "wr/effective_rank"
-SPECTRA_STEP_NAME = "wr/step"
+# Expected dimensions of the columns read for a layer's COR: steps, per head, per layer.
+COR_COLUMN_NDIM = {COR_STEP_NAME: 1, COR_MEAN: 3, LAYER_COR_MEAN: 2}
 
 # The statistics compared between groups: (JSON/report name, what the reader is told it is).
 COMPARED_STATISTICS = (
-    ("final_cor", "final COR (attn/cor_mean, mean over heads)"),
-    ("final_stable_rank", "final W_R stable rank (wr/stable_rank)"),
-    ("final_effective_rank", "final W_R effective rank (wr/effective_rank)"),
+    ("final_cor", f"final COR ({COR_MEAN}, mean over heads)"),
+    ("final_stable_rank", f"final W_R stable rank ({WR_STABLE_RANK})"),
+    ("final_effective_rank", f"final W_R effective rank ({WR_EFFECTIVE_RANK})"),
 )
 FORMATS = ("text", "json", "markdown")
 
@@ -129,6 +129,7 @@ class GroupSummary:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReportSettings:
     group_by: str | None
+    merge_configurations: bool
     collapse_threshold: float
     collapse_relative_to: str | None
     persistence: float | None
@@ -174,32 +175,6 @@ def _run_label(run: RunLike) -> str:
     return str(run_id) if run_id else str(getattr(run, "path", None) or "<unnamed run>")
 
 
-def _config(run: RunLike) -> Mapping:
-    """The run's config as a mapping: `run.config` if the run parsed it, else meta["config"]."""
-    config = getattr(run, "config", None)
-    if not (isinstance(config, Mapping) and config):
-        config = run.meta.get("config")
-    if isinstance(config, str):
-        try:
-            config = json.loads(config)
-        except json.JSONDecodeError:
-            return {}
-    return config if isinstance(config, Mapping) else {}
-
-
-def _lookup(run: RunLike, key: str):
-    """meta[key], else the config at `key` read as a dotted path ("train_config.seed")."""
-    node: Any = run.meta.get(key)
-    if node is None:
-        node = _config(run)
-        for part in key.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                return None
-            node = node[part]
-    # HDF5 attributes may come back as bytes.
-    return node.decode() if isinstance(node, bytes) else node
-
-
 class _RunReader:
     """Reads one run's arrays, turning every failure into a Problem for that run."""
 
@@ -235,10 +210,17 @@ class _RunReader:
             return None
         steps = self.read(steps_name, 1)
         if steps is None:
-            self.problems.append(
-                Problem(run=self.label, message=f"has '{values_name}' but no '{steps_name}' to place it in training")
-            )
+            self._no_steps(steps_name, values_name)
             return None
+        return self.checked(steps_name, values_name, steps, values)
+
+    def _no_steps(self, steps_name: str, values_name: str) -> None:
+        self.problems.append(
+            Problem(run=self.label, message=f"has '{values_name}' but no '{steps_name}' to place it in training")
+        )
+
+    def checked(self, steps_name: str, values_name: str, steps: np.ndarray, values: np.ndarray):
+        """(steps, values) if they agree in length (a Problem if not, or if too short for a trend)."""
         if len(steps) != len(values):
             self.problems.append(
                 Problem(
@@ -257,20 +239,31 @@ class _RunReader:
             )
         return steps, values
 
+    def layer_cor(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(steps (N,), COR (N, L) float64 as the mean over heads of each head's token mean), by
+        the read model's rule (`runs.read_layer_means`): the probe's stored head mean where every
+        row has it, else the per-head column with NaN heads left out."""
+        if COR_MEAN not in self.available and LAYER_COR_MEAN not in self.available:
+            return None
 
-def _layer_cor(reader: _RunReader) -> tuple[np.ndarray, np.ndarray] | None:
-    """(steps (N,), COR (N, L) as the mean over heads of each head's token mean).
+        def read(*names: str) -> dict[str, np.ndarray]:
+            arrays = {name: self.read(name, COR_COLUMN_NDIM[name]) for name in names}
+            if arrays[COR_STEP_NAME] is None and any(arrays[name] is not None for name in names[1:]):
+                self._no_steps(COR_STEP_NAME, names[1])
+            if any(array is None for array in arrays.values()):
+                raise _Unusable
+            return arrays
 
-    The probe stores that mean itself (LAYER_COR_NAME): L values per step instead of L x H.
-    A row without it (an older run's segment, resumed by a newer probe, reads as NaN) sends
-    the reader back to the per-head column, which gives the same numbers, only slower.
-    """
-    if LAYER_COR_NAME in reader.available:
-        layer = reader.series(COR_STEP_NAME, LAYER_COR_NAME, ndim=2)
-        if layer is not None and not np.isnan(layer[1]).all(axis=1).any():
-            return layer[0], layer[1].astype(np.float64)
-    cor = reader.series(COR_STEP_NAME, COR_NAME, ndim=3)
-    return None if cor is None else (cor[0], nan_mean(cor[1], axis=2))  # (N, L): NaN heads left out
+        try:
+            steps, values = read_layer_means(read, self.available, [COR_MEAN], step=COR_STEP_NAME)
+        except _Unusable:
+            return None
+        found = self.checked(COR_STEP_NAME, COR_MEAN, steps, values[COR_MEAN])
+        return None if found is None else (found[0], found[1].astype(np.float64))
+
+
+class _Unusable(Exception):
+    """A column the report cannot use; its Problem, if any, is recorded already."""
 
 
 def _per_layer_stats(steps, values, label: str, values_name: str, problems: list[Problem], settings: ReportSettings):
@@ -294,34 +287,34 @@ def _per_layer_stats(steps, values, label: str, values_name: str, problems: list
 
 def _summarize_run(run: RunLike, label: str, group, settings: ReportSettings, problems: list[Problem]):
     reader = _RunReader(run, label, problems)
-    cor = _layer_cor(reader)
-    stable = reader.series(SPECTRA_STEP_NAME, STABLE_RANK_NAME, ndim=2)
-    effective = reader.series(SPECTRA_STEP_NAME, EFFECTIVE_RANK_NAME, ndim=2)
+    cor = reader.layer_cor()
+    stable = reader.series(WR_STEP, WR_STABLE_RANK, ndim=2)
+    effective = reader.series(WR_STEP, WR_EFFECTIVE_RANK, ndim=2)
 
-    if cor is None and COR_NAME not in reader.available:
-        problems.append(Problem(run=label, message=f"has no COR statistics ('{COR_NAME}' missing)"))
-    if stable is None and effective is None and STABLE_RANK_NAME not in reader.available:
+    if cor is None and COR_MEAN not in reader.available:
+        problems.append(Problem(run=label, message=f"has no COR statistics ('{COR_MEAN}' missing)"))
+    if stable is None and effective is None and WR_STABLE_RANK not in reader.available:
         problems.append(
             Problem(
                 run=label,
-                message=f"has no W_R spectra ('{STABLE_RANK_NAME}' missing: a softmax model, or logged without "
+                message=f"has no W_R spectra ('{WR_STABLE_RANK}' missing: a softmax model, or logged without "
                 "spectra); its ranks are left out",
             )
         )
-    elif effective is None and EFFECTIVE_RANK_NAME not in reader.available:
-        problems.append(Problem(run=label, message=f"has no '{EFFECTIVE_RANK_NAME}'"))
+    elif effective is None and WR_EFFECTIVE_RANK not in reader.available:
+        problems.append(Problem(run=label, message=f"has no '{WR_EFFECTIVE_RANK}'"))
 
     cor_stats = stable_stats = effective_stats = None
     if cor is not None:
-        cor_stats = _per_layer_stats(*cor, label, COR_NAME, problems, settings)
+        cor_stats = _per_layer_stats(*cor, label, COR_MEAN, problems, settings)
     if stable is not None:
-        stable_stats = _per_layer_stats(*stable, label, STABLE_RANK_NAME, problems, settings)
+        stable_stats = _per_layer_stats(*stable, label, WR_STABLE_RANK, problems, settings)
     if effective is not None:
-        effective_stats = _per_layer_stats(*effective, label, EFFECTIVE_RANK_NAME, problems, settings)
+        effective_stats = _per_layer_stats(*effective, label, WR_EFFECTIVE_RANK, problems, settings)
 
     depths = {
         name: len(layer_stats)
-        for name, layer_stats in ((COR_NAME, cor_stats), (STABLE_RANK_NAME, stable_stats), (EFFECTIVE_RANK_NAME, effective_stats))
+        for name, layer_stats in ((COR_MEAN, cor_stats), (WR_STABLE_RANK, stable_stats), (WR_EFFECTIVE_RANK, effective_stats))
         if layer_stats is not None
     }
     n_layers = max(depths.values()) if depths else None
@@ -351,7 +344,7 @@ def _summarize_run(run: RunLike, label: str, group, settings: ReportSettings, pr
         run=label,
         path=str(getattr(run, "path", "")),
         group=group,
-        seed=_json_safe(_lookup(run, "seed")),
+        seed=_json_safe(lookup(_meta(run), "seed")),
         n_layers=n_layers,
         in_comparisons=False,
         layers=layers,
@@ -435,6 +428,7 @@ def build_report(
     runs: Sequence[RunLike],
     *,
     group_by: str | None = "optimizer",
+    merge_configurations: bool = False,
     collapse_threshold: float = 0.5,
     collapse_relative_to: Literal["peak", "initial"] | None = "peak",
     persistence: float | None = None,
@@ -447,7 +441,12 @@ def build_report(
     """Per-run trajectories, per-group summaries and pairwise group comparisons of final values.
 
     group_by: a metadata key (meta[key], else the run's config at that dotted path) whose
-        value names each run's group; None puts every run in one group "all".
+        value names each run's group; "run" makes every run its own group; None puts every run
+        in one group "all" (`runs.group_runs`, the dashboard's rule).
+    merge_configurations: average runs that share a group label but were trained differently
+        (model, attention, task, optimizer settings, steps, batch size, sequence length:
+        `groups.configuration`). By default they become one group per configuration, labelled
+        with what differs, and a note says so.
     collapse_threshold, collapse_relative_to, persistence: the collapse definition passed to
         `trajectory_stats` for every series (default: below half the peak for a tenth of the
         logged span).
@@ -470,6 +469,7 @@ def build_report(
         raise ValueError(f"confidence and alpha must be in (0, 1), got {confidence} and {alpha}")
     settings = ReportSettings(
         group_by=group_by,
+        merge_configurations=merge_configurations,
         collapse_threshold=collapse_threshold,
         collapse_relative_to=collapse_relative_to,
         persistence=persistence,
@@ -484,7 +484,7 @@ def build_report(
     if not runs:
         problems.append(Problem(run=None, message="no runs given"))
 
-    summaries = []
+    labelled: dict[str, RunLike] = {}
     labels_by_path: dict[str, str] = {}
     for run in runs:
         label = _run_label(run)
@@ -496,17 +496,25 @@ def build_report(
             problems.append(Problem(run=label, message=f"given twice (same path as {labels_by_path[path]}); counted once"))
             continue
         labels_by_path[path] = label
-        group = "all" if group_by is None else _group_of(run, group_by, label, problems)
-        summaries.append(_summarize_run(run, label, group, settings, problems))
+        labelled[label] = run
+
+    grouping = group_runs({label: _meta(run) for label, run in labelled.items()}, group_by,
+                          merge_configurations=merge_configurations)
+    group_of = {label: group for group, members in grouping.groups.items() for label in members}
+    for label, reason in grouping.left_out:
+        problems.append(Problem(run=label, message=f"{reason}; left out of groups and comparisons"))
+    notes += grouping.notes
+    summaries = [_summarize_run(run, label, group_of.get(label), settings, problems) for label, run in labelled.items()]
 
     comparable = _comparable_runs(summaries, problems)
     summaries = [dataclasses.replace(s, in_comparisons=s.run in comparable) for s in summaries]
-    grouped: dict[str, list[RunSummary]] = {}
-    for summary in summaries:
-        if summary.in_comparisons:
-            grouped.setdefault(summary.group, []).append(summary)
-    # groups.group_order: the order (and so the sign of every difference) the dashboard uses too.
-    runs_by_group = {name: grouped[name] for name in group_order(grouped)}
+    # runs.group_runs gives the groups in groups.group_order: the order (and so the sign of every
+    # difference) the dashboard uses too.
+    runs_by_group = {
+        name: members
+        for name in grouping.groups
+        if (members := [summary for summary in summaries if summary.in_comparisons and summary.group == name])
+    }
     problems += _shared_seed_problems(runs_by_group)
     groups = tuple(_summarize_group(name, members, settings) for name, members in runs_by_group.items())
 
@@ -530,23 +538,8 @@ def build_report(
     )
 
 
-def _group_of(run: RunLike, group_by: str, label: str, problems: list[Problem]) -> str | None:
-    value = _lookup(run, group_by)
-    if value is None:
-        problems.append(
-            Problem(run=label, message=f"has no '{group_by}' in its metadata or config; left out of groups and comparisons")
-        )
-        return None
-    if isinstance(value, (Mapping, list, tuple)):
-        problems.append(
-            Problem(
-                run=label,
-                message=f"'{group_by}' is a {type(value).__name__}, not a value that can name a group; "
-                f"group by one of its fields, e.g. '{group_by}.name'",
-            )
-        )
-        return None
-    return str(value)
+def _meta(run: RunLike) -> Mapping[str, Any]:
+    return run.meta if isinstance(run.meta, Mapping) else {}
 
 
 def _comparable_runs(summaries: Sequence[RunSummary], problems: list[Problem]) -> set[str]:
@@ -561,9 +554,8 @@ def _comparable_runs(summaries: Sequence[RunSummary], problems: list[Problem]) -
             grouped.append(summary)
     if not grouped:
         return set()
-    depth_counts = Counter(summary.n_layers for summary in grouped)
-    # Most runs decide the depth; on a tie, the deeper model.
-    common_depth = max(depth_counts, key=lambda depth: (depth_counts[depth], depth))
+    # Groups are compared layer by layer: every group at one depth, the read model's common one.
+    (common_depth,) = most_common_shape((summary.n_layers,) for summary in grouped)
     for summary in grouped:
         if summary.n_layers != common_depth:
             problems.append(
@@ -625,13 +617,12 @@ def _compare_all_pairs(
 
 
 def _open_run(path: str):
-    # Imported here so that importing the analysis package needs neither the store nor h5py.
-    from parallax_probe.store import open_run
-
     return open_run(path)
 
 
-def analyze_main(paths: list[str], group_by: str, fmt: str, out: TextIO, err: TextIO) -> int:
+def analyze_main(
+    paths: list[str], group_by: str, fmt: str, out: TextIO, err: TextIO, *, merge_configurations: bool = False
+) -> int:
     """`parallax-probe analyze`: open the runs, build the report, write it in `fmt` to `out`.
 
     A path that does not open as a run gets one line on `err` (and a Problem in the report);
@@ -651,14 +642,8 @@ def analyze_main(paths: list[str], group_by: str, fmt: str, out: TextIO, err: Te
             opening_problems.append(Problem(run=str(path), message=f"could not be opened: {message}"))
     if not runs:
         return 2
-    try:
-        report = build_report(runs, group_by=group_by)
-        report = dataclasses.replace(report, problems=tuple(opening_problems) + report.problems)
-        renderer = {"text": render_text, "json": render_json, "markdown": render_markdown}[fmt]
-        out.write(renderer(report))
-    finally:
-        for run in runs:
-            close = getattr(run, "close", None)
-            if callable(close):
-                close()
+    report = build_report(runs, group_by=group_by, merge_configurations=merge_configurations)
+    report = dataclasses.replace(report, problems=tuple(opening_problems) + report.problems)
+    renderer = {"text": render_text, "json": render_json, "markdown": render_markdown}[fmt]
+    out.write(renderer(report))
     return 2 if opening_problems else 0

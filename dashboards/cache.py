@@ -16,11 +16,14 @@ from pathlib import Path
 
 import streamlit as st
 
+from parallax_probe.analysis import Report
+
 from . import data
 from .data import HeadBuckets, LayerSeries, RunEntry, RunSummary, Scalars, Spectra, Spectrum
 
-# A run's status ("live" or "crashed") can change without its files changing (the writer
-# died): a summary is trusted for this long, then the run is opened again (a few ms).
+# A run's status "live" can turn into "crashed" without its files changing (the writer
+# died): such a summary is trusted for this long, then the run is opened again (0.1 s for a
+# 100,000-step run). A closed run changes only with its files, so its summary is kept.
 STATUS_RECHECK_S = 10.0
 
 
@@ -30,6 +33,9 @@ def _summary(path: Path, name: str, signature: tuple, time_bucket: int) -> RunSu
 
 
 def summary(entry: RunEntry) -> RunSummary:
+    first = _summary(entry.path, entry.name, entry.signature, 0)
+    if first.status == "closed":
+        return first
     return _summary(entry.path, entry.name, entry.signature, int(time.time() // STATUS_RECHECK_S))
 
 
@@ -80,3 +86,15 @@ def _scalars(path: Path, signature: tuple) -> Scalars:
 
 def scalars(run: RunSummary) -> Scalars:
     return _scalars(run.path, run.signature)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Building the rank-collapse report")
+def _collapse_report(members: tuple[tuple[Path, str, str], ...], signatures: tuple, key: str) -> tuple[Report, tuple[str, ...]]:
+    return data.collapse_report(members, key)
+
+
+def collapse_report(groups: dict[str, tuple[RunSummary, ...]], key: str) -> tuple[Report, tuple[str, ...]]:
+    """The analysis's report on these groups ({label: runs}), and notes on thinned tables
+    (`data.collapse_report`); a run that grew gets a new report."""
+    members = tuple((run.path, run.name, label) for label, runs in groups.items() for run in runs)
+    return _collapse_report(members, tuple(run.signature for runs in groups.values() for run in runs), key)

@@ -2,6 +2,8 @@
 
 No Streamlit here, so tests and benchmarks/dashboard_load.py call these directly;
 `cache.py` wraps the loaders in Streamlit's cache keyed by each run's file signature.
+How runs form groups and which column gives a layer's series are the read model's rules
+(`parallax_probe.analysis.runs`), which `parallax-probe analyze` follows too.
 
 Shapes: N logged steps, L layers, H heads, M spectra steps, K singular values, B buckets.
 
@@ -16,7 +18,6 @@ import dataclasses
 import math
 import os
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,30 +26,38 @@ from typing import Any
 
 import numpy as np
 
-from parallax_probe.analysis.groups import (
-    configuration,
-    differing_fields,
-    group_order,
-    has_training_config,
-    lookup,
-    short_value,
-    user_metadata,
+from parallax_probe.analysis import runs as read_model
+from parallax_probe.analysis.groups import config_of, lookup
+from parallax_probe.analysis.report import Report, build_report
+from parallax_probe.analysis.runs import RUN_GROUP_KEY
+from parallax_probe.store import (
+    COR_MEAN,
+    LAYER_COR_MEAN,
+    SEGMENT_RE,
+    STORE_FILE_RE,
+    WR_STABLE_RANK,
+    WRK_STABLE_RANK,
+    Run,
+    RunFileError,
+    open_run,
 )
-from parallax_probe.probe_schema import HEAD_MEAN_PREFIX, HEAD_MEAN_STATS
-from parallax_probe.store import Run, RunFileError, open_run
-from parallax_probe.store_format import SEGMENT_RE, STORE_FILE_RE
 
-from .reduce import HEATMAP_BUCKETS, bucket_mean, finite_mean
+from .reduce import HEATMAP_BUCKETS, bucket_mean, finite_mean, peak_keeping_rows
 
 # A runs folder is searched this deep for run folders (runs/demo/muon is depth 2).
 MAX_DEPTH = 3
 # Errors a damaged, foreign or vanished run raises while it is read; each becomes a message on
 # that run's row, never a failure of the page.
 READ_ERRORS = (RunFileError, OSError, KeyError, ValueError)
-
-# Metadata keys the Runs table shows and the group picker offers first.
-GROUP_KEYS = ("optimizer", "seed", "preset", "attention", "task")
-RUN_GROUP_KEY = "run"  # group by run name: every run its own group
+# The Rank collapse page's report fits Theil-Sen trends (scipy), which build all n^2 pairs of
+# points: 100,000 logged steps would need about 80 GB. Longer tables are thinned for it to
+# this many rows (`reduce.peak_keeping_rows`). Its cost grows with the square of the rows:
+# 1000 rows took 3 s for two 28-layer runs, 400 take about 0.5 s; the trends of a few
+# hundred evenly spaced points are what a page can show. `parallax-probe analyze` reads everything.
+MAX_ANALYSIS_ROWS = 400
+# The per-layer series of each table whose peaks the thinning keeps: for attn, the probe's
+# stored head mean where the run has it (what the analysis reads too), else every head.
+PEAK_COLUMNS = {"attn": (LAYER_COR_MEAN, COR_MEAN), "wr": (WR_STABLE_RANK,), "wrk": (WRK_STABLE_RANK,)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,12 +264,6 @@ def load_summary(entry: RunEntry) -> RunSummary:
         return RunSummary(name=entry.name, path=entry.path, signature=entry.signature, status="error", error=str(error))
 
 
-def group_label(value: Any) -> str | None:
-    if value is None or isinstance(value, (Mapping, list, tuple)):
-        return None
-    return str(value)
-
-
 def _config_leaves(node: Any, prefix: str = "") -> dict[str, Any]:
     """Scalar leaves of a nested config as {dotted path: value}."""
     if isinstance(node, Mapping):
@@ -272,20 +275,8 @@ def _config_leaves(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def group_keys(summaries: Sequence[RunSummary]) -> list[str]:
-    """Keys the group picker offers: the usual ones, the user's own scalar metadata, and the
-    compared training-configuration fields (`analysis.groups.configuration`, dotted paths)
-    whose values differ between the runs.
-
-    Keys the store, the probe and the provenance record (writer ids, format version, package
-    versions) are not offered: nobody groups by them.
-    """
-    keys = [GROUP_KEYS[0], RUN_GROUP_KEY, *GROUP_KEYS[1:]]
-    user: set[str] = set()
-    for summary in summaries:
-        user |= {k for k, v in user_metadata(summary.meta).items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
-    differing = differing_fields(configuration(s.meta) for s in summaries if has_training_config(s.meta))
-    extra = [*sorted(user - set(keys) - {"run_id"}), *[p for p in differing if p not in keys and "." in p]]
-    return [*keys, *extra]
+    """Keys the group picker offers (`analysis.runs.group_keys`)."""
+    return read_model.group_keys(summary.meta for summary in summaries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,56 +292,21 @@ class Grouping:
     notes: tuple[str, ...] = ()
 
 
-def _split_by_configuration(label: str, members: list[RunSummary]) -> tuple[dict[str, list[RunSummary]], str | None]:
-    """Runs of one label that were trained differently (`analysis.groups.configuration`) become
-    one group each, labelled with what differs; (groups, a note saying so, or None)."""
-    configs = {m.name: configuration(m.meta) for m in members}
-    differing = differing_fields(configs.values())
-    if not differing:
-        return {label: members}, None
-    parts: dict[str, list[RunSummary]] = {}
-    for m in members:
-        detail = ", ".join(f"{name}={short_value(configs[m.name].get(name))}" for name in differing)
-        parts.setdefault(f"{label} · {detail}", []).append(m)
-    note = (f"The runs labelled '{label}' differ in {', '.join(differing)}: {len(parts)} groups, not one average "
-            "(the sidebar can average them anyway).")
-    return parts, note
-
-
 def group_runs(summaries: Sequence[RunSummary], key: str, *, merge_configurations: bool = False) -> Grouping:
-    """Groups in `analysis.groups.group_order`; within a group, the runs of its most common shape.
+    """The readable runs in groups by the read model's rules (`analysis.runs.group_runs`, as
+    `parallax-probe analyze` groups them); within a group, the runs of its most common shape.
 
-    Runs averaged as seeds of one group must have been trained the same way: runs sharing a
-    label but not a configuration (`analysis.groups.configuration`) are split into one group
-    per configuration, unless `merge_configurations`. Seeds are averaged layer by layer, so
-    they must also agree on depth and head count; a run of another shape is left out with a note.
+    Seeds are averaged layer by layer, so they must agree on depth and head count; a run of
+    another shape is left out with a note. Groups of different depths are compared by
+    relative depth (`ui.depth_axis`).
     """
-    by_label: dict[str, list[RunSummary]] = {}
-    left_out: list[Skipped] = []
-    notes: list[str] = []
-    for summary in summaries:
-        if not summary.ok:
-            continue
-        label = group_label(summary.value(key))
-        if label is None:
-            left_out.append(Skipped(summary.name, f"has no scalar {key!r} in its metadata or config"))
-            continue
-        by_label.setdefault(label, []).append(summary)
-    groups: dict[str, list[RunSummary]] = {}
-    for label, members in by_label.items():
-        parts, note = ({label: members}, None) if merge_configurations or key == RUN_GROUP_KEY else _split_by_configuration(label, members)
-        groups.update(parts)
-        if note:
-            notes.append(note)
-    if any(not has_training_config(m.meta) for members in groups.values() for m in members):
-        notes.append("Runs written through Probe without a training configuration are grouped only with runs "
-                     "of the same metadata (all but the seed).")
+    by_name = {summary.name: summary for summary in summaries if summary.ok}
+    shared = read_model.group_runs({name: s.meta for name, s in by_name.items()}, key, merge_configurations=merge_configurations)
+    left_out = [Skipped(name, reason) for name, reason in shared.left_out]
     out: dict[str, tuple[RunSummary, ...]] = {}
-    for label in group_order(groups):
-        members = groups[label]
-        shapes = Counter((m.layers, m.heads) for m in members)
-        # Most runs decide the shape; on a tie, the deeper model (as the analysis does).
-        common = max(shapes, key=lambda s: (shapes[s], s[0] or 0, s[1] or 0))
+    for label, names in shared.groups.items():
+        members = [by_name[name] for name in names]
+        common = read_model.most_common_shape((m.layers, m.heads) for m in members)
         for m in members:
             if (m.layers, m.heads) != common:
                 left_out.append(
@@ -361,7 +317,7 @@ def group_runs(summaries: Sequence[RunSummary], key: str, *, merge_configuration
                     )
                 )
         out[label] = tuple(m for m in members if (m.layers, m.heads) == common)
-    return Grouping(key, out, tuple(left_out), tuple(notes))
+    return Grouping(key, out, tuple(left_out), shared.notes)
 
 
 # One term of the run filter: KEY OP VALUE, e.g. optimizer=muon, train_config.optimizer.muon_lr<0.01.
@@ -377,7 +333,7 @@ def _filter_value(summary: RunSummary, key: str) -> Any:
     value = summary.value(key)
     if value is not None:
         return value
-    matches = [v for path, v in _config_leaves(summary.meta.get("config", {})).items() if path.rsplit(".", 1)[-1] == key]
+    matches = [v for path, v in _config_leaves(config_of(summary.meta)).items() if path.rsplit(".", 1)[-1] == key]
     return matches[0] if len(set(map(repr, matches))) == 1 else None
 
 
@@ -415,14 +371,6 @@ def _frozen(*arrays: np.ndarray | None) -> None:
             array.flags.writeable = False
 
 
-def _stored_in_every_segment(run: Run, name: str) -> bool:
-    """True if every segment of the run has the column (a resumed older run may lack it in early segments)."""
-    table_name, _, column = name.partition("/")
-    return all(
-        table_name in segment.tables and segment.tables[table_name].column(column) is not None for segment in run.segments
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class LayerSeries:
     """Per-layer series of one run: `values[name]` is (N, L), the mean over heads of a per-head column."""
@@ -432,26 +380,17 @@ class LayerSeries:
 
 
 def load_layer_series(path: Path, names: Sequence[str]) -> LayerSeries:
-    """Attn columns `names` ((N, L, H) each, or (N, L)) as (N, L) means over heads.
+    """Attn columns `names` ((N, L, H) each, or (N, L)) as (N, L) means over heads, in float32.
 
-    The probe also stores each per-head statistic's mean over heads ("attn/layer_<stat>",
-    `probe_schema.HEAD_MEAN_STATS`); where every segment has it, that is read: L values per
-    step instead of L x H. Older runs are reduced here, with the same NaN-skipping mean.
+    The read model's rule (`analysis.runs.read_layer_means`, which the analysis follows too):
+    the probe's stored head mean ("attn/layer_<stat>") where every row has it, L values per
+    step instead of L x H; otherwise every head, reduced with the same NaN-skipping mean.
     """
     run = open_run(path)
-    stored = {}
-    for name in names:
-        table, _, column = name.partition("/")
-        head_mean = f"{table}/{HEAD_MEAN_PREFIX}{column}"
-        stored[name] = head_mean if column in HEAD_MEAN_STATS and _stored_in_every_segment(run, head_mean) else name
-    raw = run.read("step", *stored.values())
-    values = {}
-    for name, source in stored.items():
-        array = raw.pop(source)
-        values[name] = finite_mean(array, axis=2) if array.ndim == 3 else array.astype(np.float32)
-        del array
-    _frozen(raw["step"], *values.values())
-    return LayerSeries(raw["step"], values)
+    step, values = read_model.read_layer_means(run.read, frozenset(run.names()), names)
+    values = {name: array.astype(np.float32, copy=False) for name, array in values.items()}
+    _frozen(step, *values.values())
+    return LayerSeries(step, values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,6 +484,59 @@ def load_scalars(path: Path) -> Scalars:
     raw = run.read("scalars/step", *names)
     _frozen(*raw.values())
     return Scalars(raw["scalars/step"], {n.removeprefix("scalars/"): raw[n] for n in names})
+
+
+class AnalysisRun:
+    """A run as the analysis reads it (`analysis.report.RunLike`): the store's run under the
+    dashboard's name (the report labels runs by run_id), its group label under the grouping
+    key, and tables longer than MAX_ANALYSIS_ROWS thinned by `reduce.peak_keeping_rows`.
+
+    thinned: one line per thinned table, "attn (100,000 rows -> 428)".
+    """
+
+    def __init__(self, path: Path, name: str, key: str, label: str) -> None:
+        self._run = open_run(path)
+        self.path = path
+        self.meta = {**self._run.meta, key: label, "run_id": name}
+        self.thinned: list[str] = []
+        self._rows: dict[str, np.ndarray] = {}
+        self._columns: dict[str, np.ndarray] = {}
+
+    def names(self) -> list[str]:
+        return self._run.names()
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        array = self._read(name)
+        table = "attn" if name == "step" else name.split("/")[0]
+        if len(array) <= MAX_ANALYSIS_ROWS:
+            return array
+        if table not in self._rows:
+            self._rows[table] = self._thin(table, len(array))
+            self.thinned.append(f"{table} ({len(array):,} rows -> {len(self._rows[table]):,})")
+        return array[self._rows[table]]
+
+    def _read(self, name: str) -> np.ndarray:
+        # The column that picks the peaks is read once, for the thinning and for the analysis.
+        if name not in self._columns:
+            self._columns = {name: self._run[name]}
+        return self._columns[name]
+
+    def _thin(self, table: str, n: int) -> np.ndarray:
+        peaks_of = next((name for name in PEAK_COLUMNS.get(table, ()) if name in self._run), None)
+        per_layer = None
+        if peaks_of is not None:
+            values = self._read(peaks_of)
+            per_layer = finite_mean(values.reshape(n, values.shape[1], -1), axis=2)  # (N, L): NaN heads left out
+        return peak_keeping_rows(n, MAX_ANALYSIS_ROWS, per_layer)
+
+
+def collapse_report(members: Sequence[tuple[Path, str, str]], key: str) -> tuple[Report, tuple[str, ...]]:
+    """(the analysis's Report, one line per run whose tables were thinned) for runs given as
+    (path, name, group label): the dashboard's groups, as they are (no further splitting)."""
+    runs = [AnalysisRun(path, name, key, label) for path, name, label in members]
+    report = build_report(runs, group_by=key, merge_configurations=True)
+    thinned = tuple(f"{run.meta['run_id']}: {', '.join(run.thinned)}" for run in runs if run.thinned)
+    return report, thinned
 
 
 def crop(value: Any, low: int, high: int) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -60,6 +61,7 @@ def band_color(index: int, alpha: float = 0.18) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+@cache  # plotly validates the colour scale on every call: 2 ms each, 0.1 s for a page of 28-layer panels
 def layer_color(layer: int, layers: int) -> str:
     """A colour along viridis for a layer, so depth reads as a gradient across many lines."""
     import plotly.colors

@@ -2,96 +2,23 @@
 
 Per group and layer: final COR and W_R ranks, collapse onsets; between the first two groups:
 per-layer differences with intervals and an across-layer test. The report reads the runs
-itself, through the store; this page only arranges its numbers into tables and a figure.
+itself, through the store (`data.collapse_report`, cached by `cache.collapse_report`); this page
+only arranges its numbers into tables and a figure.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from parallax_probe.store import open_run
-
+from parallax_probe.analysis import render_json, render_markdown
 from parallax_probe.analysis.groups import DIFFERENCE_RULE, difference_name
 
+from . import cache
+from .data import MAX_ANALYSIS_ROWS
 from .figures import differences_figure
-from .reduce import finite_mean
 from .text import md
 from .ui import Context, no_groups_message, show_figure, show_table
-
-# scipy's Theil-Sen slope, inside the analysis, builds all n^2 pairs of points: 100,000
-# logged steps would need about 80 GB. Longer tables are thinned for the report to this
-# many rows, keeping the last row and every layer's peak of COR and of the stable rank,
-# so those peaks and all final values stay exact. Theil-Sen's cost grows with the square of
-# the rows: 1000 rows took 3 s for two 28-layer runs, 400 take about 0.5 s; the trends of a
-# few hundred evenly spaced points are what a page can show. `parallax-probe analyze` reads
-# everything.
-MAX_ANALYSIS_ROWS = 400
-# The per-layer series of each table whose peaks the thinning keeps.
-# For attn, the probe's per-layer head mean where the run has it (what the analysis reads too).
-PEAK_COLUMNS = {"attn": ("attn/layer_cor_mean", "attn/cor_mean"), "wr": ("wr/stable_rank",), "wrk": ("wrk/stable_rank",)}
-
-
-class GroupedRun:
-    """A run as the analysis reads it (its `RunLike`): the store's run under the dashboard's name
-    (the report labels runs by run_id), its group label under the grouping key, and tables
-    longer than MAX_ANALYSIS_ROWS thinned."""
-
-    def __init__(self, path: Path, name: str, key: str, label: str) -> None:
-        self._run = open_run(path)
-        self.path = path
-        self.meta = {**self._run.meta, key: label, "run_id": name}
-        self.thinned: list[str] = []
-        self._rows: dict[str, np.ndarray] = {}
-        self._columns: dict[str, np.ndarray] = {}
-
-    def names(self) -> list[str]:
-        return self._run.names()
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        array = self._read(name)
-        table = "attn" if name == "step" else name.split("/")[0]
-        if len(array) <= MAX_ANALYSIS_ROWS:
-            return array
-        if table not in self._rows:
-            self._rows[table] = self._thin(table, len(array))
-            self.thinned.append(f"{table} ({len(array):,} rows -> {len(self._rows[table]):,})")
-        return array[self._rows[table]]
-
-    def _read(self, name: str) -> np.ndarray:
-        # The column that picks the peaks is read once, for the thinning and for the analysis.
-        if name not in self._columns:
-            self._columns = {name: self._run[name]}
-        return self._columns[name]
-
-    def _thin(self, table: str, n: int) -> np.ndarray:
-        """An even grid of rows plus, for each layer, the row of its peak, plus the last row."""
-        rows = [np.linspace(0, n - 1, MAX_ANALYSIS_ROWS).astype(np.int64), np.array([n - 1])]
-        peaks_of = next((name for name in PEAK_COLUMNS.get(table, ()) if name in self._run), None)
-        if peaks_of is not None:
-            values = self._read(peaks_of)
-            # (N, L): NaN heads left out of the mean, as the analysis does
-            per_layer = finite_mean(values.reshape(n, values.shape[1], -1), axis=2)
-            rows.append(np.argmax(np.where(np.isfinite(per_layer), per_layer, -np.inf), axis=0))
-        return np.unique(np.concatenate(rows))
-
-
-@st.cache_resource(max_entries=8, show_spinner="Building the rank-collapse report")
-def build(members: tuple[tuple[Path, str, tuple, str], ...], key: str) -> tuple[Any, tuple[str, ...]]:
-    """(Report, notes on thinned tables) for runs given as (path, name, signature, group label).
-
-    The signatures are only cache keys: a run that grew gets a new report.
-    """
-    from parallax_probe.analysis import build_report
-
-    runs = [GroupedRun(path, name, key, label) for path, name, _, label in members]
-    report = build_report(runs, group_by=key)
-    thinned = tuple(f"{run.meta['run_id']}: {', '.join(run.thinned)}" for run in runs if run.thinned)
-    return report, thinned
 
 
 def group_table(report) -> pd.DataFrame:
@@ -141,16 +68,10 @@ def runs_table(report) -> pd.DataFrame:
 
 def render(ctx: Context) -> None:
     st.header("Rank collapse")
-    try:
-        from parallax_probe.analysis import render_json, render_markdown
-    except ImportError as error:
-        st.warning(f"The analysis layer (parallax_probe.analysis) cannot be imported yet ({error}); this page fills in once it can.")
-        return
     if no_groups_message(ctx):
         return
-    members = tuple((run.path, run.name, run.signature, group) for group in ctx.groups for run in ctx.members(group))
     try:
-        report, thinned = build(members, ctx.grouping.key)
+        report, thinned = cache.collapse_report({group: ctx.members(group) for group in ctx.groups}, ctx.grouping.key)
     except (OSError, ValueError, KeyError) as error:
         st.error(f"The report could not be built: {md(error)}")
         return

@@ -7,11 +7,14 @@ heatmap of one layer; and COR against depth at one step.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from parallax_probe.analysis.groups import DIFFERENCE_RULE, difference_name
+from parallax_probe.store import COR_MEAN, COR_P50, COR_P90
 
 from . import cache, reduce
 from .data import LayerSeries, RunSummary
@@ -20,7 +23,6 @@ from .figures import HeatPanel, Line, heatmaps_figure, heatmaps_table, lines_fig
 from .text import md
 from .ui import Context, DepthAxis, depth_axis, load_per_group, no_groups_message, open_view, show_figure, show_table
 
-MEAN, P50, P90 = "attn/cor_mean", "attn/cor_p50", "attn/cor_p90"
 HEATMAPS, CURVES, HEADS, DEPTH = "Layer x step", "Per layer", "Per head", "Against depth"
 VIEWS = (HEATMAPS, CURVES, HEADS, DEPTH)
 BAND_TOKENS = "p50-p90 over tokens"
@@ -46,7 +48,7 @@ def heatmaps_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis)
     )
     if difference is not None:
         st.caption(f"Sign: {DIFFERENCE_RULE}, as in `parallax-probe analyze`.")
-    show_figure(ctx, fig, "cor-heatmaps", heatmaps_table([*panels, *([difference] if difference else [])]), log_y=False)
+    show_figure(ctx, fig, "cor-heatmaps", partial(heatmaps_table, [*panels, *([difference] if difference else [])]), log_y=False)
 
 
 def heatmap_panels(ctx: Context, aggregates: dict[str, Aggregate], axis: DepthAxis) -> tuple[list[HeatPanel], HeatPanel | None]:
@@ -73,20 +75,16 @@ def heatmap_panels(ctx: Context, aggregates: dict[str, Aggregate], axis: DepthAx
     return panels, difference
 
 
-def _default_layers(layers: int) -> list[int]:
-    return sorted({0, layers // 2, layers - 1})
-
-
 def token_quantiles(ctx: Context) -> dict[str, dict[str, Aggregate]]:
-    """p50 and p90 of COR per group: {P50: {group: Aggregate}, P90: {...}}."""
-    loaded = load_per_group(ctx, lambda r: (cache.layer_series(r, P50), cache.layer_series(r, P90)) if P50 in r.names else None,
+    """p50 and p90 of COR per group: {COR_P50: {group: Aggregate}, COR_P90: {...}}."""
+    loaded = load_per_group(ctx, lambda r: (cache.layer_series(r, COR_P50), cache.layer_series(r, COR_P90)) if COR_P50 in r.names else None,
                             "COR quantiles")
     return {
         name: {
             group: reduce.aggregate([p[index].step for _, p in pairs], [p[index].values[name] for _, p in pairs])
             for group, pairs in loaded.items()
         }
-        for name, index in ((P50, 0), (P90, 1))
+        for name, index in ((COR_P50, 0), (COR_P90, 1))
     }
 
 
@@ -99,9 +97,9 @@ def curves_panels(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis, la
         for group, agg in means.items():
             layer_g = axis.layer_of(group, layer)
             low = high = None
-            if band == BAND_TOKENS and group in quantiles.get(P50, {}):
-                low = reduce.ema(reduce.on_steps(quantiles[P50][group], agg.step, layer_g), smoothing)
-                high = reduce.ema(reduce.on_steps(quantiles[P90][group], agg.step, layer_g), smoothing)
+            if band == BAND_TOKENS and group in quantiles.get(COR_P50, {}):
+                low = reduce.ema(reduce.on_steps(quantiles[COR_P50][group], agg.step, layer_g), smoothing)
+                high = reduce.ema(reduce.on_steps(quantiles[COR_P90][group], agg.step, layer_g), smoothing)
             elif band == BAND_SEEDS:
                 low = reduce.ema(agg.low[:, layer_g], smoothing)
                 high = reduce.ema(agg.high[:, layer_g], smoothing)
@@ -126,7 +124,7 @@ def curves_figure(panels: list[tuple[str, list[Line]]], smoothing: float, band: 
 
 def curves_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -> None:
     left, middle, right = st.columns([2, 1, 1])
-    layers = left.multiselect("Layers", list(range(axis.reference)), default=_default_layers(axis.reference), key="cor-layers",
+    layers = left.multiselect("Layers", list(range(axis.reference)), default=reduce.default_layers(axis.reference), key="cor-layers",
                               bind="query-params")
     smoothing = middle.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01, key="cor-ema", bind="query-params",
                               help="TensorBoard-style: 0 is off. The raw line stays faintly behind the smoothed one.")
@@ -135,12 +133,12 @@ def curves_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -
         return
     quantiles = token_quantiles(ctx) if band == BAND_TOKENS else {}
     panels = curves_panels(ctx, means, axis, sorted(layers), smoothing, band, quantiles)
-    show_figure(ctx, curves_figure(panels, smoothing, band), "cor-per-layer", lines_table(panels))
+    show_figure(ctx, curves_figure(panels, smoothing, band), "cor-per-layer", partial(lines_table, panels))
 
 
 def heads_section(ctx: Context, series: dict, axis: DepthAxis) -> None:
     layer = st.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="cor-head-layer", bind="query-params")
-    buckets = load_per_group(ctx, lambda r: cache.head_buckets(r, MEAN, axis.layer_of(ctx.group_of(r), layer)), "per-head COR",
+    buckets = load_per_group(ctx, lambda r: cache.head_buckets(r, COR_MEAN, axis.layer_of(ctx.group_of(r), layer)), "per-head COR",
                              among=series)
     panels = []
     for group, pairs in buckets.items():
@@ -148,7 +146,7 @@ def heads_section(ctx: Context, series: dict, axis: DepthAxis) -> None:
         agg = reduce.aggregate([b.step for _, b in pairs], [b.values for _, b in pairs])
         panels.append(HeatPanel(f"{ctx.group_name(group)}, layer {layer_g}", agg.step, np.arange(agg.mean.shape[1]), agg.mean.T))
     fig = heatmaps_figure(panels, title="mean COR per head (mean over seeds)", value_title="COR", x_title="step", y_title="head")
-    show_figure(ctx, fig, "cor-per-head", heatmaps_table(panels), log_y=False)
+    show_figure(ctx, fig, "cor-per-head", partial(heatmaps_table, panels), log_y=False)
 
 
 def depth_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) -> None:
@@ -171,7 +169,7 @@ def depth_section(ctx: Context, means: dict[str, Aggregate], axis: DepthAxis) ->
                          "step": int(agg.step[i]), "mean COR": float(agg.mean[i, layer]),
                          "min over runs": float(agg.low[i, layer]), "max over runs": float(agg.high[i, layer]), "runs": agg.n_runs})
     fig = lines_figure(lines, title=f"mean COR against depth at step {step} (band: min-max over seeds)", x_title=axis.title, y_title="COR")
-    show_figure(ctx, fig, "cor-vs-depth", lines_table([("", lines)]))
+    show_figure(ctx, fig, "cor-vs-depth", partial(lines_table, [("", lines)]))
     show_table(pd.DataFrame(rows), "COR vs depth")
 
 
@@ -180,16 +178,16 @@ def render(ctx: Context) -> None:
     st.caption(
         "Per token ||c|| / ||o_sm||: the correction branch against the softmax output "
         "(docs/definitions.md section 2). "
-        "Each layer's value is the mean over its heads of the per-head token mean (`attn/cor_mean`)."
+        f"Each layer's value is the mean over its heads of the per-head token mean (`{COR_MEAN}`; section 3)."
     )
     if no_groups_message(ctx):
         return
     # A softmax baseline has no COR: it is named in a note, and drawn on the Training page.
-    series = load_per_group(ctx, lambda r: cache.layer_series(r, MEAN) if MEAN in r.names else None, "COR statistics")
+    series = load_per_group(ctx, lambda r: cache.layer_series(r, COR_MEAN) if COR_MEAN in r.names else None, "COR statistics")
     if not series:
         return
     axis = depth_axis(ctx, list(series))
-    means = group_aggregates(series, MEAN)
+    means = group_aggregates(series, COR_MEAN)
     view = open_view(VIEWS, "cor-view")
     if view == HEATMAPS:
         heatmaps_section(ctx, means, axis)

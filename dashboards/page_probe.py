@@ -6,6 +6,8 @@ the correction dominate. The store keeps each head's token mean, p50, p90 and ma
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import streamlit as st
 
@@ -80,7 +82,7 @@ def gain_section(ctx: Context) -> None:
     else:
         fig = panels_figure(gain_panels, title="||r_norm.weight|| per layer (mean over seeds; colour: depth)", x_title="step",
                             y_title="gain norm", columns=len(gain_panels), shared_y=True, panel_height=340)
-        show_figure(ctx, fig, "probe-gain-norm", lines_table(gain_panels))
+        show_figure(ctx, fig, "probe-gain-norm", partial(lines_table, gain_panels))
 
 
 def render(ctx: Context) -> None:
@@ -108,14 +110,14 @@ def heatmap_section(ctx: Context, means: dict, axis) -> None:
         panels.append(HeatPanel(ctx.group_name(group), x, axis.positions(group), z.T))
     fig = heatmaps_figure(panels, title="mean probe norm ||r||, layer x step (mean over heads and seeds; one colour scale)",
                           value_title="||r||", x_title="step", y_title=axis.title)
-    show_figure(ctx, fig, "probe-norm-heatmaps", heatmaps_table(panels), log_y=False)
+    show_figure(ctx, fig, "probe-norm-heatmaps", partial(heatmaps_table, panels), log_y=False)
 
 
 def distribution_section(ctx: Context, axis) -> None:
     left, right = st.columns([3, 1])
-    default = sorted({0, axis.reference // 2, axis.reference - 1})
-    layers = sorted(left.multiselect("Layers", list(range(axis.reference)), default=default, key="probe-layers", bind="query-params"))
+    layers = sorted(left.multiselect("Layers", list(range(axis.reference)), default=reduce.default_layers(axis.reference),
+                                     key="probe-layers", bind="query-params"))
     smoothing = right.slider("EMA smoothing", 0.0, 0.99, 0.0, 0.01, key="probe-ema", bind="query-params")
     if layers:
         plots = distribution_panels(ctx, aggregates(ctx, STATS), axis, layers, smoothing)
-        show_figure(ctx, distribution_figure(plots, smoothing), "probe-norm-per-layer", lines_table(plots))
+        show_figure(ctx, distribution_figure(plots, smoothing), "probe-norm-per-layer", partial(lines_table, plots))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from .data import GROUP_KEYS, group_label
+from parallax_probe.analysis.runs import GROUP_KEYS, group_label
+
 from .text import md
 from .ui import Context, show_table
 

@@ -6,6 +6,8 @@ on rows without an evaluation, so each series is drawn over its own finite point
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import streamlit as st
 
@@ -82,4 +84,4 @@ def render(ctx: Context) -> None:
     smoothed = f"; training loss, gradient norm and throughput: EMA {smoothing:g}, faint: not smoothed" if smoothing > 0 else ""
     fig = panels_figure(panels, title=f"training (mean over seeds, band: min-max over seeds{smoothed})", x_title="step", y_title="",
                         panel_height=300)
-    show_figure(ctx, fig, "training", lines_table(panels))
+    show_figure(ctx, fig, "training", partial(lines_table, panels))

@@ -7,6 +7,8 @@ W_R,h^T W_K,h per head (docs/definitions.md section 2). Spectra are logged less 
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -65,7 +67,7 @@ def ranks_over_training(ctx: Context, spectra: dict, measure: str, axis: DepthAx
         panels, title=f"W_R {measure} per layer (mean over seeds; colour: depth, dark = first layer)", x_title="step",
         y_title=measure, columns=len(panels), shared_y=True, panel_height=380,
     )
-    show_figure(ctx, fig, "wr-rank-per-layer", lines_table(panels))
+    show_figure(ctx, fig, "wr-rank-per-layer", partial(lines_table, panels))
 
     layer = st.selectbox("Layer", list(range(axis.reference)), index=axis.reference - 1, key="wr-layer", bind="query-params")
     lines = []
@@ -76,7 +78,7 @@ def ranks_over_training(ctx: Context, spectra: dict, measure: str, axis: DepthAx
             lines.append(Line(f"{ctx.group_name(group)}: {name}", agg.step, agg.mean[:, layer_g], ctx.color(group),
                               low=agg.low[:, layer_g], high=agg.high[:, layer_g], band_color=ctx.band_color(group), dash=dash))
     fig = lines_figure(lines, title=f"W_R stable and effective rank, layer {layer} (band: min-max over seeds)", x_title="step", y_title="rank")
-    show_figure(ctx, fig, "wr-rank-one-layer", lines_table([("", lines)]))
+    show_figure(ctx, fig, "wr-rank-one-layer", partial(lines_table, [("", lines)]))
 
 
 def step_picker(where, spectra: dict, key: str) -> int:
@@ -106,7 +108,7 @@ def spectrum_section(ctx: Context, spectra: dict, axis: DepthAxis) -> None:
                           band_color=ctx.band_color(group)))
     fig = lines_figure(lines, title=f"W_R singular values, layer {layer} (band: min-max over seeds)", x_title="index k",
                        y_title="singular value", log_y=log_y)
-    show_figure(ctx, fig, "wr-spectrum", lines_table([("", lines)]), log_y=False)
+    show_figure(ctx, fig, "wr-spectrum", partial(lines_table, [("", lines)]), log_y=False)
 
 
 def heads_section(ctx: Context, spectra: dict, measure: str) -> None:
@@ -123,7 +125,7 @@ def heads_section(ctx: Context, spectra: dict, measure: str) -> None:
                  for layer in range(values.shape[0]) for head in range(values.shape[1])]
     fig = heatmaps_figure(panels, title=f"W_R {measure} of each head block at the last spectra step (mean over seeds)",
                           value_title=measure, x_title="head", y_title="layer")
-    show_figure(ctx, fig, "wr-per-head", heatmaps_table(panels), log_y=False)
+    show_figure(ctx, fig, "wr-per-head", partial(heatmaps_table, panels), log_y=False)
     show_table(pd.DataFrame(rows), "per-head ranks")
 
 
@@ -148,7 +150,7 @@ def circuit_section(ctx: Context, axis: DepthAxis) -> None:
         panels.append((f"{ctx.group_name(group)}, layer {layer_g}", lines))
     fig = panels_figure(panels, title=f"W_RK singular values per head at step {step} (mean over seeds; colour: head)", x_title="index k",
                         y_title="singular value", columns=len(panels), shared_y=True, log_y=True, panel_height=380)
-    show_figure(ctx, fig, "wrk-spectra", lines_table(panels), log_y=False)
+    show_figure(ctx, fig, "wrk-spectra", partial(lines_table, panels), log_y=False)
 
 
 def render(ctx: Context) -> None:

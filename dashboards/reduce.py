@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parallax_probe.probe_schema import nan_mean
+from parallax_probe.store import nan_mean
 
 # Heatmap columns: a panel is at most about 600 px wide, so more columns than this are not seen.
 HEATMAP_BUCKETS = 500
@@ -166,6 +166,21 @@ def minmax_indices(*series: np.ndarray, points: int = LINE_POINTS) -> np.ndarray
         keep.append(base + np.argmax(np.where(finite, rows, -np.inf), axis=1))
     out = np.unique(np.concatenate(keep))
     return out[out < n]
+
+
+def peak_keeping_rows(n: int, rows: int, per_layer: np.ndarray | None = None) -> np.ndarray:
+    """Sorted indices of about `rows` of n rows: an even grid, the last row, and each layer's
+    peak row of `per_layer` (N, L) when given (NaN never a peak), so thinned trajectories keep
+    their exact final values and peaks."""
+    keep = [np.linspace(0, n - 1, rows).astype(np.int64), np.array([n - 1])]
+    if per_layer is not None:
+        keep.append(np.argmax(np.where(np.isfinite(per_layer), per_layer, -np.inf), axis=0))
+    return np.unique(np.concatenate(keep))
+
+
+def default_layers(layers: int) -> list[int]:
+    """The layers a per-layer view shows first: the first, the middle and the last."""
+    return sorted({0, layers // 2, layers - 1})
 
 
 def relative_depth(layers: int) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -79,19 +80,28 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "figure"
 
 
-def show_figure(ctx: Context, fig: go.Figure, name: str, table: pd.DataFrame, *, log_y: bool = True) -> None:
+def _csv(table: pd.DataFrame | Callable[[], pd.DataFrame], index: bool = False) -> bytes:
+    return (table() if callable(table) else table).to_csv(index=index).encode("utf-8")
+
+
+def show_figure(
+    ctx: Context, fig: go.Figure, name: str, table: pd.DataFrame | Callable[[], pd.DataFrame], *, log_y: bool = True
+) -> None:
     """Draw `fig` and a button that downloads `table`, its data, as CSV; the camera button saves
     the figure as parallax-probe-<name>.<png|svg>.
 
+    table: the data, or a function that builds it. The CSV is made only when the button is
+        clicked (Streamlit calls the function then): a figure's full-resolution table of a
+        100,000-step run takes 0.1-0.3 s to write, which every rerun of the page would pay.
     log_y: whether the sidebar's log axes apply (line charts of positive values: not
-    heatmaps, not differences, which can be negative).
+        heatmaps, not differences, which can be negative).
     """
     if ctx.log_y and log_y:
         fig.update_yaxes(type="log", dtick=1, exponentformat="power")
     st.plotly_chart(fig, key=f"fig-{_slug(name)}", config=figure_config(ctx.image_format, f"parallax-probe-{_slug(name)}"))
     st.download_button(
-        f"Download {name} (CSV)", table.to_csv(index=False).encode("utf-8"), file_name=f"parallax-probe-{_slug(name)}.csv",
-        mime="text/csv", key=f"figure-csv-{_slug(name)}",
+        f"Download {name} (CSV)", partial(_csv, table), file_name=f"parallax-probe-{_slug(name)}.csv",
+        mime="text/csv", key=f"figure-csv-{_slug(name)}", on_click="ignore",
     )
 
 
@@ -109,10 +119,11 @@ def show_table(table: pd.DataFrame, name: str, *, hide_index: bool = True) -> No
     st.dataframe(table, hide_index=hide_index, width="stretch")
     st.download_button(
         f"Download {name} (CSV)",
-        table.to_csv(index=not hide_index).encode("utf-8"),
+        partial(_csv, table, not hide_index),
         file_name=f"parallax-probe-{_slug(name)}.csv",
         mime="text/csv",
         key=f"csv-{_slug(name)}",
+        on_click="ignore",
     )
 
 

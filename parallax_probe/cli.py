@@ -203,7 +203,10 @@ def cmd_repair(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis.report import analyze_main
 
-    return analyze_main(args.runs, group_by=args.group_by, fmt=args.format, out=sys.stdout, err=sys.stderr)
+    return analyze_main(
+        args.runs, group_by=args.group_by, fmt=args.format, out=sys.stdout, err=sys.stderr,
+        merge_configurations=args.merge_configurations,
+    )
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -245,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="rank-collapse statistics and a Muon-vs-AdamW report", description="Per layer: final COR and W_R ranks per group, collapse onsets, group differences with intervals.")
     p.add_argument("runs", nargs="+", help="run folders")
     p.add_argument("--group-by", default="optimizer", help="metadata key that splits runs into groups (default: optimizer)")
+    p.add_argument(
+        "--merge-configurations", action="store_true",
+        help="average runs of one group label even when they were trained differently (by default: one group per configuration)",
+    )
     p.add_argument("--format", default="text", choices=("text", "json", "markdown"))
     p.set_defaults(func=cmd_analyze)
 

@@ -264,3 +264,54 @@ def test_the_stored_per_layer_cor_is_read_and_a_gap_in_it_falls_back_to_every_he
         gapped.append(_with_layer_cor(r, m))
     fallback = build_report(gapped)
     np.testing.assert_allclose(_final_cor(fallback), _final_cor(per_head), rtol=1e-12)
+
+
+def _with_training_config(run: StoredRun, *, steps: int = 1000, muon_lr: float = 0.02) -> StoredRun:
+    """The run with a trainer's configuration in its metadata (analysis.groups.COMPARED_FIELDS)."""
+    optimizer = run.meta["optimizer"]
+    config = {
+        "train_config": {"steps": steps, "batch_size": 32, "seed": run.meta["seed"], "mad_overrides": {},
+                         "optimizer": {"name": optimizer, "muon_lr": muon_lr, "adamw_lr": 3e-3}},
+        "model_config": {"n_layers": N_LAYERS, "attention": "parallax"},
+        "task": {"name": "in-context-recall", "seq_len": 64},
+    }
+    return StoredRun(run.arrays, {**run.meta, "config": config}, run.path)
+
+
+def test_runs_trained_differently_are_separate_groups_unless_merged():
+    runs = [_with_training_config(run) for run in planted_runs(seeds_per_group=2)]
+    longer = _with_training_config(planted_run("muon", 5), steps=3000)
+    faster = _with_training_config(planted_run("muon", 6), muon_lr=0.05)
+    report = build_report([*runs, longer, faster])
+    groups = {group.name: group.runs for group in report.groups}
+    assert groups == {
+        "adamw": ("adamw-0", "adamw-1"),
+        "muon · train_config.optimizer.muon_lr=0.02, train_config.steps=1000": ("muon-0", "muon-1"),
+        "muon · train_config.optimizer.muon_lr=0.02, train_config.steps=3000": ("muon-5",),
+        "muon · train_config.optimizer.muon_lr=0.05, train_config.steps=1000": ("muon-6",),
+    }
+    assert any("differ in train_config.optimizer.muon_lr, train_config.steps: 3 groups" in note for note in report.notes)
+    assert "muon-5" in render_text(report) and "train_config.steps=3000" in render_markdown(report)
+
+    merged = build_report([*runs, longer, faster], merge_configurations=True)
+    assert {group.name: len(group.runs) for group in merged.groups} == {"adamw": 2, "muon": 4}
+    assert merged.settings.merge_configurations and not report.settings.merge_configurations
+
+
+def test_probe_runs_without_a_training_config_are_grouped_by_their_metadata():
+    runs = [planted_run("muon", 0, lr=0.1), planted_run("muon", 1, lr=0.1), planted_run("muon", 2, lr=0.2)]
+    report = build_report(runs)
+    assert {group.name: group.runs for group in report.groups} == {"muon · lr=0.1": ("muon-0", "muon-1"), "muon · lr=0.2": ("muon-2",)}
+    assert any("without a training configuration" in note for note in report.notes)
+
+
+def test_analyze_main_splits_by_configuration_and_merges_when_asked(monkeypatch):
+    runs = {run.path: run for run in [_with_training_config(planted_run("muon", 0)), _with_training_config(planted_run("muon", 1), steps=3000)]}
+    monkeypatch.setattr(report_module, "_open_run", runs.__getitem__)
+    out = io.StringIO()
+    assert report_module.analyze_main(list(runs), "optimizer", "json", out, io.StringIO()) == 0
+    assert [group["name"] for group in json.loads(out.getvalue())["groups"]] == [
+        "muon · train_config.steps=1000", "muon · train_config.steps=3000"]
+    out = io.StringIO()
+    assert report_module.analyze_main(list(runs), "optimizer", "json", out, io.StringIO(), merge_configurations=True) == 0
+    assert [group["name"] for group in json.loads(out.getvalue())["groups"]] == ["muon"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -166,13 +168,6 @@ def test_rank_collapse_page_shows_the_analysis(at):
     per_group = tables[0]
     assert set(per_group["group"]) == {"adamw", "muon"} and set(per_group["layer"]) == {0, 1}
     assert any("Download the report (Markdown)" == b.proto.label for b in at.get("download_button"))
-
-
-def test_rank_collapse_page_says_so_without_the_analysis_layer(runs, monkeypatch):
-    monkeypatch.setitem(sys.modules, "parallax_probe.analysis", None)  # import raises ImportError
-    at = page(app(runs), "Rank collapse")
-    assert not at.exception
-    assert "analysis layer" in messages(at)
 
 
 def test_empty_folder(tmp_path):
@@ -449,6 +444,38 @@ def test_runs_trained_differently_are_separate_groups_and_live_members_are_flagg
         assert "live (1 run, live)" in names and "closed (1 run)" in names
     finally:
         writer.close()
+
+
+# A writer that commits rows of a probe-shaped run, then dies by SIGKILL: its run reads as "crashed".
+KILLED_WRITER = """
+import os, signal, sys
+import test_dashboard_support as support
+from parallax_probe.store import RunWriter
+meta = {"optimizer": "probe-only", "seed": 0, "preset": "synthetic", "attention": "parallax", "task": "synthetic"}
+writer = RunWriter(sys.argv[1], tables=support.probe_tables(2, 2), meta=meta, start_step=0, fsync_every_s=None)
+support.append_rows(writer, range(20), 2, 2)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_crashed_run_is_flagged_in_every_chart_that_averages_it(tmp_path):
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "crashed")],
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)}, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert open_run(tmp_path / "crashed").status == "crashed"
+    support.write_run(tmp_path / "closed", layers=2, heads=2, steps=20, optimizer="probe-only", seed=1)
+
+    at = page(app(tmp_path), "COR")  # one group, two seeds: the crashed one is counted and named
+    heatmaps = [t["name"] for t in support.chart(at, "layer x step")["data"] if t["type"] == "heatmap"]
+    assert heatmaps == ["probe-only (2 runs, 1 crashed)"]
+    page(at, "Training")
+    assert {t["name"] for t in support.chart(at, "training")["data"] if t.get("showlegend", True)} == {"probe-only (2 runs, 1 crashed)"}
+
+    at.selectbox(key="group_by").set_value("run").run()  # one group per run
+    at.multiselect(key="groups-run").set_value(["closed", "crashed"]).run()
+    page(at, "COR")
+    names = {t["name"] for t in support.chart(at, "layer x step")["data"] if t["type"] == "heatmap"}
+    assert names == {"closed (1 run)", "crashed (1 run, crashed)", "closed - crashed"}
 
 
 def test_softmax_baseline_is_listed_and_drawn_on_the_training_page(runs, tmp_path):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +15,11 @@ import pytest
 
 import test_dashboard_support as support  # noqa: E402
 
+from parallax_probe.analysis.runs import read_layer_means  # noqa: E402
 from parallax_probe.dashboards import data, reduce, serve, text  # noqa: E402
 from parallax_probe.dashboards.figures import GROUP_COLORS, assign_colors, integer_ticks, layer_color  # noqa: E402
 from parallax_probe.probe_schema import HEAD_MEAN_PREFIX, head_means  # noqa: E402
-from parallax_probe.store import RunWriter, open_run  # noqa: E402
+from parallax_probe.store import COR_MEAN, COR_P90, LAYER_COR_MEAN, RunWriter, open_run  # noqa: E402
 
 
 def test_discover_lists_runs_and_says_why_others_are_skipped(tmp_path):
@@ -167,7 +170,7 @@ def test_group_runs_by_metadata_and_config_path_keeping_one_shape():
     assert list(grouping.groups) == ["adamw", "muon"]
     assert [r.name for r in grouping.groups["muon"]] == ["a", "b"]
     left_out = {s.name: s.reason for s in grouping.left_out}
-    assert "4 layers x 2 heads" in left_out["d"] and "no scalar 'optimizer'" in left_out["e"]
+    assert "4 layers x 2 heads" in left_out["d"] and "no 'optimizer'" in left_out["e"]
 
     by_lr = data.group_runs(runs[:3], "train_config.lr", merge_configurations=True)
     assert {k: [r.name for r in v] for k, v in by_lr.groups.items()} == {"1": ["a", "c"], "2": ["b"]}
@@ -362,3 +365,32 @@ assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ})
     assert result.returncode == 0, result.stderr
+
+
+def test_layer_series_read_l_values_per_step_when_the_run_has_the_head_means(tmp_path):
+    """What makes a COR overview of a 100,000-step run fast: (N, L) is read, never (N, L, H)."""
+    path = support.write_run(tmp_path / "run", layers=3, heads=4, steps=12)
+    run = open_run(path)
+    asked = []
+
+    def read(*names):
+        asked.append(names)
+        return run.read(*names)
+
+    step, values = read_layer_means(read, frozenset(run.names()), [COR_MEAN, COR_P90])
+    assert asked == [("step", LAYER_COR_MEAN, "attn/layer_cor_p90")] and COR_P90 in run
+    assert values[COR_MEAN].shape == (12, 3) and len(step) == 12
+
+
+def test_a_closed_runs_summary_is_not_read_again(tmp_path, monkeypatch):
+    """A rerun of the page reopens no closed run: its summary changes only with its files."""
+    from parallax_probe.dashboards import cache
+
+    support.write_run(tmp_path / "closed", layers=2, heads=2, steps=5)
+    (entry,) = data.discover_runs(tmp_path).runs
+    cache._summary.clear()
+    first = cache.summary(entry)
+    monkeypatch.setattr(cache, "STATUS_RECHECK_S", 1e-3)
+    shutil.rmtree(tmp_path / "closed")  # were it read again, the summary would say "error"
+    time.sleep(0.01)  # past the recheck interval
+    assert cache.summary(entry) is first and first.status == "closed"
