@@ -1004,7 +1004,7 @@ class _EagerParallaxAttention(torch.autograd.Function):
     `_gradients`) without the dispatcher around them. Per call, the custom op re-enters the
     dispatcher twice (the op, then the registered autograd's redispatch), fills in its schema's
     defaults and dispatches the backward as a second op: on a CPU, with the launches stubbed
-    out, about half the Python time of an eager fwd+bwd (benchmarks/host_overhead.py). Under
+    out, about half the Python time of an eager fwd+bwd (benchmarks/tools/host_overhead.py). Under
     torch.compile the custom op stays: it is what the compiler traces."""
 
     @staticmethod
