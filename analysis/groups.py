@@ -20,8 +20,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from parallax_probe.probe_schema import PROBE_META_KEYS
-from parallax_probe.store_format import PROVENANCE_DEFAULTS, STORE_ATTRS
+from parallax_probe.store.probe_schema import PROBE_META_KEYS
+from parallax_probe.store.format import PROVENANCE_DEFAULTS, STORE_ATTRS
 
 DIFFERENCE_RULE = "differences are the first group minus the second, groups in sorted order of their names"
 

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol, TextIO
 
 import numpy as np
 
-from parallax_probe.probe_schema import nan_mean
+from parallax_probe.store.probe_schema import nan_mean
 
 from .compare import GroupComparison, compare_groups
 from .depth import DepthTrend, depth_trend

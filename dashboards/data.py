@@ -34,9 +34,9 @@ from parallax_probe.analysis.groups import (
     short_value,
     user_metadata,
 )
-from parallax_probe.probe_schema import HEAD_MEAN_PREFIX, HEAD_MEAN_STATS
+from parallax_probe.store.probe_schema import HEAD_MEAN_PREFIX, HEAD_MEAN_STATS
 from parallax_probe.store import Run, RunFileError, open_run
-from parallax_probe.store_format import SEGMENT_RE, STORE_FILE_RE
+from parallax_probe.store.format import SEGMENT_RE, STORE_FILE_RE
 
 from .reduce import HEATMAP_BUCKETS, bucket_mean, finite_mean
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parallax_probe.probe_schema import nan_mean
+from parallax_probe.store.probe_schema import nan_mean
 
 # Heatmap columns: a panel is at most about 600 px wide, so more columns than this are not seen.
 HEATMAP_BUCKETS = 500

@@ -15,7 +15,7 @@ import test_dashboard_support as support  # noqa: E402
 
 from parallax_probe.dashboards import data, reduce, serve, text  # noqa: E402
 from parallax_probe.dashboards.figures import GROUP_COLORS, assign_colors, integer_ticks, layer_color  # noqa: E402
-from parallax_probe.probe_schema import HEAD_MEAN_PREFIX, head_means  # noqa: E402
+from parallax_probe.store.probe_schema import HEAD_MEAN_PREFIX, head_means  # noqa: E402
 from parallax_probe.store import RunWriter, open_run  # noqa: E402
 
 

@@ -14,7 +14,7 @@ from parallax_probe import Probe, build_model, open_run
 from parallax_probe.hooks import AttentionCall, Layout, NoParallaxModulesError, Op
 from parallax_probe.kernels import parallax_attention
 from parallax_probe.model import apply_rope
-from parallax_probe.probe_schema import HEAD_MEAN_STATS, head_means
+from parallax_probe.store.probe_schema import HEAD_MEAN_STATS, head_means
 
 from probe_expectations import CapturedCalls, assert_recorded, float64_rows, head_stats  # noqa: E402
 from triton_device import DEVICE  # noqa: E402  (the Triton kernel's test below: interpreted without a Hopper GPU)
@@ -168,7 +168,7 @@ def test_only_logging_steps_are_recorded_and_hooks_detach_on_close(tmp_path):
 
 
 def test_rows_reach_readers_after_flush_and_within_the_commit_interval(tmp_path):
-    from parallax_probe.hooks.probe import COMMIT_INTERVAL_S
+    from parallax_probe.store.sink import COMMIT_INTERVAL_S
 
     model = build_model("tiny", vocab_size=30, n_layers=2)
     x = torch.randint(0, 30, (1, 9))

@@ -26,7 +26,7 @@ from parallax_probe.store import (  # noqa: E402
     RunWriter,
     open_run,
 )
-from parallax_probe.store_hdf5 import LIVE_HEARTBEAT_S, segment_status  # noqa: E402
+from parallax_probe.store.liveness import LIVE_HEARTBEAT_S, segment_status  # noqa: E402
 
 SMALL = fx.tables(layers=3, heads=2)
 META = {

@@ -45,46 +45,88 @@ RunInUseError(RuntimeError) when a live writer holds the run.
 
 from __future__ import annotations
 
-from .store_format import (
+from .format import (
     FORMAT,
     FORMAT_VERSION,
+    PROVENANCE_DEFAULTS,
     ROOT_TABLE,
     SCALARS_TABLE,
+    SEGMENT_RE,
+    STORE_ATTRS,
+    STORE_FILE_RE,
     Column,
     RunExistsError,
     RunFileError,
     RunInUseError,
     Table,
+    segment_name,
 )
-from .probe_schema import COR_MEAN, COR_P50, COR_P90, LAYER_COR_MEAN, WR_STABLE_RANK, WRK_STABLE_RANK
-from .store_hdf5 import DEFAULT_BYTE_BUDGET, LIVE_HEARTBEAT_S
-from .store_reader import Run, Segment, live_writer_of, open_run
-from .store_repair import repair_run, repair_segment
-from .store_writer import RunWriter
+from .hdf5 import DEFAULT_BYTE_BUDGET
+from .liveness import LIVE_HEARTBEAT_S
+from .probe_schema import (
+    ATTN_STAT_NAMES,
+    COR_MEAN,
+    COR_P50,
+    COR_P90,
+    HEAD_MEAN_PREFIX,
+    HEAD_MEAN_STATS,
+    INTEGER_STATS,
+    LAYER_COR_MEAN,
+    PROBE_META_KEYS,
+    SCALARS_STEP,
+    WR_EFFECTIVE_RANK,
+    WR_STABLE_RANK,
+    WR_STEP,
+    WRK_STABLE_RANK,
+    head_means,
+    nan_mean,
+    probe_tables,
+)
+from .reader import Run, Segment, live_writer_of, open_run
+from .repair import repair_run, repair_segment
+from .sink import RunSink
+from .writer import RunWriter
 
 __all__ = [
+    "ATTN_STAT_NAMES",
     "COR_MEAN",
     "COR_P50",
     "COR_P90",
-    "LAYER_COR_MEAN",
-    "WR_STABLE_RANK",
-    "WRK_STABLE_RANK",
     "DEFAULT_BYTE_BUDGET",
     "FORMAT",
     "FORMAT_VERSION",
+    "HEAD_MEAN_PREFIX",
+    "HEAD_MEAN_STATS",
+    "INTEGER_STATS",
+    "LAYER_COR_MEAN",
     "LIVE_HEARTBEAT_S",
+    "PROBE_META_KEYS",
+    "PROVENANCE_DEFAULTS",
     "ROOT_TABLE",
+    "SCALARS_STEP",
     "SCALARS_TABLE",
+    "SEGMENT_RE",
+    "STORE_ATTRS",
+    "STORE_FILE_RE",
+    "WRK_STABLE_RANK",
+    "WR_EFFECTIVE_RANK",
+    "WR_STABLE_RANK",
+    "WR_STEP",
     "Column",
     "Run",
     "RunExistsError",
     "RunFileError",
     "RunInUseError",
+    "RunSink",
     "RunWriter",
     "Segment",
     "Table",
+    "head_means",
     "live_writer_of",
+    "nan_mean",
     "open_run",
+    "probe_tables",
     "repair_run",
     "repair_segment",
+    "segment_name",
 ]
