@@ -6,8 +6,8 @@
 Prints the two Markdown tables (per optimiser: final loss and held-out accuracy; per layer:
 final mean COR and W_R stable and effective rank) read from `DIR/muon` and `DIR/adamw`,
 the folders `parallax-probe demo --out DIR` writes (seed 0). `--write` puts them into
-README.md between the demo-numbers markers. The screenshots come from the browser test
-(docs/dashboard.md, "Tests"), on the same folder.
+README.md between the demo-numbers markers. The screenshots come from
+scripts/readme_screenshots.py, on the same folder.
 """
 
 from __future__ import annotations
