@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .config import OptimizerConfig, OptimizerName, ScheduleName  # noqa: F401 - ScheduleName: part of this module's API
+from .config import OptimizerConfig, OptimizerName
 
 # Names of the hidden matrices Muon orthogonalises: attention projections (q, r, k, v, o)
 # and the SwiGLU projections. Embedding and LM head are excluded by design: they are
