@@ -527,7 +527,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                         if probe:
                             probe.log_scalars(step, **{k: v for k, v in record.items() if k != "step"})
                         if baseline:
-                            baseline.append("scalars", step, **{k: v for k, v in record.items() if k != "step"})
+                            baseline.append(SCALARS_TABLE, step, **{k: v for k, v in record.items() if k != "step"})
                             baseline.commit()  # every log_every steps: a few rows, cheap next to the steps between
                         bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{eval_accuracy:.3f}", tok_s=f"{tokens_per_second:,.0f}")
                     bar.update(1)
