@@ -2,6 +2,11 @@
 
 No torch anywhere in the store: dashboards and analysis read runs on machines without it.
 
+One module per concern (docs/architecture.md): `format` (the vocabulary, errors, `Column`,
+`Table`), `probe_schema` (the probe's tables and the column names readers pick), `hdf5` (how
+a segment sits in HDF5), `liveness` (whether a segment's writer still runs), `reader`,
+`writer`, `sink` (a writer behind a thread, for the probe) and `repair`.
+
 Writing (one process writes a run folder; each process start adds a segment file):
 
     RunWriter(run_dir, *, tables: Mapping[str, Mapping[str, Column]], meta=None,
@@ -20,6 +25,11 @@ Writing (one process writes a run folder; each process start adds a segment file
 Tables: "attn" keeps its step index at the root (/step, /committed) and its columns in
 /attn; any other table T keeps all of it in /T. "scalars" always exists and takes new
 names at any time (float64 each). Steps increase strictly per table.
+
+    RunSink(run_dir, *, mode="new", start_step=0, fsync_every_s=60.0)
+        .open(tables, meta, on_row=None)            create the RunWriter, start its thread
+        .put(table, step, row)                      queue a row (a dict, or a callable returning one)
+        .flush(), .close(), .error                  committed / closed; the writer thread's failure
 
 Reading (never holds a file open between calls):
 
