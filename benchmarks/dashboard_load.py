@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from parallax_probe.probe_schema import head_means
-from parallax_probe.probe_schema import probe_tables as probe_schema
+from parallax_probe.store.probe_schema import head_means
+from parallax_probe.store.probe_schema import probe_tables as probe_schema
 from parallax_probe.store import RunWriter, open_run
 
 PAGES = ("Runs", "COR", "W_R rank", "Probe norms", "Training", "Rank collapse")

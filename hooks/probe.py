@@ -25,11 +25,11 @@ How it costs little:
 - The hooks only keep each layer's row statistics (four (B, T, H) float32 tensors per
   layer, until the step ends). At the end of a logging step every layer is reduced in one
   batched pass on the device and copied to the host once (asynchronously on CUDA).
-- A background thread writes the rows, and hands each to the trackers (`trackers=[...]`:
-  TensorBoard SummaryWriters, W&B runs; hooks/trackers.py) once it is in the run folder.
-  Its queue is bounded: when full, the training thread waits; nothing is dropped. It commits each burst of rows, but at most once per
-  COMMIT_INTERVAL_S while rows keep coming (every=1), so HDF5 calls, which hold the GIL,
-  do not compete with the training loop's kernel launches every step.
+- The probe computes rows and hands them to a sink: the store's `RunSink`
+  (parallax_probe/store/sink.py), whose background thread waits for the host copy, writes
+  the row, commits in bursts, and then hands the row to the trackers (`trackers=[...]`:
+  TensorBoard SummaryWriters, W&B runs; hooks/trackers.py). Its queue is bounded: when
+  full, the training thread waits; nothing is dropped.
 """
 
 from __future__ import annotations
@@ -38,9 +38,6 @@ import contextlib
 import dataclasses
 import functools
 import math
-import queue
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -49,9 +46,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from parallax_probe.config import PROBE_EVERY, SPECTRA_EVERY
 from parallax_probe.kernels import AttentionStats
-from parallax_probe.probe_schema import ATTN_STAT_NAMES, INTEGER_STATS, head_means, probe_tables
-from parallax_probe.store import Column, RunWriter
+from parallax_probe.store import ATTN_STAT_NAMES, INTEGER_STATS, SCALARS_TABLE, Column, RunSink, head_means, probe_tables
 
 from .calls import kernel_serves, serve, statistics_beside
 from .discovery import AttentionSite, Selector, find_attention_sites
@@ -60,22 +57,22 @@ from .spectra import check_sharded_weights, circuit_singular_values, effective_r
 from .statistics import reduce_attention_stats, stack_layers
 from .trackers import Trackers
 
-QUEUE_DEPTH = 64
-MAX_ROWS_PER_COMMIT = 32
-COMMIT_INTERVAL_S = 0.5  # rows reach readers within this long; a crash loses at most this much
-_FLUSH = object()  # queue item: commit now
-
 
 class Probe:
-    """Attach to `model`, write statistics to the run folder `run_dir` (see docs/file-format.md)."""
+    """Attach to `model`, write statistics through `sink_or_run_dir` (see docs/file-format.md).
+
+    sink_or_run_dir: a `RunSink`, or a run folder for which the probe makes one with `mode`,
+    `start_step` and `fsync_every_s` (those three are the sink's; given with a sink, they
+    must be left at their defaults). Only the writing rank (rank 0) opens the sink.
+    """
 
     def __init__(
         self,
         model: nn.Module,
-        run_dir: str | Path,
+        sink_or_run_dir: RunSink | str | Path,
         *,
-        every: int = 50,
-        spectra_every: int = 500,
+        every: int = PROBE_EVERY,
+        spectra_every: int = SPECTRA_EVERY,
         circuit_every: int | None = None,
         meta: Mapping[str, Any] | None = None,
         selector: Selector = None,
@@ -84,7 +81,7 @@ class Probe:
         scalar_names: Sequence[str] = (),
         mode: Literal["new", "resume", "overwrite"] = "new",
         start_step: int = 0,
-        fsync_every_s: float = 60.0,
+        fsync_every_s: float | None = 60.0,
         distributed=None,
         trackers: Sequence[Any] = (),
     ) -> None:
@@ -110,20 +107,14 @@ class Probe:
         self._frames: list[_LayerFrame] = []  # the watched layers whose forward is running, innermost last
         self._patches: list[tuple[Any, str, Any, Any]] = []  # (namespace, attribute, original, wrapper)
         self._closed = False
-        self._error: BaseException | None = None
         self._last_spectra_step: int | None = None
-        self._writer: RunWriter | None = None
         self._tables = self._schema()
         # Scalars named up front get their columns at the start; a name first seen later makes
         # the store start a new segment (its schema is fixed once readers may be attached).
-        self._tables["scalars"] = {n: Column(n, (), (), "f8") for n in scalar_names}
+        self._tables[SCALARS_TABLE] = {n: Column(n, (), (), "f8") for n in scalar_names}
+        self._sink = _as_sink(sink_or_run_dir, mode=mode, start_step=start_step, fsync_every_s=fsync_every_s)
         if self._is_writer:
-            self._writer = RunWriter(
-                run_dir, tables=self._tables, meta=self._meta(meta), mode=mode, start_step=start_step, fsync_every_s=fsync_every_s
-            )
-        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
-        self._thread = threading.Thread(target=self._write_loop, name="parallax-probe-writer", daemon=True)
-        self._thread.start()
+            self._sink.open(self._tables, self._meta(meta), on_row=self._trackers.send)
         self._attach()
 
     # ---- schema and metadata -------------------------------------------------------------
@@ -273,7 +264,7 @@ class Probe:
                 stats = gather_rows(stats)  # every rank's tokens: exact sums and quantiles of the global batch
             reduced = reduce_attention_stats(stats)  # (L, N_STATS, H)
             payload = torch.cat([reduced.flatten(), self._gain_norms(reduced.device)])
-        self._enqueue(("attn", step, _to_host_async(payload)))
+        self._put("attn", step, functools.partial(self._attn_row, _to_host_async(payload)))
 
     def _gain_norms(self, device: torch.device) -> torch.Tensor:
         """(L,) float64 ||r_norm.weight|| per layer, NaN for layers without an r-norm gain.
@@ -307,84 +298,54 @@ class Probe:
             w_r_heads = w_r.unflatten(1, (H, D))  # (L, H, D, C)
             s_heads = singular_values(w_r_heads)  # (L, H, D)
             parts = [s_full, stable_rank(s_full), effective_rank(s_full), s_heads, stable_rank(s_heads), effective_rank(s_heads)]
-            self._enqueue(("wr", step, _to_host_async(torch.cat([p.float().flatten() for p in parts]))))
+            self._put("wr", step, self._row_of("wr", torch.cat([p.float().flatten() for p in parts])))
             if circuit:
                 s_circuit = torch.stack([
                     circuit_singular_values(w_r_l.unflatten(0, (H, D)), w_k_l.unflatten(0, (s.n_kv_heads, D)))
                     for s, w_r_l, w_k_l in zip(self.sites, w_r_list, w_k_list)
                 ])  # (L, H, D)
                 parts = [s_circuit, stable_rank(s_circuit), effective_rank(s_circuit)]
-                self._enqueue(("wrk", step, _to_host_async(torch.cat([p.float().flatten() for p in parts]))))
+                self._put("wrk", step, self._row_of("wrk", torch.cat([p.float().flatten() for p in parts])))
 
     def log_scalars(self, step: int, **values) -> None:
         """Run-level scalars (loss, lr, ...): numbers or 0-d tensors (converted in the writer thread)."""
         self._raise_if_failed()
         if not self._is_writer or not values:
             return
-        self._enqueue(("scalars", step, {k: _to_host_async(v.detach().reshape(())) if isinstance(v, torch.Tensor) else v for k, v in values.items()}))
+        handles = {k: _to_host_async(v.detach().reshape(())) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+        self._put(SCALARS_TABLE, step, lambda: {k: float(_host(v)) for k, v in handles.items()})
 
-    # ---- the writer thread ---------------------------------------------------------------
-    def _enqueue(self, item) -> None:
+    # ---- rows to the sink ------------------------------------------------------------------
+    def _put(self, table: str, step: int, row) -> None:
+        """Hand a row to the sink; `row` is called in the sink's thread, which waits for the host copy."""
         if self._is_writer:
-            self._queue.put(item)  # blocks when full: never drops a row
+            self._sink.put(table, step, row)  # blocks when the queue is full: never drops a row
 
-    def _write_loop(self) -> None:
-        pending = 0
-        last_commit = -math.inf
-        while True:
-            # With rows waiting, wake when the commit interval ends even if nothing else comes.
-            wait = None if pending == 0 else max(0.0, last_commit + COMMIT_INTERVAL_S - time.monotonic())
-            try:
-                item, received = self._queue.get(timeout=wait), True
-            except queue.Empty:
-                item, received = _FLUSH, False
-            try:
-                if item is None:
-                    return  # close(): the writer's close() commits what is pending
-                if self._error is not None:
-                    continue  # drain without writing after a failure; the error surfaces in the training thread
-                if item is not _FLUSH:
-                    self._append(item)
-                    pending += 1
-                # One commit (resize, write, flush, counters, flush) per burst of rows, and while
-                # rows keep coming, at most one per COMMIT_INTERVAL_S.
-                due = time.monotonic() - last_commit >= COMMIT_INTERVAL_S and self._queue.empty()
-                if pending and (item is _FLUSH or due or pending >= MAX_ROWS_PER_COMMIT):
-                    self._writer.commit()
-                    pending, last_commit = 0, time.monotonic()
-            except BaseException as error:  # noqa: BLE001 - handed to the training thread
-                self._error = error
-            finally:
-                if received:
-                    self._queue.task_done()
+    def _attn_row(self, payload) -> dict[str, np.ndarray]:
+        """The attn row from the flat (L * N_STATS * H + L,) payload of `_emit_attention_row`."""
+        L, H, n_stats = self.n_layers, self.n_heads, len(ATTN_STAT_NAMES)
+        values = _host(payload).numpy()
+        stats = values[: L * n_stats * H].reshape(L, n_stats, H)
+        row = {name: stats[:, i, :] for i, name in enumerate(ATTN_STAT_NAMES)}
+        for name in INTEGER_STATS:
+            row[name] = np.nan_to_num(row[name]).round().astype(np.int64)
+        row.update(head_means(row))
+        row["probe_gain_norm"] = values[L * n_stats * H :]
+        return row
 
-    def _append(self, item) -> None:
-        table, step, payload = item
-        if table == "scalars":
-            self._writer.append("scalars", step, **{k: float(_host(v)) for k, v in payload.items()})
-            return
-        if table == "attn":
-            L, H, n_stats = self.n_layers, self.n_heads, len(ATTN_STAT_NAMES)
-            values = _host(payload).numpy()
-            stats = values[: L * n_stats * H].reshape(L, n_stats, H)
-            row = {name: stats[:, i, :] for i, name in enumerate(ATTN_STAT_NAMES)}
-            for name in INTEGER_STATS:
-                row[name] = np.nan_to_num(row[name]).round().astype(np.int64)
-            row.update(head_means(row))
-            row["probe_gain_norm"] = values[L * n_stats * H :]
-        else:
-            row = _split_columns(self._tables[table], _host(payload).numpy())
-        self._writer.append(table, step, **row)
-        self._trackers.send(table, step, row)  # after the run folder has the row: it stays the full record
+    def _row_of(self, table: str, flat: torch.Tensor):
+        """A row of `table` from its columns flattened into one tensor, read once the host copy is done."""
+        handle = _to_host_async(flat)
+        return lambda: _split_columns(self._tables[table], _host(handle).numpy())
 
     def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise RuntimeError(f"Probe: the background writer failed: {self._error!r}") from self._error
+        error = self._sink.error
+        if error is not None:
+            raise RuntimeError(f"Probe: the background writer failed: {error!r}") from error
 
     def flush(self) -> None:
         """Wait until everything logged so far is committed to the file."""
-        self._queue.put(_FLUSH)  # commits whatever is pending, whatever the interval
-        self._queue.join()
+        self._sink.flush()
         self._raise_if_failed()
 
     def close(self) -> None:
@@ -397,11 +358,10 @@ class Probe:
         self._handles.clear()
         self._remove_wrappers()
         self._stop_wanting_stats()
-        self._queue.put(None)
-        self._thread.join()
-        self._trackers.flush()
-        if self._writer is not None:
-            self._writer.close()
+        try:
+            self._sink.close()
+        finally:
+            self._trackers.flush()
         self._raise_if_failed()
 
     def __enter__(self) -> Probe:
@@ -417,6 +377,16 @@ class _LayerFrame:
 
     index: int
     recorded: bool = False
+
+
+def _as_sink(sink_or_run_dir: RunSink | str | Path, **writer_options) -> RunSink:
+    if not isinstance(sink_or_run_dir, RunSink):
+        return RunSink(sink_or_run_dir, **writer_options)
+    defaults = {"mode": "new", "start_step": 0, "fsync_every_s": 60.0}
+    given = sorted(name for name, value in writer_options.items() if value != defaults[name])
+    if given:
+        raise ValueError(f"Probe: {', '.join(given)} belong to the sink; pass them to RunSink(...), not to Probe")
+    return sink_or_run_dir
 
 
 def _to_host_async(t: torch.Tensor):

@@ -2,7 +2,7 @@
 
 Input: an `AttentionStats` whose four tensors are (L, N, HQ): each layer's rows (N = B*T
 tokens) stacked. Output: an (L, N_STATS, HQ) float64 tensor whose rows are named by
-`parallax_probe.probe_schema.ATTN_STAT_NAMES`. Nothing here syncs with the host.
+`parallax_probe.store.probe_schema.ATTN_STAT_NAMES`. Nothing here syncs with the host.
 
 One call for all layers, not one per layer: a logging step then launches a few dozen
 kernels instead of a few dozen per layer, which is what a logging step costs when the

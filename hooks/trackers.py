@@ -23,15 +23,20 @@ from typing import Any
 
 import numpy as np
 
+from parallax_probe.store import LAYER_COR_MEAN, LAYER_COR_P90, LAYER_PROBE_NORM_MEAN, WR_EFFECTIVE_RANK, WR_STABLE_RANK
+
 PREFIX = "parallax"
 STEP_METRIC = f"{PREFIX}/step"
 # (table, column of the row, name in the tracker): one value per layer each.
-SUMMARIES = (
-    ("attn", "layer_cor_mean", "cor_mean"),
-    ("attn", "layer_cor_p90", "cor_p90"),
-    ("attn", "layer_probe_norm_mean", "probe_norm_mean"),
-    ("wr", "stable_rank", "wr_stable_rank"),
-    ("wr", "effective_rank", "wr_effective_rank"),
+SUMMARIES = tuple(
+    (*column.split("/"), name)
+    for column, name in (
+        (LAYER_COR_MEAN, "cor_mean"),
+        (LAYER_COR_P90, "cor_p90"),
+        (LAYER_PROBE_NORM_MEAN, "probe_norm_mean"),
+        (WR_STABLE_RANK, "wr_stable_rank"),
+        (WR_EFFECTIVE_RANK, "wr_effective_rank"),
+    )
 )
 
 

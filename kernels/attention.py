@@ -8,10 +8,9 @@ from typing import Literal
 
 import torch
 
+from .backends import BACKENDS, Backend
 from .capability import triton_runs_on
 from .reference import parallax_attention_reference
-
-Backend = Literal["auto", "triton", "reference"]
 
 
 def _validate(q, r, k, v, scale, causal, window, backend, cu_seqlens, max_seqlen) -> None:
@@ -67,8 +66,8 @@ def _validate(q, r, k, v, scale, causal, window, backend, cu_seqlens, max_seqlen
         _validate_cu_seqlens(cu_seqlens, q, k, max_seqlen)
     elif max_seqlen is not None:
         raise ValueError("parallax_attention: max_seqlen goes with cu_seqlens; pass both or neither")
-    if backend not in ("auto", "triton", "reference"):
-        raise ValueError(f"parallax_attention: backend must be 'auto', 'triton' or 'reference', got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"parallax_attention: backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
 
 
 def _validate_cu_seqlens(cu_seqlens, q, k, max_seqlen) -> None:

@@ -116,10 +116,10 @@ def forward_config(head_dim: int, device: torch.device, seq_len: int) -> TileCon
     # Short rows: 64x64 with 4 warps and 2 stages (255 registers x 128 threads, 96 KB of shared
     # memory) fits two programs on one SM, so one's softmax, prologue and epilogue can run
     # beside the other's products; twice the programs also fill the SMs when B x H is small.
-    # Measured faster at T <= 512 in every mode (-6 to -16%; statistics mode at T = 512 -1.4%;
-    # version 7). From T = 1024 on, each program streams every key for half the rows and the L2
+    # Measured faster at T <= 512 in every mode (-6 to -16%; statistics mode at T = 512 -1.4%).
+    # From T = 1024 on, each program streams every key for half the rows and the L2
     # traffic doubles: mixed at 1024 (statistics mode slower), 1-6% slower at 2048 and 5% at
-    # 4096 (version 5).
+    # 4096.
     if seq_len <= SHORT_ROWS:
         return TileConfig(BM=64, BN=64, num_warps=4, num_stages=2)
     return TileConfig(BM=128, BN=64, num_warps=8, num_stages=3)
@@ -138,12 +138,12 @@ def backward_config(head_dim: int, device: torch.device) -> BackwardConfig:
     if device.type != "cuda":
         return BackwardConfig(kv=TileConfig(16, 32, 4, 1), q=TileConfig(32, 16, 4, 1))
     # Split on the H200: 3.41 ms against the fused kernel's 4.51 at (4, 16, 4096, 128)
-    # (NOTES.md, version 2). dK and dV (2 x BN x D float32) stay in registers for the whole kv
+    # (kernels/NOTES.md). dK and dV (2 x BN x D float32) stay in registers for the whole kv
     # program, so at D = 128 only 32 query rows per step fit beside the score tiles (64 rows
     # spill 570 B). 64 keys per program with 4 warps (255 registers, 106 KB of shared memory)
     # let two programs share an SM, one's softmax work running beside the other's products:
-    # the backward 5-7% faster than with 128 keys and 8 warps (version 5). At D = 64 the same
-    # shape measured 7% faster than 128 keys with 8 warps (version 4). The kv kernel's BM
+    # the backward 5-7% faster than with 128 keys and 8 warps. At D = 64 the same
+    # shape measured 7% faster than 128 keys with 8 warps. The kv kernel's BM
     # must be a multiple of 8 (q and r come stacked in 8-row blocks). The dQ/dR kernel has
     # the forward's shape.
     if head_dim <= 64:
@@ -337,11 +337,11 @@ def _parallax_fwd_kernel(
     b_r = tl.load(R + q_off + q_offs, mask=row_ok[:, None], other=0.0)  # (BM, D)
     if WRITE_STATS:
         # ||r||^2 is summed here, from the r just loaded for the dots, and kept to the
-        # epilogue: measured cheaper than a second load of r there (NOTES.md, version 4).
+        # epilogue: measured cheaper than a second load of r there (kernels/NOTES.md).
         # The sum goes through a (BM, 2, D / 2) view. Summed straight from (BM, D), Triton
         # moves the whole r tile into the accumulators' layout (a round trip through shared
         # memory) so that r_sq arrives in theirs; through the view it moves only the BM sums:
-        # statistics mode 1.5-2.7% faster at D = 128 (version 7).
+        # statistics mode 1.5-2.7% faster at D = 128.
         r_f32 = tl.reshape(b_r.to(tl.float32), (BM, 2, D // 2))
         r_sq = tl.sum(tl.sum(r_f32 * r_f32, 2), 1)
 
@@ -515,8 +515,8 @@ def _bwd_inner(
 
     q and r come stacked (`stack_queries_and_probes`): eight rows of q, then the same eight
     rows of r, so that the two score products are one (BN, 2 BM) product and the two dK
-    products one of depth 2 BM: wgmmas twice as wide, half as many waits (NOTES.md, version
-    4). A wgmma accumulator gives each thread two adjacent columns of every eight, so with
+    products one of depth 2 BM: wgmmas twice as wide, half as many waits (kernels/NOTES.md).
+    A wgmma accumulator gives each thread two adjacent columns of every eight, so with
     eight-column blocks of q.k and r.k alternating, splitting the tile into its q and r
     halves (and joining the two dS tiles back) moves no data between threads. dO's
     [B, T, HQ * D] descriptor loads (1, BM, D) boxes at (batch, row, head * D). The copy

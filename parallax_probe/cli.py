@@ -13,11 +13,6 @@ from collections.abc import Sequence
 
 EXIT_BAD_INPUT = 2
 
-MAD_TASK_NAMES = (
-    "in-context-recall", "noisy-in-context-recall", "fuzzy-in-context-recall",
-    "selective-copying", "compression", "memorization",
-)
-
 
 class BadInput(Exception):
     """A user error: printed as one line, exit code 2."""
@@ -64,41 +59,63 @@ def _key_value(text: str) -> tuple[str, int | float | str]:
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from .config import PRESETS  # no torch import: config is plain dataclasses
+    """The train flags: defaults and choices come from the config dataclasses (no torch import)."""
+    from .config import (
+        ATTENTION_KINDS,
+        BACKENDS,
+        OPTIMIZER_NAMES,
+        PRESETS,
+        SCHEDULE_NAMES,
+        WR_INITS,
+        ModelConfig,
+        OptimizerConfig,
+        TrainConfig,
+        default_of,
+    )
+    from .data.mad import MAD_TASKS
+
+    def train(name: str):
+        return default_of(TrainConfig, name)
 
     model = p.add_argument_group("model")
-    model.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default: tiny)")
-    model.add_argument("--attention", default="parallax", choices=("parallax", "softmax"), help="parallax, or the softmax baseline")
-    model.add_argument("--wr-init", default="normal", choices=("normal", "zero"), help="zero: start as exact softmax attention")
+    model.add_argument("--preset", default=train("preset"), choices=sorted(PRESETS), help=f"model size (default: {train('preset')})")
+    model.add_argument("--attention", default=default_of(ModelConfig, "attention"), choices=ATTENTION_KINDS,
+                       help="parallax, or the softmax baseline")
+    model.add_argument("--wr-init", default=default_of(ModelConfig, "wr_init"), choices=WR_INITS,
+                       help="zero: start as exact softmax attention")
     model.add_argument("--window", type=_positive_int, default=None, help="sliding window W (keys i-W < j <= i)")
-    model.add_argument("--backend", default="auto", choices=("auto", "triton", "reference"), help="attention implementation")
+    model.add_argument("--backend", default=default_of(ModelConfig, "attention_backend"), choices=BACKENDS,
+                       help="attention implementation")
     model.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                        help="train through torch.compile (default backend: inductor; aot_eager traces only)")
     model.add_argument("--vocab-size", type=_positive_int, default=None, help="model vocabulary for bin: tasks")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--optimizer", default="muon", choices=("muon", "adamw"), help="muon (hidden matrices) + AdamW, or AdamW alone")
+    opt.add_argument("--optimizer", default=default_of(OptimizerConfig, "name"), choices=OPTIMIZER_NAMES,
+                     help="muon (hidden matrices) + AdamW, or AdamW alone")
     opt.add_argument("--lr", type=_positive_float, default=None, help="peak lr of the main group (Muon's under muon, AdamW's under adamw)")
     opt.add_argument("--adamw-lr", type=_positive_float, default=None, help="AdamW lr for embeddings/head/norms under muon")
-    opt.add_argument("--weight-decay", type=float, default=0.1)
-    opt.add_argument("--schedule", default="cosine", choices=("cosine", "wsd", "constant"))
-    opt.add_argument("--warmup-steps", type=_non_negative_int, default=None, help="default: min(50, steps/10)")
+    opt.add_argument("--weight-decay", type=float, default=default_of(OptimizerConfig, "weight_decay"))
+    opt.add_argument("--schedule", default=default_of(OptimizerConfig, "schedule"), choices=SCHEDULE_NAMES)
+    opt.add_argument("--warmup-steps", type=_non_negative_int, default=None,
+                     help=f"default: min({default_of(OptimizerConfig, 'warmup_steps')}, steps/10)")
     data = p.add_argument_group("data")
-    data.add_argument("--task", default="in-context-recall", help=f"a MAD task ({', '.join(MAD_TASK_NAMES)}), text:PATH or bin:GLOB")
+    data.add_argument("--task", default=train("task"), help=f"a MAD task ({', '.join(MAD_TASKS)}), text:PATH or bin:GLOB")
     data.add_argument("--seq-len", type=_positive_int, default=None, help="sequence length (default: the task's)")
     data.add_argument("--mad", type=_key_value, action="append", default=[], metavar="KNOB=VALUE", help="MAD task knob, e.g. --mad vocab_size=32")
     run = p.add_argument_group("run")
-    run.add_argument("--steps", type=_positive_int, default=2000)
-    run.add_argument("--batch-size", type=_positive_int, default=32, help="global batch in sequences")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--steps", type=_positive_int, default=train("steps"))
+    run.add_argument("--batch-size", type=_positive_int, default=train("batch_size"), help="global batch in sequences")
+    run.add_argument("--seed", type=int, default=train("seed"))
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    run.add_argument("--out", default="runs/run", help="run folder (probe segments, checkpoint, run.json)")
+    run.add_argument("--out", default=train("out"), help="run folder (probe segments, checkpoint, run.json)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     run.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    run.add_argument("--eval-every", type=_positive_int, default=200)
-    run.add_argument("--log-every", type=_positive_int, default=10)
-    run.add_argument("--checkpoint-every", type=_positive_int, default=500)
-    run.add_argument("--probe-every", type=_non_negative_int, default=50, help="probe statistics every N steps (0: off)")
-    run.add_argument("--spectra-every", type=_non_negative_int, default=250, help="W_R spectra every N steps (0: only at the end)")
+    run.add_argument("--eval-every", type=_positive_int, default=train("eval_every"))
+    run.add_argument("--log-every", type=_positive_int, default=train("log_every"))
+    run.add_argument("--checkpoint-every", type=_positive_int, default=train("checkpoint_every"))
+    run.add_argument("--probe-every", type=_non_negative_int, default=train("probe_every"), help="probe statistics every N steps (0: off)")
+    run.add_argument("--spectra-every", type=_non_negative_int, default=train("spectra_every"),
+                     help="W_R spectra every N steps (0: only at the end)")
     run.add_argument("--fsdp", action="store_true",
                      help="under torchrun: shard the model over the ranks with FSDP2 instead of DDP (docs/distributed.md)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -107,14 +124,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def train_config_from_args(args: argparse.Namespace):
-    from .optim import OptimizerConfig
-    from .train import TrainConfig
+    from .config import OptimizerConfig, TrainConfig, default_warmup_steps
 
     optimizer = OptimizerConfig(
         name=args.optimizer,
         schedule=args.schedule,
         weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps if args.warmup_steps is not None else min(50, args.steps // 10),
+        warmup_steps=args.warmup_steps if args.warmup_steps is not None else default_warmup_steps(args.steps),
         **({"muon_lr": args.lr} if args.lr and args.optimizer == "muon" else {}),
         **({"adamw_lr": args.lr} if args.lr and args.optimizer == "adamw" else {}),
         **({"adamw_lr": args.adamw_lr} if args.adamw_lr else {}),

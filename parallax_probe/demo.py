@@ -12,18 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .optim import OptimizerConfig
-from .train import RunFolderError, TrainConfig, TrainResult, check_run_folder, train
+from .config import OptimizerConfig, TrainConfig, default_warmup_steps
+from .store import COR_MEAN, WR_EFFECTIVE_RANK, WR_STABLE_RANK
+from .train import RunFolderError, TrainResult, check_run_folder, train
 
 DEMO_STEPS = 600
 DEMO_SEQ_LEN = 64  # MAD's recall task at half its baseline length: learnable in a minute on 2 cores
-OPTIMIZERS = ("muon", "adamw")
+OPTIMIZERS = ("muon", "adamw")  # the comparison the demo shows, one run folder each
 
 
 def demo_config(optimizer: str, out: Path, steps: int, overwrite: bool) -> TrainConfig:
     return TrainConfig(
         preset="tiny",
-        optimizer=OptimizerConfig(name=optimizer, warmup_steps=min(50, steps // 10)),
+        optimizer=OptimizerConfig(name=optimizer, warmup_steps=default_warmup_steps(steps)),
         task="in-context-recall",
         seq_len=DEMO_SEQ_LEN,
         steps=steps,
@@ -53,9 +54,9 @@ def layer_table(run_dirs: dict[str, Path]) -> str:
     for layer in range(layers):
         cells = []
         for run in runs.values():
-            cor = np.asarray(run["attn/cor_mean"])[-1, layer].mean()
-            stable = np.asarray(run["wr/stable_rank"])[-1, layer]
-            effective = np.asarray(run["wr/effective_rank"])[-1, layer]
+            cor = np.asarray(run[COR_MEAN])[-1, layer].mean()
+            stable = np.asarray(run[WR_STABLE_RANK])[-1, layer]
+            effective = np.asarray(run[WR_EFFECTIVE_RANK])[-1, layer]
             cells.append(f"{cor:8.3f} {stable:9.2f} {effective:9.2f}")
         lines.append(f"{layer:>5} | " + " | ".join(cells))
     return "\n".join(lines)

@@ -19,52 +19,16 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn as nn
 
-OptimizerName = Literal["muon", "adamw"]
-ScheduleName = Literal["cosine", "wsd", "constant"]
+from .config import OptimizerConfig, OptimizerName
 
 # Names of the hidden matrices Muon orthogonalises: attention projections (q, r, k, v, o)
 # and the SwiGLU projections. Embedding and LM head are excluded by design: they are
 # lookup tables / classifiers, not hidden linear maps (Keller Jordan's Muon note).
 MUON_PARAMETER_PATTERN = re.compile(r"(^|\.)(q_proj|r_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\.weight$")
-
-
-@dataclass(kw_only=True, slots=True)
-class OptimizerConfig:
-    name: OptimizerName = "muon"
-    """'muon' (Muon on hidden matrices + AdamW on the rest) or 'adamw' (AdamW on everything)."""
-    muon_lr: float = 0.02
-    """Muon lr with adjust_lr_fn='original' (Keller's scaling); see the module docstring."""
-    adamw_lr: float = 3e-3
-    """AdamW lr: the whole model under 'adamw', embeddings/head/1-D under 'muon'."""
-    weight_decay: float = 0.1
-    """Decoupled weight decay on the hidden matrices, the same for both optimisers."""
-    betas: tuple[float, float] = (0.9, 0.95)
-    """AdamW betas; 0.95 is the usual LLM choice for stability with small batches."""
-    momentum: float = 0.95
-    """Muon momentum (torch default, Nesterov on)."""
-    schedule: ScheduleName = "cosine"
-    """Linear warmup then cosine decay to min_lr_ratio, or WSD (warmup-stable-decay), or constant."""
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.1
-    """Final lr as a fraction of the peak lr."""
-    decay_fraction: float = 0.2
-    """WSD: the last fraction of training that decays linearly."""
-
-    def __post_init__(self) -> None:
-        if self.name not in ("muon", "adamw"):
-            raise ValueError(f"unknown optimizer {self.name!r}; choose 'muon' or 'adamw'")
-        if self.schedule not in ("cosine", "wsd", "constant"):
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose 'cosine', 'wsd' or 'constant'")
-        for field in ("muon_lr", "adamw_lr"):
-            if not getattr(self, field) > 0:
-                raise ValueError(f"OptimizerConfig.{field} must be positive, got {getattr(self, field)!r}")
-        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1 or not 0 < self.decay_fraction <= 1:
-            raise ValueError("OptimizerConfig: warmup_steps >= 0, 0 <= min_lr_ratio <= 1, 0 < decay_fraction <= 1")
 
 
 @dataclass(frozen=True, slots=True)

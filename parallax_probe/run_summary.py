@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .probe_schema import nan_mean
-from .store_reader import Run
+from .store import COR_MEAN, SCALARS_STEP, SCALARS_TABLE, WR_EFFECTIVE_RANK, WR_STABLE_RANK, WR_STEP, Run, nan_mean
 
 _STATUS_NOTES = {
     "live": "a writer is appending to it now",
@@ -48,12 +47,12 @@ def format_run_summary(run: Run) -> str:
     lines.append(_field("shape", f"{layers} layers, {heads} heads"))
 
     has = set(run.names())
-    attn_names = [n for n in ("step", "attn/cor_mean") if n in has]
+    attn_names = [n for n in ("step", COR_MEAN) if n in has]
     attn = run.read(*attn_names) if attn_names else {}
     steps = attn.get("step", np.zeros(0, dtype=np.int64))
-    wr_names = [n for n in ("wr/step", "wr/stable_rank", "wr/effective_rank") if n in has]
+    wr_names = [n for n in (WR_STEP, WR_STABLE_RANK, WR_EFFECTIVE_RANK) if n in has]
     wr = run.read(*wr_names) if wr_names else {}
-    wr_steps = wr.get("wr/step", np.zeros(0, dtype=np.int64))
+    wr_steps = wr.get(WR_STEP, np.zeros(0, dtype=np.int64))
 
     if len(steps) == 0:
         lines.append(_field("steps", "no attention rows logged yet"))
@@ -64,7 +63,7 @@ def format_run_summary(run: Run) -> str:
     else:
         lines.append(_field("W_R", f"{len(wr_steps)} spectra logged, last at step {int(wr_steps[-1])}"))
 
-    table = _layer_table(steps, attn.get("attn/cor_mean"), wr_steps, wr)
+    table = _layer_table(steps, attn.get(COR_MEAN), wr_steps, wr)
     if table:
         lines.append("")
         lines.extend(table)
@@ -81,8 +80,8 @@ def _layer_table(steps: np.ndarray, cor_mean: np.ndarray | None, wr_steps: np.nd
     if cor_mean is not None and len(cor_mean):
         cor = nan_mean(cor_mean[-1], axis=-1)  # (L,): NaN heads left out
     wr_row = len(wr_steps) - 1 if len(wr_steps) else None
-    stable = wr.get("wr/stable_rank")
-    effective = wr.get("wr/effective_rank")
+    stable = wr.get(WR_STABLE_RANK)
+    effective = wr.get(WR_EFFECTIVE_RANK)
     columns: list[tuple[str, np.ndarray]] = []
     if cor is not None:
         columns.append((f"COR (head mean, step {int(steps[-1])})", cor))
@@ -105,11 +104,12 @@ def _layer_table(steps: np.ndarray, cor_mean: np.ndarray | None, wr_steps: np.nd
 
 
 def _scalar_lines(run: Run, has: set[str]) -> list[str]:
-    names = [n for n in has if n.startswith("scalars/") and n != "scalars/step"]
+    prefix = SCALARS_TABLE + "/"
+    names = [n for n in has if n.startswith(prefix) and n != SCALARS_STEP]
     if not names:
         return []
-    data = run.read("scalars/step", *sorted(names))
-    steps = data["scalars/step"]
+    data = run.read(SCALARS_STEP, *sorted(names))
+    steps = data[SCALARS_STEP]
     if len(steps) == 0:
         return []
     parts = []
@@ -118,5 +118,5 @@ def _scalar_lines(run: Run, has: set[str]) -> list[str]:
         finite = np.nonzero(~np.isnan(values))[0]
         if len(finite):
             i = int(finite[-1])
-            parts.append(f"{name.removeprefix('scalars/')}={_number(float(values[i]))} (step {int(steps[i])})")
+            parts.append(f"{name.removeprefix(prefix)}={_number(float(values[i]))} (step {int(steps[i])})")
     return [_field("scalars", ", ".join(parts))] if parts else []

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +29,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_training_checkpoint, save_checkpoint
-from .config import PRESETS, resolve_model_config
+from .config import TrainConfig, resolve_model_config
 from .data import IGNORE_INDEX, TaskData, load_task
 from .distributed import all_reduce_mean, full_state, load_optimizer_state, replicas_identical, setup_distributed
 from .model import ParallaxLM
-from .optim import OptimizerConfig, build_optimizers, lr_multiplier, set_learning_rates
+from .optim import build_optimizers, lr_multiplier, set_learning_rates
 from .provenance import code_version, device_description, package_versions
-from .store import RunExistsError, RunInUseError, live_writer_of
-from .store_format import SEGMENT_RE, STORE_FILE_RE
+from .store import SCALARS_TABLE, SEGMENT_RE, STORE_FILE_RE, RunExistsError, RunInUseError, live_writer_of
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RUN_INFO_NAME = "run.json"
@@ -50,80 +49,6 @@ class RunFolderError(ValueError):
 
 class DiskFullError(RuntimeError):
     """The run's disk filled up: training stopped, committed rows and the last checkpoint kept."""
-
-
-@dataclass(kw_only=True, slots=True)
-class TrainConfig:
-    preset: str = "tiny"
-    """Model preset: tiny, small, qwen3-0.6b, qwen3-1.7b."""
-    model_overrides: dict = field(default_factory=dict)
-    """ModelConfig fields to replace (attention, wr_init, window, n_layers, ...)."""
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    task: str = "in-context-recall"
-    """A MAD task name, text:PATH or bin:GLOB."""
-    seq_len: int | None = None
-    """None: the MAD task's baseline length (or 256 for text/bin)."""
-    mad_overrides: dict = field(default_factory=dict)
-    """MAD knobs (vocab_size, num_train_examples, ...)."""
-    vocab_size: int | None = None
-    """Model vocabulary for bin: tasks (MAD and text set their own)."""
-    steps: int = 2000
-    batch_size: int = 32
-    """Global batch in sequences; split evenly over data-parallel ranks."""
-    seed: int = 0
-    device: str | None = None
-    """None: cuda when available, else cpu."""
-    out: str = "runs/run"
-    resume: bool = False
-    overwrite: bool = False
-    grad_clip: float = 1.0
-    eval_every: int = 200
-    eval_examples: int = 512
-    log_every: int = 10
-    checkpoint_every: int = 500
-    probe_every: int = 50
-    """Probe statistics every N steps (0 turns the probe off)."""
-    spectra_every: int = 250
-    """W_R spectra every N steps (a multiple of nothing in particular; cheap, from the weights)."""
-    progress: bool = True
-    trackers: list[str] = field(default_factory=list)
-    """Where the probe also sends per-layer summaries: `tensorboard:DIR` (a SummaryWriter on DIR)
-    or `wandb:PROJECT` (a new W&B run in PROJECT); the run folder stays the full record."""
-    compile: str | None = None
-    """A torch.compile backend for the training forward and backward ('inductor' fuses the
-    small ops whose launches bound the step); None trains eagerly. Evaluation stays eager."""
-    fsdp: bool = False
-    """Under torchrun: shard parameters, gradients and optimiser states over the ranks with FSDP2
-    (`fully_shard`) instead of replicating them with DDP. Muon stays full-matrix Muon:
-    torch.optim.Muon on the DTensor shards computes the whole matrix's update (docs/distributed.md)."""
-
-    def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "eval_examples"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        for name in ("probe_every", "spectra_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (0 turns it off)")
-        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
-            raise ValueError(f"--seed must be an integer from 0 to 2**63 - 1 (torch and numpy seeds are 64-bit), got {self.seed}")
-        if not str(self.out).strip():
-            raise ValueError("--out is empty; name the run folder, e.g. --out runs/muon")
-        if self.seq_len is not None and self.seq_len < 2:
-            raise ValueError(f"--seq-len must be at least 2, got {self.seq_len}")
-        if self.resume and self.overwrite:
-            raise ValueError("--resume and --overwrite exclude each other; pick one")
-        if self.compile is not None:
-            check_compile_backend(self.compile)
-            if self.fsdp:
-                raise ValueError("--compile with --fsdp is not supported (untested); drop one of them")
-        for spec in self.trackers:
-            check_tracker_spec(spec)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -143,17 +68,6 @@ class TrainResult:
     """The signal (SIGTERM, SIGINT) that stopped the run before --steps; `steps` is then the step it stopped at."""
 
 
-def check_compile_backend(backend: str) -> None:
-    """Refuse a backend torch.compile does not know when the config is made, before anything
-    is written, not at the first step (`check_compiler_for` does the same for Inductor on a
-    CPU without a C++ compiler, once the device is known)."""
-    import torch._dynamo
-
-    if backend not in torch._dynamo.list_backends(exclude_tags=()):
-        common = ", ".join(sorted(torch._dynamo.list_backends()))
-        raise ValueError(f"--compile {backend}: not a torch.compile backend; choose one of {common}")
-
-
 def check_compiler_for(backend: str, device: torch.device) -> None:
     """Refuse `backend` where it cannot build code for `device`: Inductor's CPU code is C++."""
     if backend != "inductor" or device.type != "cpu":
@@ -164,20 +78,6 @@ def check_compiler_for(backend: str, device: torch.device) -> None:
     if shutil.which(compiler) is None:
         raise ValueError(f"--compile inductor on the CPU needs a C++ compiler and {compiler!r} is not on PATH; "
                          "install one (or set CXX), or use --compile aot_eager")
-
-
-TRACKER_KINDS = ("tensorboard", "wandb")  # each the name of its package and of its extra
-
-
-def check_tracker_spec(spec: str) -> None:
-    """`tensorboard:DIR` or `wandb:PROJECT`, with its package installed."""
-    import importlib.util
-
-    kind, _, target = spec.partition(":")
-    if kind not in TRACKER_KINDS or not target:
-        raise ValueError(f"--tracker {spec!r}: expected tensorboard:DIR or wandb:PROJECT")
-    if importlib.util.find_spec(kind) is None:
-        raise ValueError(f"--tracker {spec}: the {kind} package is not installed; pip install 'parallax-probe[{kind}]'")
 
 
 @contextlib.contextmanager
@@ -480,7 +380,7 @@ def full_disk_stops_cleanly(out: Path, model: ParallaxLM, optimizers: list):
         # What finishing needs: a checkpoint (the model and about two optimiser states per
         # parameter) and, when a segment closes, a compressed copy of it (at most its size).
         state = 3 * sum(p.numel() * p.element_size() for p in model.state_dict().values())
-        segments = [p.stat().st_size for p in out.glob("segment-*.h5")]
+        segments = [p.stat().st_size for p in out.iterdir() if SEGMENT_RE.match(p.name)]
         needed = state + max(segments, default=0)
         free = shutil.disk_usage(out).free
         raise DiskFullError(
@@ -580,7 +480,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 # folder, so the dashboard and the analysis can put the baseline beside Parallax runs.
                 from .store import Column, RunWriter
 
-                baseline = RunWriter(out, tables={"scalars": {n: Column(n, (), (), "f8") for n in TRAINING_SCALARS}},
+                baseline = RunWriter(out, tables={SCALARS_TABLE: {n: Column(n, (), (), "f8") for n in TRAINING_SCALARS}},
                                      meta=run_meta, mode=run_mode, start_step=start_step)
         except (RunExistsError, RunInUseError) as error:
             # another process started on this folder between our check and now
@@ -642,7 +542,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                         if probe:
                             probe.log_scalars(step, **{k: v for k, v in record.items() if k != "step"})
                         if baseline:
-                            baseline.append("scalars", step, **{k: v for k, v in record.items() if k != "step"})
+                            baseline.append(SCALARS_TABLE, step, **{k: v for k, v in record.items() if k != "step"})
                             baseline.commit()  # every log_every steps: a few rows, cheap next to the steps between
                         bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{eval_accuracy:.3f}", tok_s=f"{tokens_per_second:,.0f}")
                     bar.update(1)
@@ -660,7 +560,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                             if probe:
                                 # The checkpoint says "resume after this step": the probe's rows up to it
                                 # must be in the file first, or a crash between the two loses them for good
-                                # (the writer commits at most every COMMIT_INTERVAL_S).
+                                # (the sink commits at most every store.sink.COMMIT_INTERVAL_S).
                                 probe.flush()
                             _atomic_save({**state, "step": step + 1, "history": history, "train_config": cfg.to_dict()},
                                          out / CHECKPOINT_NAME)

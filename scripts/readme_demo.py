@@ -6,8 +6,8 @@
 Prints the two Markdown tables (per optimiser: final loss and held-out accuracy; per layer:
 final mean COR and W_R stable and effective rank) read from `DIR/muon` and `DIR/adamw`,
 the folders `parallax-probe demo --out DIR` writes (seed 0). `--write` puts them into
-README.md between the demo-numbers markers. The screenshots come from the browser test
-(docs/dashboard.md, "Tests"), on the same folder.
+README.md between the demo-numbers markers. The screenshots come from
+scripts/readme_screenshots.py, on the same folder.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parallax_probe.store import open_run
+from parallax_probe.store import COR_MEAN, SCALARS_TABLE, WR_EFFECTIVE_RANK, WR_STABLE_RANK, open_run
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN, END = "<!-- demo-numbers:begin -->", "<!-- demo-numbers:end -->"
@@ -37,15 +37,16 @@ def tables(runs_dir: Path) -> str:
     runs = {name: open_run(runs_dir / name) for name in OPTIMIZERS}
     lines = ["| optimizer | final loss | held-out accuracy (chance 0.125) |", "|---|---|---|"]
     for name, run in runs.items():
-        lines.append(f"| {name} | {_last_finite(run['scalars/loss']):.3f} | {_last_finite(run['scalars/eval_accuracy']):.3f} |")
+        loss, accuracy = run[f"{SCALARS_TABLE}/loss"], run[f"{SCALARS_TABLE}/eval_accuracy"]
+        lines.append(f"| {name} | {_last_finite(loss):.3f} | {_last_finite(accuracy):.3f} |")
     lines += ["", "| layer | " + " | ".join(f"{NAMES[n]} {what}" for n in OPTIMIZERS for what in ("COR", "W_R stable rank", "W_R effective rank")) + " |",
               "|---" * (1 + 3 * len(OPTIMIZERS)) + "|"]
     layers = runs["muon"].layers
     for layer in range(layers):
         cells = []
         for run in runs.values():
-            cor = float(np.asarray(run["attn/cor_mean"])[-1, layer].mean())  # mean over heads, last logged step
-            cells += [f"{cor:.2f}", f"{float(run['wr/stable_rank'][-1, layer]):.2f}", f"{float(run['wr/effective_rank'][-1, layer]):.2f}"]
+            cor = float(np.asarray(run[COR_MEAN])[-1, layer].mean())  # mean over heads, last logged step
+            cells += [f"{cor:.2f}", f"{float(run[WR_STABLE_RANK][-1, layer]):.2f}", f"{float(run[WR_EFFECTIVE_RANK][-1, layer]):.2f}"]
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

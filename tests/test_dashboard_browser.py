@@ -257,32 +257,6 @@ def test_only_the_bound_host_names_may_open_the_app(server):
     assert _websocket_handshake(server, f"attacker.example:{port}") != 101  # DNS rebinding: refused
 
 
-@requires_chromium
-@pytest.mark.browser
-def test_readme_screenshots(browser):
-    """docs/dashboard-cor.png, dashboard-cor-layers.png and dashboard-wr.png from the demo's runs.
-
-    Runs only when PARALLAX_PROBE_DEMO_RUNS names the folder `parallax-probe demo --out` wrote
-    (the demo trains for minutes, so the usual test run does not make it).
-    """
-    demo = os.environ.get("PARALLAX_PROBE_DEMO_RUNS")
-    if not demo:
-        pytest.skip("set PARALLAX_PROBE_DEMO_RUNS to the folder of `parallax-probe demo --out DIR` to redraw the README screenshots")
-    with dashboard_server(Path(demo)) as url:
-        views = (("COR", "dashboard-cor.png", 780), ("COR&cor-view=Per+layer", "dashboard-cor-layers.png", 780),
-                 ("W_R+rank", "dashboard-wr.png", 1500))
-        for name, file, height in views:
-            page = browser.new_page()
-            page.set_viewport_size({"width": 1400, "height": height})
-            try:
-                page.goto(f"{url}?page={name}")
-                wait_until_drawn(page, charts=1)
-                assert page.locator('[data-testid="stException"]').count() == 0
-                page.screenshot(path=str(REPO / "docs" / file))
-            finally:
-                page.close()
-
-
 # What Plotly holds for every chart of the page: title, and per trace its name, colour, opacity
 # and values (from _fullData, where typed arrays are decoded).
 _CHARTS_JS = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')).map(g => ({

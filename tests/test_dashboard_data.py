@@ -18,8 +18,7 @@ import test_dashboard_support as support  # noqa: E402
 from parallax_probe.analysis.runs import read_layer_means  # noqa: E402
 from parallax_probe.dashboards import data, reduce, serve, text  # noqa: E402
 from parallax_probe.dashboards.figures import GROUP_COLORS, assign_colors, integer_ticks, layer_color  # noqa: E402
-from parallax_probe.probe_schema import HEAD_MEAN_PREFIX, head_means  # noqa: E402
-from parallax_probe.store import COR_MEAN, COR_P90, LAYER_COR_MEAN, RunWriter, open_run  # noqa: E402
+from parallax_probe.store import COR_MEAN, COR_P90, HEAD_MEAN_PREFIX, LAYER_COR_MEAN, RunWriter, head_means, open_run  # noqa: E402
 
 
 def test_discover_lists_runs_and_says_why_others_are_skipped(tmp_path):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from parallax_probe.probe_schema import ATTN_STAT_NAMES, head_means
-from parallax_probe.probe_schema import probe_tables as probe_schema
+from parallax_probe.store.probe_schema import ATTN_STAT_NAMES, head_means
+from parallax_probe.store.probe_schema import probe_tables as probe_schema
 from parallax_probe.store import Column, RunWriter
 
 CLI = Path(sys.executable).with_name("parallax-probe")
@@ -55,7 +55,7 @@ def train_runs(folder: Path) -> Path:
 
 
 def probe_tables(layers: int, heads: int, head_dim: int = 4, d_model: int = 16) -> dict[str, dict[str, Column]]:
-    """The probe's schema (parallax_probe.probe_schema), so synthetic runs read exactly like real ones."""
+    """The probe's schema (parallax_probe.store.probe_schema), so synthetic runs read exactly like real ones."""
     return probe_schema(layers, heads, head_dim, d_model)
 
 

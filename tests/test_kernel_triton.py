@@ -123,9 +123,8 @@ def case_id(case):
 
 
 @pytest.mark.parametrize("case", SMALL_CASES, ids=case_id)
-def test_small_shapes_match_float64(case, nan_poisoned_empty):
+def test_small_shapes_match_float64(case, seed, nan_poisoned_empty):
     B, T, HQ, HK, D, window, dtype, r_norm = case
-    seed = torch.randint(0, 2**31, ()).item()  # fresh inputs every run; failures print it
     inputs = make_inputs(B, T, HQ, HK, D, dtype, r_norm, DEVICE, seed)
     check_against_float64(*inputs, window, seed)
 
@@ -145,9 +144,8 @@ GPU_CASES = [
 @pytest.mark.gpu
 @requires_hopper
 @pytest.mark.parametrize("case", GPU_CASES, ids=case_id)
-def test_real_shapes_match_float64(case, nan_poisoned_empty):
+def test_real_shapes_match_float64(case, seed, nan_poisoned_empty):
     B, T, HQ, HK, D, window, dtype, r_norm = case
-    seed = torch.randint(0, 2**31, ()).item()
     inputs = make_inputs(B, T, HQ, HK, D, dtype, r_norm, DEVICE, seed)
     check_against_float64(*inputs, window, seed)
 
@@ -177,14 +175,13 @@ def pack_id(pack):
     return f"lens{'-'.join(map(str, lengths))}-H{HQ}-HK{HK}-D{D}-W{W}-{str(dtype)[6:]}-r{r_norm:g}"
 
 
-def check_packed(pack, max_seqlen_extra, offsets_dtype=torch.int32):
+def check_packed(pack, max_seqlen_extra, seed, offsets_dtype=torch.int32):
     """Packed sequences against the float64 reference, which runs each sequence alone (the
     module's rule), and against each sequence run alone through the kernel: the forward and the
     dQ/dR kernel see the same rows in the same tiles, so o, the statistics, dq and dr are bitwise
     those of the sequence alone. (The kv kernel steps through the packed row's query blocks,
     which start elsewhere, so dk and dv agree only within the rule, checked against float64.)"""
     lengths, HQ, HK, D, window, dtype, r_norm = pack
-    seed = torch.randint(0, 2**31, ()).item()  # fresh inputs every run; failures print it
     q, r, k, v, do = make_inputs(1, sum(lengths), HQ, HK, D, dtype, r_norm, DEVICE, seed)
     offsets = [0, *torch.tensor(lengths).cumsum(0).tolist()]
     cu_seqlens = torch.tensor(offsets, dtype=offsets_dtype, device=DEVICE)
@@ -213,15 +210,15 @@ PACKED_CALLS = [pytest.param(pack, None, torch.int32, id=pack_id(pack)) for pack
 
 
 @pytest.mark.parametrize("pack, max_seqlen_extra, offsets_dtype", PACKED_CALLS)
-def test_packed_sequences_match_float64_and_each_sequence_alone(pack, max_seqlen_extra, offsets_dtype, nan_poisoned_empty):
-    check_packed(pack, max_seqlen_extra, offsets_dtype)
+def test_packed_sequences_match_float64_and_each_sequence_alone(pack, max_seqlen_extra, offsets_dtype, seed, nan_poisoned_empty):
+    check_packed(pack, max_seqlen_extra, seed, offsets_dtype)
 
 
 @pytest.mark.gpu
 @requires_hopper
 @pytest.mark.parametrize("pack", GPU_PACKS, ids=pack_id)
-def test_packed_real_shapes_match_float64_and_each_sequence_alone(pack, nan_poisoned_empty):
-    check_packed(pack, 0)
+def test_packed_real_shapes_match_float64_and_each_sequence_alone(pack, seed, nan_poisoned_empty):
+    check_packed(pack, 0, seed)
 
 
 def test_single_position_is_its_value(nan_poisoned_empty):
@@ -240,12 +237,12 @@ def test_single_position_is_its_value(nan_poisoned_empty):
 # K and V, a kv-kernel head 3*77*64*2*2 = 59,136 of q, r and dO. These L2 shares group the 6
 # query heads in fours (4 + 2) or the 3 key heads in twos (2 + 1), or every head alone.
 @pytest.mark.parametrize("l2_share", [4 * 19_712, 2 * 59_136, 1])
-def test_the_launch_order_changes_no_result(l2_share, monkeypatch, nan_poisoned_empty):
+def test_the_launch_order_changes_no_result(l2_share, monkeypatch, seed, nan_poisoned_empty):
     """Programs start longest first in groups of heads (`_longest_first`); any grouping,
     including a short last group, covers every block once and computes the same bits."""
     from parallax_probe.kernels import parallel
 
-    q, r, k, v, do = make_inputs(3, 77, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, torch.randint(0, 2**31, ()).item())
+    q, r, k, v, do = make_inputs(3, 77, 2, 1, 64, torch.bfloat16, 10.0, DEVICE, seed)
     one_group = run(q, r, k, v, do, window=None, backend="triton")
     monkeypatch.setattr(parallel, "L2_SHARE_BYTES", l2_share)
     grouped = run(q, r, k, v, do, window=None, backend="triton")
@@ -257,7 +254,7 @@ def test_the_launch_order_changes_no_result(l2_share, monkeypatch, nan_poisoned_
 
 @pytest.mark.parametrize("packed", [False, True], ids=["batched", "packed"])
 @pytest.mark.parametrize("variant", ["fused", "split"])
-def test_both_backward_variants_match_float64(variant, packed, nan_poisoned_empty):
+def test_both_backward_variants_match_float64(variant, packed, seed, nan_poisoned_empty):
     """The default picks one backward per head dim; the other must stay correct too. Packed,
     the fused kernel's atomics also add (zeros) into rows of the neighbouring sequences that
     share its first and last query blocks."""
@@ -279,7 +276,6 @@ def test_both_backward_variants_match_float64(variant, packed, nan_poisoned_empt
     else:
         packing = {}
     config = BackwardConfig(kv=kv, q=q_tiles if variant == "split" else None)
-    seed = torch.seed() % 2**31
     q, r, k, v, do = make_inputs(B, T, HQ, HK, 64, torch.bfloat16, 10.0, DEVICE, seed)
     scale = 64**-0.5
     o, o_sm, o_lo, lse, tbar, _ = parallel.parallax_forward(q, r, k, v, scale, window, False, True, **packing)
@@ -291,7 +287,7 @@ def test_both_backward_variants_match_float64(variant, packed, nan_poisoned_empt
 
 
 @pytest.mark.parametrize("T", [16, 21])
-def test_stacked_operand_alternates_eight_rows_of_q_and_r(T, nan_poisoned_empty):
+def test_stacked_operand_alternates_eight_rows_of_q_and_r(T, seed, nan_poisoned_empty):
     """The kv kernel's stacked operand: per head, eight rows of q then the same eight rows of
     r; a length that is no multiple of 8 ends in zero rows, never in leftover memory."""
     from parallax_probe.kernels.parallel import stack_queries_and_probes

@@ -14,7 +14,7 @@ from parallax_probe import Probe, build_model, open_run
 from parallax_probe.hooks import AttentionCall, Layout, NoParallaxModulesError, Op
 from parallax_probe.kernels import parallax_attention
 from parallax_probe.model import apply_rope
-from parallax_probe.probe_schema import HEAD_MEAN_STATS, head_means
+from parallax_probe.store.probe_schema import HEAD_MEAN_STATS, head_means
 
 from probe_expectations import CapturedCalls, assert_recorded, float64_rows, head_stats  # noqa: E402
 from triton_device import DEVICE  # noqa: E402  (the Triton kernel's test below: interpreted without a Hopper GPU)
@@ -168,7 +168,7 @@ def test_only_logging_steps_are_recorded_and_hooks_detach_on_close(tmp_path):
 
 
 def test_rows_reach_readers_after_flush_and_within_the_commit_interval(tmp_path):
-    from parallax_probe.hooks.probe import COMMIT_INTERVAL_S
+    from parallax_probe.store.sink import COMMIT_INTERVAL_S
 
     model = build_model("tiny", vocab_size=30, n_layers=2)
     x = torch.randint(0, 30, (1, 9))
@@ -296,6 +296,28 @@ def test_a_probe_refuses_an_existing_run_unless_told_to_resume_or_overwrite(tmp_
             model(x)
     assert open_run(tmp_path / "run")["step"].tolist() == [0, 1]
 
+
+
+def test_the_probe_writes_through_a_sink_it_is_given(tmp_path):
+    """Probe(model, RunSink(...)) writes what Probe(model, folder) writes; the writer's options
+    belong to the sink, so giving them to the probe as well is refused."""
+    from parallax_probe.store import RunSink
+
+    model = build_model("tiny", vocab_size=30)
+    x = torch.randint(0, 30, (1, 5))
+    with Probe(model, tmp_path / "run", every=1) as probe:
+        with probe.step(0):
+            model(x)
+    with pytest.raises(ValueError, match="belong to the sink"):
+        Probe(model, RunSink(tmp_path / "run", mode="resume", start_step=1), every=1, mode="resume")
+    sink = RunSink(tmp_path / "run", mode="resume", start_step=1, fsync_every_s=None)
+    with Probe(model, sink, every=1) as probe:
+        with probe.step(1):
+            model(x)
+        probe.log_scalars(1, loss=torch.tensor(2.5))
+    run = open_run(tmp_path / "run")
+    assert run["step"].tolist() == [0, 1]
+    assert run["scalars/loss"].tolist() == [2.5]
 
 def test_a_compiled_model_records_what_the_eager_model_records(tmp_path):
     """The hooks trace under torch.compile: no graph break, one graph for logging steps and one

@@ -35,8 +35,8 @@ def spec_parallax_float64(q, r, k, v, *, scale, window=None):
     return o, AttentionStats(osm_sq, c_sq, osm_c, r.square().sum(-1))
 
 
-def random_inputs(B, T, HQ, HK, D, *, probe_norm, dtype=torch.float32, seed=None):
-    g = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**31)
+def random_inputs(B, T, HQ, HK, D, *, probe_norm, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
     q = torch.randn(B, T, HQ, D, generator=g)
     r = torch.randn(B, T, HQ, D, generator=g)
     r = r / r.norm(dim=-1, keepdim=True) * probe_norm  # every row's ||r|| = probe_norm
@@ -62,8 +62,8 @@ SHAPES = [  # (B, T, HQ, HK, D): odd lengths, GQA, head dims 16..128
 @pytest.mark.parametrize("B, T, HQ, HK, D", SHAPES)
 @pytest.mark.parametrize("probe_norm", [0.5, 10.0, 30.0])
 @pytest.mark.parametrize("window", [None, 5])
-def test_output_and_stats_match_spec_in_float64(B, T, HQ, HK, D, probe_norm, window):
-    q, r, k, v = random_inputs(B, T, HQ, HK, D, probe_norm=probe_norm)
+def test_output_and_stats_match_spec_in_float64(B, T, HQ, HK, D, probe_norm, window, seed):
+    q, r, k, v = random_inputs(B, T, HQ, HK, D, probe_norm=probe_norm, seed=seed)
     scale = 1 / math.sqrt(D)
     ref_o, ref_stats = spec_parallax_float64(q, r, k, v, scale=scale, window=window)
     o, stats = parallax_attention(q, r, k, v, window=window, return_stats=True, backend="reference")
@@ -75,23 +75,23 @@ def test_output_and_stats_match_spec_in_float64(B, T, HQ, HK, D, probe_norm, win
         assert relative_error(got, want) < 1e-4, name
 
 
-def test_large_probe_norm_makes_the_correction_dominate():
-    q, r, k, v = random_inputs(2, 33, 2, 2, 32, probe_norm=20.0)
+def test_large_probe_norm_makes_the_correction_dominate(seed):
+    q, r, k, v = random_inputs(2, 33, 2, 2, 32, probe_norm=20.0, seed=seed)
     _, stats = parallax_attention(q, r, k, v, return_stats=True)
     cor = (stats.c_sq / stats.osm_sq).sqrt()
     assert cor[:, 1:].median() > 1.0  # position 0 has one key: covariance 0, c = 0
     assert torch.allclose(stats.c_sq[:, 0], torch.zeros(()), atol=1e-10)
 
 
-def test_zero_probe_is_exactly_softmax_attention():
-    q, r, k, v = random_inputs(2, 37, 4, 2, 32, probe_norm=1.0)
+def test_zero_probe_is_exactly_softmax_attention(seed):
+    q, r, k, v = random_inputs(2, 37, 4, 2, 32, probe_norm=1.0, seed=seed)
     o = parallax_attention(q, torch.zeros_like(r), k, v)
     sdpa = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True)
     torch.testing.assert_close(o, sdpa.transpose(1, 2), rtol=1e-5, atol=1e-6)
 
 
-def test_window_keeps_exactly_W_keys():
-    q, r, k, v = random_inputs(1, 20, 1, 1, 16, probe_norm=3.0)
+def test_window_keeps_exactly_W_keys(seed):
+    q, r, k, v = random_inputs(1, 20, 1, 1, 16, probe_norm=3.0, seed=seed)
     o_full = parallax_attention(q, r, k, v, window=8)
     k2, v2 = k.clone(), v.clone()
     k2[:, :12], v2[:, :12] = torch.randn_like(k2[:, :12]), torch.randn_like(v2[:, :12])  # keys no query >= 19 sees
@@ -101,16 +101,16 @@ def test_window_keeps_exactly_W_keys():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_low_precision_inputs_compute_in_float32_and_return_input_dtype(dtype):
-    q, r, k, v = random_inputs(2, 29, 2, 1, 64, probe_norm=10.0, dtype=dtype)
+def test_low_precision_inputs_compute_in_float32_and_return_input_dtype(dtype, seed):
+    q, r, k, v = random_inputs(2, 29, 2, 1, 64, probe_norm=10.0, dtype=dtype, seed=seed)
     o = parallax_attention(q, r, k, v)
     assert o.dtype == dtype
     ref_o, _ = spec_parallax_float64(q, r, k, v, scale=1 / 8)
     assert relative_error(o, ref_o) < 1e-2
 
 
-def test_gradcheck_in_float64():
-    q, r, k, v = (t.double().requires_grad_() for t in random_inputs(1, 6, 2, 1, 4, probe_norm=2.0))
+def test_gradcheck_in_float64(seed):
+    q, r, k, v = (t.double().requires_grad_() for t in random_inputs(1, 6, 2, 1, 4, probe_norm=2.0, seed=seed))
     assert torch.autograd.gradcheck(lambda *xs: parallax_attention(*xs, window=4), (q, r, k, v))
 
 
@@ -127,15 +127,15 @@ def test_gradcheck_in_float64():
         (lambda q, r, k, v: (q.long(), r.long(), k.long(), v.long()), "floating-point"),
     ],
 )
-def test_bad_inputs_raise_value_errors_naming_the_shapes(change, message):
-    q, r, k, v = random_inputs(1, 9, 4, 2, 16, probe_norm=1.0)
+def test_bad_inputs_raise_value_errors_naming_the_shapes(change, message, seed):
+    q, r, k, v = random_inputs(1, 9, 4, 2, 16, probe_norm=1.0, seed=seed)
     with pytest.raises(ValueError, match=message):
         parallax_attention(*change(q, r, k, v))
 
 
 @pytest.mark.parametrize("kwargs", [{"window": 0}, {"window": 3, "causal": False}, {"scale": -1.0}, {"backend": "cuda"}])
-def test_bad_options_raise_value_errors(kwargs):
-    q, r, k, v = random_inputs(1, 9, 2, 2, 16, probe_norm=1.0)
+def test_bad_options_raise_value_errors(kwargs, seed):
+    q, r, k, v = random_inputs(1, 9, 2, 2, 16, probe_norm=1.0, seed=seed)
     with pytest.raises(ValueError):
         parallax_attention(q, r, k, v, **kwargs)
 

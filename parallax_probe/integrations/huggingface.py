@@ -24,6 +24,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from parallax_probe.config import PROBE_EVERY, SPECTRA_EVERY
 from parallax_probe.hooks import Probe
 
 from .common import OpenStep, framework_distributed, model_device, optimizer_meta, provenance, storable
@@ -44,7 +45,7 @@ class ProbeCallback(TrainerCallback):
     the run folder from that step (mode "resume").
     """
 
-    def __init__(self, run_dir: str | Path, *, every: int = 50, spectra_every: int = 500, meta: dict[str, Any] | None = None, **probe_options) -> None:
+    def __init__(self, run_dir: str | Path, *, every: int = PROBE_EVERY, spectra_every: int = SPECTRA_EVERY, meta: dict[str, Any] | None = None, **probe_options) -> None:
         self.run_dir = run_dir
         self.every, self.spectra_every = every, spectra_every
         self.meta = dict(meta or {})

@@ -1,7 +1,7 @@
 """The run format's vocabulary: constants, errors, and the table schema (`Column`, `Table`).
 
-No HDF5 here: this module says what a run folder holds, `store_hdf5` says how it is laid
-out in a file. The format itself is documented in docs/file-format.md.
+No HDF5 here: this module says what a run folder holds, `hdf5` says how it is laid out
+in a file. The format itself is documented in docs/file-format.md.
 
 A schema is a set of tables. A table is a step index plus columns; row i of every column
 belongs to step i of the index. Where a table lives (format version 1):
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -260,21 +260,44 @@ def tables_from_json(text: str, where: str) -> dict[str, Table]:
     return out
 
 
-def union_tables(old: Mapping[str, Table], new: Mapping[str, Table]) -> dict[str, Table]:
-    """`new` with every extensible table grown by the columns `old` had and `new` lacks."""
-    out = dict(new)
-    for name, table in new.items():
-        before = old.get(name)
-        if table.extensible and before is not None:
-            missing = [c.name for c in before.columns if table.column(c.name) is None]
-            out[name] = table.with_columns(missing)
+def union_tables(schemas: Iterable[tuple[str, Mapping[str, Table]]], where: str) -> dict[str, Table]:
+    """Every table and column of any of the (source name, tables) `schemas`, in the order first seen.
+
+    A column must have one shape, dims and dtype wherever it appears: a RunFileError names
+    the source that disagrees (segments of one run come from one model).
+    """
+    out: dict[str, Table] = {}
+    for source, tables in schemas:
+        for name, table in tables.items():
+            known = out.get(name)
+            if known is None:
+                out[name] = table
+                continue
+            extra = []
+            for column in table.columns:
+                prior = known.column(column.name)
+                if prior is None:
+                    extra.append(column)
+                elif (prior.shape, prior.dims, prior.dtype) != (column.shape, column.dims, column.dtype):
+                    raise RunFileError(
+                        f"{where}: segments disagree on {table.column_name(column.name)}: {prior.dtype} {prior.shape} "
+                        f"in an earlier segment, {column.dtype} {column.shape} in {source}. "
+                        "Segments of one run must come from the same model; open them one by one."
+                    )
+            if extra:
+                out[name] = Table(name, known.columns + tuple(extra), known.extensible or table.extensible)
     return out
 
 
-def check_compatible(old: Mapping[str, Table], new: Mapping[str, Table], where: str) -> None:
-    """Raise ValueError if a column keeps its name but changes shape, dims or dtype."""
-    for name, table in new.items():
-        before = old.get(name)
+def resumed_tables(stored: Mapping[str, Table], declared: Mapping[str, Table], where: str) -> dict[str, Table]:
+    """The schema a resumed writer continues with: `declared`, each extensible table grown by
+    the columns `stored` has and `declared` lacks (known scalar names start no new segment).
+
+    ValueError if a declared column keeps a stored column's name but changes its shape, dims or dtype.
+    """
+    out = dict(declared)
+    for name, table in declared.items():
+        before = stored.get(name)
         if before is None:
             continue
         for column in table.columns:
@@ -284,6 +307,9 @@ def check_compatible(old: Mapping[str, Table], new: Mapping[str, Table], where: 
                     f"{where} stores {name}/{column.name} as {prior.dtype} {prior.shape} {prior.dims}; this writer declares "
                     f"{column.dtype} {column.shape} {column.dims}. Resume with the same model shape, or write a new run."
                 )
+        if table.extensible:
+            out[name] = table.with_columns([c.name for c in before.columns if table.column(c.name) is None])
+    return out
 
 
 # ---- root attributes --------------------------------------------------------------------

@@ -23,23 +23,23 @@ import json
 import math
 import os
 import stat
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .store_format import (
+from .format import (
     ROOT_TABLE,
     SEGMENT_RE,
     STATUS_CLOSED,
     RunFileError,
     Table,
     tables_from_json,
+    union_tables,
 )
-from .store_hdf5 import (
+from .hdf5 import (
     DEFAULT_BYTE_BUDGET,
     check_chunks_in_file,
     chunk_bytes,
@@ -49,9 +49,9 @@ from .store_hdf5 import (
     open_for_read,
     read_committed,
     read_status,
-    segment_status,
-    writer_status,
+    reading,
 )
+from .liveness import segment_status, writer_status
 
 _REQUIRED_ATTRS = {"run_id": str, "segment": int, "start_step": int, "schema": str}
 
@@ -98,20 +98,6 @@ def segment_paths(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-@contextmanager
-def _reading(path: Path) -> Iterator[None]:
-    """HDF5 errors while reading become one RunFileError naming the file."""
-    try:
-        yield
-    except RunFileError:
-        raise
-    except (OSError, KeyError, ValueError, RuntimeError) as error:
-        raise RunFileError(
-            f"{path}: reading failed ({type(error).__name__}: {error}). The file is damaged or was cut short; "
-            "copy it again from its source or restore it from a backup."
-        ) from error
-
-
 def decode_root(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
     """Root attributes with the JSON-encoded ones (listed in `json_attributes`) parsed."""
     for name, kind in _REQUIRED_ATTRS.items():
@@ -130,7 +116,7 @@ def decode_root(raw: Mapping[str, Any], path: Path) -> dict[str, Any]:
 
 def load_segment(path: Path, byte_budget: int, index: int | None = None) -> Segment:
     f, superblock = open_for_read(path)
-    with f, _reading(path):
+    with f, reading(path):
         raw = check_root(f, path)
         check_contents(f, path, byte_budget)
         attrs = decode_root(raw, path)
@@ -164,31 +150,6 @@ def live_writer_of(run_dir: Path) -> Segment | None:
     return None
 
 
-def _union_tables(segments: list[Segment], where: Path) -> dict[str, Table]:
-    """Every table and column of any segment; a column must agree wherever it appears."""
-    out: dict[str, Table] = {}
-    for segment in segments:
-        for name, table in segment.tables.items():
-            known = out.get(name)
-            if known is None:
-                out[name] = table
-                continue
-            extra = []
-            for column in table.columns:
-                prior = known.column(column.name)
-                if prior is None:
-                    extra.append(column)
-                elif (prior.shape, prior.dims, prior.dtype) != (column.shape, column.dims, column.dtype):
-                    raise RunFileError(
-                        f"{where}: segments disagree on {table.column_name(column.name)}: {prior.dtype} {prior.shape} "
-                        f"in an earlier segment, {column.dtype} {column.shape} in {segment.path.name}. "
-                        "Segments of one run must come from the same model; open them one by one."
-                    )
-            if extra:
-                out[name] = Table(name, known.columns + tuple(extra), known.extensible or table.extensible)
-    return out
-
-
 class Run:
     """A run folder (or one segment file) opened for reading. See the module docstring."""
 
@@ -196,7 +157,7 @@ class Run:
         self.path = path
         self.segments: tuple[Segment, ...] = tuple(segments)
         self.byte_budget = byte_budget
-        self.tables: dict[str, Table] = _union_tables(segments, path)
+        self.tables: dict[str, Table] = union_tables(((s.path.name, s.tables) for s in segments), str(path))
         last = segments[-1]
         self.meta: dict[str, Any] = dict(last.attrs)
         # A last segment that says "continued" lost its successor: the writer died between
@@ -323,7 +284,7 @@ class Run:
         select: tuple[int | slice, ...] = (),
     ) -> int:
         f, _ = open_for_read(segment.path)
-        with f, _reading(segment.path):
+        with f, reading(segment.path):
             for table_name, columns in requests.items():
                 table = segment.tables[table_name]
                 n = read_committed(f, table, segment.path)  # checks that n rows are stored

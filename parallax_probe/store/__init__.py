@@ -2,6 +2,11 @@
 
 No torch anywhere in the store: dashboards and analysis read runs on machines without it.
 
+One module per concern (docs/architecture.md): `format` (the vocabulary, errors, `Column`,
+`Table`), `probe_schema` (the probe's tables and the column names readers pick), `hdf5` (how
+a segment sits in HDF5), `liveness` (whether a segment's writer still runs), `reader`,
+`writer`, `sink` (a writer behind a thread, for the probe) and `repair`.
+
 Writing (one process writes a run folder; each process start adds a segment file):
 
     RunWriter(run_dir, *, tables: Mapping[str, Mapping[str, Column]], meta=None,
@@ -20,6 +25,11 @@ Writing (one process writes a run folder; each process start adds a segment file
 Tables: "attn" keeps its step index at the root (/step, /committed) and its columns in
 /attn; any other table T keeps all of it in /T. "scalars" always exists and takes new
 names at any time (float64 each). Steps increase strictly per table.
+
+    RunSink(run_dir, *, mode="new", start_step=0, fsync_every_s=60.0)
+        .open(tables, meta, on_row=None)            create the RunWriter, start its thread
+        .put(table, step, row)                      queue a row (a dict, or a callable returning one)
+        .flush(), .close(), .error                  committed / closed; the writer thread's failure
 
 Reading (never holds a file open between calls):
 
@@ -45,7 +55,7 @@ RunInUseError(RuntimeError) when a live writer holds the run.
 
 from __future__ import annotations
 
-from .store_format import (
+from .format import (
     FORMAT,
     FORMAT_VERSION,
     PROVENANCE_DEFAULTS,
@@ -59,59 +69,78 @@ from .store_format import (
     RunFileError,
     RunInUseError,
     Table,
+    segment_name,
 )
+from .hdf5 import DEFAULT_BYTE_BUDGET
+from .liveness import LIVE_HEARTBEAT_S
 from .probe_schema import (
+    ATTN_STAT_NAMES,
     COR_MEAN,
     COR_P50,
     COR_P90,
     HEAD_MEAN_PREFIX,
     HEAD_MEAN_STATS,
+    INTEGER_STATS,
     LAYER_COR_MEAN,
+    LAYER_COR_P90,
+    LAYER_PROBE_NORM_MEAN,
     PROBE_META_KEYS,
+    SCALARS_STEP,
     WR_EFFECTIVE_RANK,
     WR_STABLE_RANK,
     WR_STEP,
     WRK_STABLE_RANK,
+    head_means,
     nan_mean,
+    probe_tables,
 )
-from .store_hdf5 import DEFAULT_BYTE_BUDGET, LIVE_HEARTBEAT_S
-from .store_reader import Run, Segment, live_writer_of, open_run
-from .store_repair import repair_run, repair_segment
-from .store_writer import RunWriter
+from .reader import Run, Segment, live_writer_of, open_run
+from .repair import repair_run, repair_segment
+from .sink import RunSink
+from .writer import RunWriter
 
 __all__ = [
+    "ATTN_STAT_NAMES",
     "COR_MEAN",
     "COR_P50",
     "COR_P90",
-    "HEAD_MEAN_PREFIX",
-    "HEAD_MEAN_STATS",
-    "LAYER_COR_MEAN",
-    "PROBE_META_KEYS",
-    "PROVENANCE_DEFAULTS",
-    "SEGMENT_RE",
-    "STORE_ATTRS",
-    "STORE_FILE_RE",
-    "WR_EFFECTIVE_RANK",
-    "WR_STABLE_RANK",
-    "WR_STEP",
-    "WRK_STABLE_RANK",
     "DEFAULT_BYTE_BUDGET",
     "FORMAT",
     "FORMAT_VERSION",
+    "HEAD_MEAN_PREFIX",
+    "HEAD_MEAN_STATS",
+    "INTEGER_STATS",
+    "LAYER_COR_MEAN",
+    "LAYER_COR_P90",
+    "LAYER_PROBE_NORM_MEAN",
     "LIVE_HEARTBEAT_S",
+    "PROBE_META_KEYS",
+    "PROVENANCE_DEFAULTS",
     "ROOT_TABLE",
+    "SCALARS_STEP",
     "SCALARS_TABLE",
+    "SEGMENT_RE",
+    "STORE_ATTRS",
+    "STORE_FILE_RE",
+    "WRK_STABLE_RANK",
+    "WR_EFFECTIVE_RANK",
+    "WR_STABLE_RANK",
+    "WR_STEP",
     "Column",
     "Run",
     "RunExistsError",
     "RunFileError",
     "RunInUseError",
+    "RunSink",
     "RunWriter",
     "Segment",
     "Table",
+    "head_means",
     "live_writer_of",
     "nan_mean",
     "open_run",
+    "probe_tables",
     "repair_run",
     "repair_segment",
+    "segment_name",
 ]

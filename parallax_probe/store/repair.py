@@ -17,8 +17,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .store_format import RunFileError, RunInUseError, Table, tables_from_json
-from .store_hdf5 import (
+from .format import RunFileError, RunInUseError, Table, tables_from_json
+from .hdf5 import (
     DEFAULT_BYTE_BUDGET,
     LIBVER,
     check_chunks_in_file,
@@ -26,22 +26,15 @@ from .store_hdf5 import (
     check_root,
     check_tables,
     create_layout,
+    fsync_path,
     open_for_read,
     read_committed,
     read_status,
+    reading,
 )
-from .store_reader import _reading, is_run_folder, load_segment, segment_paths
+from .reader import is_run_folder, load_segment, segment_paths
 
 _COPY_BLOCK_BYTES = 64 * 1024**2  # rows are copied in blocks of at most this many bytes
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or a folder (a folder: so a rename in it survives a machine crash)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _row_blocks(ds: h5py.Dataset, n: int):
@@ -58,7 +51,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 def rewrite_segment(src: Path, dst: Path, *, extra_attrs: dict | None = None, durable: bool = True) -> None:
     """Write `dst`: `src`'s attributes and committed rows, compact layout; verify; leave `src` alone."""
     f, _ = open_for_read(src)
-    with f, _reading(src):
+    with f, reading(src):
         raw = check_root(f, src)
         check_contents(f, src, DEFAULT_BYTE_BUDGET)
         tables = tables_from_json(raw["schema"], str(src))
@@ -176,7 +169,7 @@ def repair_run(path: str | Path) -> list[str]:
             lines.append(f"{segment_path.name}: live (pid {segment.attrs.get('writer_pid')}), left alone")
         else:
             backup = repair_segment(segment_path)
-            with _reading(segment_path):
+            with reading(segment_path):
                 f, _ = open_for_read(segment_path)
                 with f:
                     rows = {name: read_committed(f, t, segment_path) for name, t in segment.tables.items()}

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .store_format import Column  # the format alone: no h5py, so analysis can import this module
+from .format import Column
 
 ATTN_STAT_NAMES = (
     "cor_mean", "cor_p50", "cor_p90", "cor_max",
@@ -36,10 +36,13 @@ COR_MEAN = "attn/cor_mean"
 COR_P50 = "attn/cor_p50"
 COR_P90 = "attn/cor_p90"
 LAYER_COR_MEAN = "attn/" + HEAD_MEAN_PREFIX + "cor_mean"
+LAYER_COR_P90 = "attn/" + HEAD_MEAN_PREFIX + "cor_p90"
+LAYER_PROBE_NORM_MEAN = "attn/" + HEAD_MEAN_PREFIX + "probe_norm_mean"
 WR_STEP = "wr/step"
 WR_STABLE_RANK = "wr/stable_rank"
 WR_EFFECTIVE_RANK = "wr/effective_rank"
 WRK_STABLE_RANK = "wrk/stable_rank"
+SCALARS_STEP = "scalars/step"
 # The exact aggregates stay float64 end to end, so ratios derived from them are not re-estimated.
 FLOAT64_STATS = frozenset({"sum_osm_sq", "sum_c_sq", "sum_osm_c"})
 

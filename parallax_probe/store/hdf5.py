@@ -1,4 +1,4 @@
-"""How a run segment sits in HDF5: layout, safe opening, defensive checks, writer liveness.
+"""How a run segment sits in HDF5: layout, safe opening, defensive checks, reading errors, fsync.
 
 Measured with h5py 3.16 / HDF5 2.0 (see docs/file-format.md for the reasons in full):
 - A segment is created whole (every dataset, attribute and dimension scale) before
@@ -7,7 +7,7 @@ Measured with h5py 3.16 / HDF5 2.0 (see docs/file-format.md for the reasons in f
   size, so HDF5 rewrites it in place. A filtered (compressed) chunk changes size on every
   partial rewrite and, under SWMR, HDF5 never frees the old copy (readers may still hold
   its address): one row per commit into 4-row gzip chunks grew the file to 2.25x the
-  data. Closed segments are rewritten compressed (`store_repair.rewrite_segment`).
+  data. Closed segments are rewritten compressed (`repair.rewrite_segment`).
 - No checksum filter on live chunks either: a SIGKILL can tear an in-place chunk write
   between pages, which leaves committed rows intact (their bytes are the same in the old
   and new chunk) but would fail the chunk's checksum and make those rows unreadable.
@@ -24,10 +24,9 @@ import ctypes
 import functools
 import math
 import os
-import socket
 import stat
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .store_format import (
+from .format import (
     FORMAT,
     FORMAT_VERSION,
-    STATUS_CLOSED,
-    STATUS_CONTINUED,
     RunFileError,
     Table,
     decode_attr,
@@ -69,9 +66,6 @@ DEFAULT_BYTE_BUDGET = 4 * 1024**3
 MAX_CHUNK_BYTES = 64 * 1024**2
 ATTRIBUTE_BUDGET = 16 * 1024**2  # any one attribute; config JSON is a few KB
 MAX_OBJECTS = 100_000  # a run segment holds about 50; more means a file of another kind
-# A writer on another host cannot be checked by pid: it counts as live while its last
-# commit (the heartbeat) is this recent. Logging steps come every few seconds to minutes.
-LIVE_HEARTBEAT_S = 600.0
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _SUPERBLOCK_WRITE = 0x01  # file consistency flags, superblock v2/v3
@@ -251,6 +245,29 @@ def open_for_read(path: Path) -> tuple[h5py.File, Superblock]:
         f.close()
         raise
     return f, superblock
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """HDF5 errors while reading `path` become one RunFileError naming the file."""
+    try:
+        yield
+    except RunFileError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        raise RunFileError(
+            f"{path}: reading failed ({type(error).__name__}: {error}). The file is damaged or was cut short; "
+            "copy it again from its source or restore it from a backup."
+        ) from error
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder: so a rename in it survives a machine crash)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ---- defensive checks -----------------------------------------------------------------
@@ -553,79 +570,3 @@ def read_committed(f: h5py.File, table: Table, path: Path) -> int:
 
 def read_status(f: h5py.File) -> tuple[int, float]:
     return int(f["status"][0]), float(f["heartbeat"][0])
-
-
-# ---- writer identity and liveness ------------------------------------------------------
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _process_start(pid: int) -> tuple[int, str] | None:
-    """(start time in clock ticks since boot, state letter) from /proc, or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and ')': the fields after the last ')'
-    # start with field 3 (state); field 22 (starttime) is the 20th of them.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19]), fields[0]
-
-
-def writer_identity() -> dict[str, Any]:
-    """Root attributes that let a reader tell a live writer from a dead one (pid reuse too)."""
-    start = _process_start(os.getpid())
-    return {
-        "writer_pid": os.getpid(),
-        "writer_host": socket.gethostname(),
-        "writer_boot_id": _boot_id(),
-        "writer_start_ticks": start[0] if start else -1,
-    }
-
-
-def writer_alive(attrs: Mapping[str, Any]) -> bool | None:
-    """True/False for a writer on this host; None when it ran on another host."""
-    if attrs.get("writer_host") != socket.gethostname():
-        return None
-    boot = attrs.get("writer_boot_id") or ""
-    if boot and _boot_id() and boot != _boot_id():
-        return False  # the machine rebooted since
-    pid = attrs.get("writer_pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    start = _process_start(pid)
-    if start is not None:
-        ticks, state = start
-        expected = attrs.get("writer_start_ticks", -1)
-        return state not in "ZX" and (expected < 0 or ticks == expected)
-    if Path("/proc/self/stat").exists():
-        return False  # /proc works and has no such pid
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def writer_status(heartbeat: float, attrs: Mapping[str, Any]) -> str:
-    """"live" or "crashed" for a segment its writer has not closed (see docs/file-format.md)."""
-    alive = writer_alive(attrs)
-    if alive is None:
-        alive = time.time() - heartbeat < LIVE_HEARTBEAT_S
-    return "live" if alive else "crashed"
-
-
-def segment_status(status_code: int, heartbeat: float, attrs: Mapping[str, Any]) -> str:
-    """"closed", "continued" (closed; its writer went on in the next segment), "live" or "crashed"."""
-    if status_code == STATUS_CLOSED:
-        return "closed"
-    if status_code == STATUS_CONTINUED:
-        return "continued"
-    return writer_status(heartbeat, attrs)

@@ -46,7 +46,7 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
-from .store_format import (
+from .format import (
     FORMAT,
     FORMAT_VERSION,
     SEGMENT_RE,
@@ -60,23 +60,25 @@ from .store_format import (
     RunInUseError,
     Table,
     build_tables,
-    check_compatible,
     encode_meta,
     segment_name,
+    resumed_tables,
     tables_to_json,
     union_tables,
 )
-from .store_hdf5 import (
+from .hdf5 import (
     DEFAULT_BYTE_BUDGET,
     LIBVER,
     SegmentHandles,
     create_layout,
+    fsync_path,
     open_for_read,
     read_committed,
-    writer_identity,
+    reading,
 )
-from .store_reader import _reading, _union_tables, load_segment, segment_paths
-from .store_repair import fsync_path, repair_segment, rewrite_segment
+from .liveness import writer_identity
+from .reader import load_segment, segment_paths
+from .repair import repair_segment, rewrite_segment
 
 Mode = Literal["new", "resume", "overwrite"]
 _Row = tuple[int, dict[str, Any]]  # (step, column name -> value)
@@ -283,9 +285,8 @@ class RunWriter:
         run_ids = sorted({s.attrs["run_id"] for s in segments})
         if len(run_ids) > 1:
             raise RunFileError(f"{self.run_dir}: its segments come from different runs ({run_ids}); move the foreign ones out.")
-        before = _union_tables(segments, self.run_dir)
-        check_compatible(before, self._tables, str(self.run_dir))
-        self._tables = union_tables(before, self._tables)  # known scalar names: no new segment for them
+        stored = union_tables(((s.path.name, s.tables) for s in segments), str(self.run_dir))
+        self._tables = resumed_tables(stored, self._tables, str(self.run_dir))
         indices = [int(STORE_FILE_RE.match(n).group(1)) for n in store_files if STORE_FILE_RE.match(n)]
         indices += [s.index for s in segments]
         return max(indices) + 1, segments[0].attrs["run_id"], True
@@ -476,7 +477,7 @@ def _rows_from(path: Path, tables: Mapping[str, Table], first_step: int) -> tupl
     f, _ = open_for_read(path)
     out: dict[str, list[_Row]] = {}
     kept = False
-    with f, _reading(path):
+    with f, reading(path):
         for name, table in tables.items():
             n = read_committed(f, table, path)
             steps = f[table.step_path][:n]
