@@ -1,4 +1,4 @@
-"""`parallax-probe` (and `python -m parallax_probe`): train, demo, inspect, repair, analyze, dashboard.
+"""`parallax-probe` (and `python -m parallax_probe`): train, trace, demo, inspect, repair, analyze, dashboard.
 
 Bad input gets one line on stderr and exit code 2, before anything on disk is touched.
 Heavy imports (torch) happen inside the subcommands that need them, so `inspect`,
@@ -164,6 +164,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_trace_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="a run folder, its checkpoint.pt, or a local Hugging Face folder of an fla Parallax model")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--prompt", metavar="TEXT", help="text, tokenised by the model's own tokenizer (byte-level, or tokenizer.json)")
+    given.add_argument("--tokens", metavar="FILE", help="token ids: a .npy integer array, or text with one id per line (or separated by spaces)")
+    p.add_argument("--out", default="trace.h5", metavar="TRACE.h5", help="the trace file (default: trace.h5)")
+    p.add_argument("--maps", default="auto", metavar="SPEC",
+                   help="which (layer, head) T x T maps of p and w to store: auto (all while small, else head 0 of each "
+                        "layer), all, none, or a list such as 0:1,3 (layer 0 head 1, every head of layer 3)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    import time
+
+    from .load import ModelLoadError
+    from .trace import TraceInputError, run_trace
+
+    started = time.perf_counter()
+    try:
+        out, trace, tokens = run_trace(args.model, prompt=args.prompt, tokens_file=args.tokens, out=args.out, maps=args.maps,
+                                       overwrite=args.overwrite, device=args.device)
+    except (TraceInputError, ModelLoadError) as error:
+        raise BadInput(str(error)) from error
+    L, H, T = trace.per_token["cor"].shape
+    print(f"{out}: {T} tokens, {L} layers x {H} heads, p and w maps of {len(trace.maps)} (layer, head) pairs, "
+          f"{time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -225,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (Muon or AdamW) with the probe attached", description="Train a Parallax (or softmax) LM; the probe writes its run folder beside the checkpoint.")
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("trace", help="token-level trace of one prompt: COR, p and the effective weights w",
+                       description="Per layer, head and token: COR, ||o_sm||, ||c||, ||r||, tbar, negative and sink mass; "
+                                   "T x T maps of p and w for the heads asked for; one HDF5 file (docs/file-format.md).")
+    add_trace_arguments(p)
+    p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("demo", help="tiny Muon vs AdamW runs on MAD in-context recall, side by side", description="Train the tiny preset twice (Muon, AdamW) on the same data and seed, and compare them.")
     p.add_argument("--out", default="runs/demo", help="folder for the two runs (default: runs/demo)")
