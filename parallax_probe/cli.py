@@ -104,6 +104,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                      help="also send per-layer summaries to TensorBoard or a new W&B run (repeatable)")
 
 
+def add_trajectory_arguments(p: argparse.ArgumentParser) -> None:
+    """train's retrofit and checkpoint-trajectory flags (issue 21)."""
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start from a softmax model: a parallax-probe softmax run (or its checkpoint.pt) or a local Hugging "
+                        "Face Qwen3 folder; r starts at exactly 0 (its norm's gain is zeroed) and grows as the gain learns")
+    p.add_argument("--keep-checkpoints", type=_non_negative_int, default=0, metavar="EVERY",
+                   help="also keep the weights every EVERY steps in checkpoints/step-N.pt, for `parallax-probe scan` (0: none)")
+
+
 def train_config_from_args(args: argparse.Namespace):
     from .optim import OptimizerConfig
     from .train import TrainConfig
@@ -126,7 +135,7 @@ def train_config_from_args(args: argparse.Namespace):
         seed=args.seed, device=args.device, out=args.out, resume=args.resume, overwrite=args.overwrite,
         eval_every=args.eval_every, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
         probe_every=args.probe_every, spectra_every=args.spectra_every, progress=not args.no_progress,
-        compile=args.compile, trackers=list(args.tracker),
+        compile=args.compile, trackers=list(args.tracker), init_from=args.init_from, keep_checkpoints=args.keep_checkpoints,
     )
 
 
@@ -255,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model (Muon or AdamW) with the probe attached", description="Train a Parallax (or softmax) LM; the probe writes its run folder beside the checkpoint.")
     add_train_arguments(p)
+    add_trajectory_arguments(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("trace", help="token-level trace of one prompt: COR, p and the effective weights w",
