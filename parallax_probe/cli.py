@@ -1,4 +1,4 @@
-"""`parallax-probe` (and `python -m parallax_probe`): train, trace, demo, inspect, repair, analyze, dashboard.
+"""`parallax-probe` (and `python -m parallax_probe`): train, trace, scan, demo, inspect, repair, analyze, dashboard.
 
 Bad input gets one line on stderr and exit code 2, before anything on disk is touched.
 Heavy imports (torch) happen inside the subcommands that need them, so `inspect`,
@@ -204,6 +204,34 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_scan_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINTS",
+                   help="step-N.pt / checkpoint.pt files, run folders with checkpoints/ (train --keep-checkpoints), or Hugging "
+                        "Face folders named step-N or checkpoint-N")
+    p.add_argument("--eval", required=True, metavar="TASK_OR_FILE",
+                   help="the fixed batch: a .npy of ids (B, T), a text file of ids (one sequence per line), or a task "
+                        "(MAD name, text:PATH, bin:GLOB) whose first held-out batch is taken")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder to write (a second call adds the missing steps)")
+    p.add_argument("--eval-batch-size", type=_positive_int, default=8, help="sequences taken from a task (default: 8)")
+    p.add_argument("--seed", type=int, default=0, help="the task's data seed (default: 0)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from .load import ModelLoadError
+    from .scan import ScanInputError, scan
+
+    try:
+        scanned, skipped = scan(args.checkpoints, eval_spec=args.eval, out=args.out, device=args.device,
+                                batch_size=args.eval_batch_size, seed=args.seed, progress=not args.no_progress)
+    except (ScanInputError, ModelLoadError) as error:
+        raise BadInput(str(error)) from error
+    already = f"; {len(skipped)} already in the run, skipped" if skipped else ""
+    print(f"{args.out}: scanned {len(scanned)} checkpoint(s)" + (f" (steps {scanned[0]} to {scanned[-1]})" if scanned else "") + already)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -272,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "T x T maps of p and w for the heads asked for; one HDF5 file (docs/file-format.md).")
     add_trace_arguments(p)
     p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("scan", help="probe statistics and W_R spectra of saved checkpoints, into a run folder",
+                       description="For each checkpoint, in step order: the probe on a fixed evaluation batch and W_R's "
+                                   "spectra, written as an ordinary run (step = the checkpoint's step); resumable.")
+    add_scan_arguments(p)
+    p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("demo", help="tiny Muon vs AdamW runs on MAD in-context recall, side by side", description="Train the tiny preset twice (Muon, AdamW) on the same data and seed, and compare them.")
     p.add_argument("--out", default="runs/demo", help="folder for the two runs (default: runs/demo)")
