@@ -16,7 +16,7 @@ import numpy as np
 
 from parallax_probe.store import open_run
 
-from .data import MAX_DEPTH, READ_ERRORS, _inside
+from .data import MAX_DEPTH, READ_ERRORS
 
 TRACE_KIND = "token-trace"
 SEGMENT_PREFIX = "segment-"
@@ -29,6 +29,10 @@ class TraceFile:
     name: str  # the path below the runs folder
     path: Path
     signature: tuple[int, int]  # size, mtime in ns: the cache key
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
 
 
 def discover_traces(root: str | Path) -> list[TraceFile]:

@@ -154,7 +154,13 @@ def scan(paths: list[str], *, eval_spec: str, out: str, device: str = "cpu", bat
     from .hooks import Probe
     from .load import load_model
 
+    from .train import pick_device
+
     out_path = Path(out)
+    try:
+        pick_device(device)
+    except ValueError as error:
+        raise ScanInputError(str(error)) from None
     checkpoints = find_checkpoints(paths)
     x_np = read_eval(eval_spec, batch_size=batch_size, seed=seed)
     done = _scanned(out_path, eval_spec)

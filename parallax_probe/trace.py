@@ -141,8 +141,8 @@ class TokenText:
                 return cls("tokenizer.json", Tokenizer.from_file(str(folder / "tokenizer.json")))
             except Exception as error:  # noqa: BLE001 - the tokenizers library raises its own Exception type
                 raise TraceInputError(f"{folder / 'tokenizer.json'}: not a tokenizer the tokenizers library reads ({error})") from None
-        run_info = folder / "run.json"
-        if run_info.is_file():
+        run_info = next((f / "run.json" for f in (folder, folder.parent) if (f / "run.json").is_file()), folder / "run.json")
+        if run_info.is_file():  # beside the checkpoint, or one folder up for a kept checkpoints/step-N.pt
             try:
                 task = json.loads(run_info.read_text()).get("task", {})
             except (json.JSONDecodeError, AttributeError):
@@ -311,8 +311,14 @@ def run_trace(model_path: str, *, prompt: str | None, tokens_file: str | None, o
     from .load import load_model
     from .provenance import code_version, device_description, package_versions
 
+    from .train import pick_device
+
     out_path = Path(out)
     check_out(out_path, overwrite)
+    try:
+        pick_device(device)
+    except ValueError as error:
+        raise TraceInputError(str(error)) from None
     if maps not in ("auto", "all", "none"):
         map_items(maps)  # the syntax now; the ranges once the model is known
     ids = read_tokens_file(tokens_file) if tokens_file is not None else None
