@@ -510,23 +510,6 @@ def test_markdown_in_metadata_fetches_nothing_and_links_nowhere(tmp_path, browse
         beacon.shutdown()
 
 
-def write_trace_file(path: Path, token_text: list[str]) -> tuple[object, list[tuple[int, int]]]:
-    """A real trace (`parallax_probe.trace`) of the tiny model on len(token_text) tokens, shown as `token_text`."""
-    import torch
-
-    from parallax_probe import build_model
-    from parallax_probe.trace import Tokens, trace_model, write_trace
-
-    torch.manual_seed(0)
-    model = build_model("tiny", vocab_size=32).eval()
-    ids = np.random.default_rng(0).integers(0, 32, len(token_text))
-    maps = [(0, 0), (1, 2)]
-    trace = trace_model(model, ids, maps=maps)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_trace(path, trace, Tokens(ids=ids, text=token_text, display="bytes"), meta={"model": "tiny"})
-    return trace, maps
-
-
 @requires_chromium
 @pytest.mark.browser
 def test_the_tokens_page_draws_the_prompt_and_p_and_w_for_each_chosen_head(tmp_path, browser):
@@ -534,7 +517,7 @@ def test_the_tokens_page_draws_the_prompt_and_p_and_w_for_each_chosen_head(tmp_p
     tokens = ["<b>", "bold", "</b>", f"![x]({beacon})", " ", "\\n", *"abcdefghijklmnopqrstuvwxyzABCD"]  # 36: two rows
     runs_dir = tmp_path / "runs"
     support.write_run(runs_dir / "plain", layers=2, heads=2)
-    trace, maps = write_trace_file(runs_dir / "traces" / "prompt.h5", tokens)
+    trace, maps = support.write_trace_file(runs_dir / "traces" / "prompt.h5", tokens)
     with dashboard_server(runs_dir) as url:
         for index, (layer, head) in enumerate(maps):
             label = f"layer {layer}, head {head}"
