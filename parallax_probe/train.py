@@ -532,7 +532,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         from .retrofit import softmax_source
 
         source = softmax_source(cfg.init_from)
-        model_config = source.parallax_config(max_seq_len=max(source.config.max_seq_len, task.seq_len), **cfg.model_overrides)
+        model_config = source.parallax_config(**{"max_seq_len": max(source.config.max_seq_len, task.seq_len), **cfg.model_overrides})
         if task.vocab_size > model_config.vocab_size:
             raise ValueError(f"--init-from {cfg.init_from}: the model's vocabulary has {model_config.vocab_size} ids and "
                              f"--task {cfg.task} uses {task.vocab_size}; train on a task within its vocabulary")
