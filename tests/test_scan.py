@@ -106,3 +106,29 @@ def test_keep_checkpoints_leaves_a_trajectory_the_scan_reads(tmp_path, capsys):
     # the final weights are those of the run's checkpoint.pt (step 4) and of its spectra row at step 4
     live = open_run(out)
     np.testing.assert_allclose(scanned["wr/stable_rank"][-1], live["wr/stable_rank"][-1], rtol=1e-6)
+
+
+def test_hugging_face_folders_named_by_step_are_scanned_in_step_order(tmp_path, capsys):
+    pytest.importorskip("fla")
+    from fla_on_cpu import fla_kernels_on_cpu, tiny_fla_model
+
+    from parallax_probe.scan import scan
+
+    x = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(SEED))
+    np.save(tmp_path / "x.npy", x.numpy())
+    models = {5: tiny_fla_model(seed=SEED), 0: tiny_fla_model(seed=SEED + 1)}
+    models[5].save_pretrained(tmp_path / "checkpoint-5")  # the Trainer's name
+    models[0].save_pretrained(tmp_path / "step-0")
+    with fla_kernels_on_cpu():
+        scanned, skipped = scan([str(tmp_path / "checkpoint-5"), str(tmp_path / "step-0")], eval_spec=str(tmp_path / "x.npy"),
+                                out=str(tmp_path / "scanned"), progress=False)
+        assert (scanned, skipped) == ([0, 5], [])
+        for step, model in models.items():  # the live probe on the saved model, at that step
+            with Probe(model, tmp_path / f"live-{step}", every=1, spectra_every=1, serve=False) as probe, probe.step(step), torch.no_grad():
+                model(input_ids=x, use_cache=False)
+    run = open_run(tmp_path / "scanned")
+    np.testing.assert_array_equal(run["step"], [0, 5])
+    for index, step in enumerate((0, 5)):
+        live = open_run(tmp_path / f"live-{step}")
+        for name in ("attn/cor_mean", "attn/sum_c_sq", "attn/probe_norm_p90", "wr/stable_rank"):
+            np.testing.assert_allclose(run[name][index], live[name][0], rtol=1e-6, err_msg=name)
