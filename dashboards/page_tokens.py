@@ -19,7 +19,7 @@ from . import traces
 from .figures import DIVERGING, SEQUENTIAL, _finish, integer_ticks
 from .text import md
 from .text import plot as escape
-from .ui import Context, show_figure, show_table
+from .ui import Context, show_figure
 
 TOKENS_PER_ROW = 24
 MAP_SIZE = 400  # a drawn map has at most this many rows and columns (block means beyond)
