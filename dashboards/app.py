@@ -28,6 +28,7 @@ from parallax_probe.dashboards import (
     page_cor,
     page_probe,
     page_runs,
+    page_tokens,
     page_training,
     page_wr,
 )
@@ -42,6 +43,7 @@ PAGES = {
     "Probe norms": page_probe.render,
     "Training": page_training.render,
     "Rank collapse": page_collapse.render,
+    "Tokens": page_tokens.render,
 }
 DEFAULT_REFRESH_S = 5
 RUNS_KEY = "run"

@@ -167,7 +167,7 @@ def _is_run_side_file(path: Path) -> bool:
 
 def _file_reason(path: Path) -> str:
     if path.suffix in (".h5", ".hdf5", ".nc"):
-        return "an HDF5 file outside a run folder: a run is a folder of segment-NNNNN.h5 files"
+        return "an HDF5 file outside a run folder: a run is a folder of segment-NNNNN.h5 files (a token trace shows on the Tokens page)"
     return "not a run: a run is a folder of segment-NNNNN.h5 files"
 
 

@@ -1,4 +1,4 @@
-"""`parallax-probe` (and `python -m parallax_probe`): train, demo, inspect, repair, analyze, dashboard.
+"""`parallax-probe` (and `python -m parallax_probe`): train, trace, scan, demo, inspect, repair, analyze, dashboard.
 
 Bad input gets one line on stderr and exit code 2, before anything on disk is touched.
 Heavy imports (torch) happen inside the subcommands that need them, so `inspect`,
@@ -123,6 +123,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                      help="also send per-layer summaries to TensorBoard or a new W&B run (repeatable)")
 
 
+def add_trajectory_arguments(p: argparse.ArgumentParser) -> None:
+    """train's retrofit and checkpoint-trajectory flags (issue 21)."""
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start from a softmax model: a parallax-probe softmax run (or its checkpoint.pt) or a local Hugging "
+                        "Face Qwen3 folder, whose shape replaces --preset; r starts at exactly 0 (its norm's gain is zeroed) "
+                        "and grows as the gain learns")
+    p.add_argument("--keep-checkpoints", type=_non_negative_int, default=0, metavar="EVERY",
+                   help="also keep the weights every EVERY steps in checkpoints/step-N.pt, for `parallax-probe scan` (0: none)")
+
+
 def train_config_from_args(args: argparse.Namespace):
     from .config import OptimizerConfig, TrainConfig, default_warmup_steps
 
@@ -144,7 +154,8 @@ def train_config_from_args(args: argparse.Namespace):
         seed=args.seed, device=args.device, out=args.out, resume=args.resume, overwrite=args.overwrite,
         eval_every=args.eval_every, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
         probe_every=args.probe_every, spectra_every=args.spectra_every, progress=not args.no_progress,
-        compile=args.compile, trackers=list(args.tracker), fsdp=args.fsdp,
+        compile=args.compile, trackers=list(args.tracker), fsdp=args.fsdp, init_from=args.init_from,
+        keep_checkpoints=args.keep_checkpoints,
     )
 
 
@@ -179,6 +190,65 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"held-out accuracy {result.eval_accuracy:.3f} (chance {result.chance_accuracy:.3f}), "
         f"{result.tokens_per_second:,.0f} tokens/s"
     )
+    return 0
+
+
+def add_trace_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="a run folder, its checkpoint.pt, or a local Hugging Face folder of an fla Parallax model")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--prompt", metavar="TEXT", help="text, tokenised by the model's own tokenizer (byte-level, or tokenizer.json)")
+    given.add_argument("--tokens", metavar="FILE", help="token ids: a .npy integer array, or text with one id per line (or separated by spaces)")
+    p.add_argument("--out", default="trace.h5", metavar="TRACE.h5", help="the trace file (default: trace.h5)")
+    p.add_argument("--maps", default="auto", metavar="SPEC",
+                   help="which (layer, head) T x T maps of p and w to store: auto (all while small, else head 0 of each "
+                        "layer), all, none, or a list such as 0:1,3 (layer 0 head 1, every head of layer 3)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    import time
+
+    from .load import ModelLoadError
+    from .trace import TraceInputError, run_trace
+
+    started = time.perf_counter()
+    try:
+        out, trace, tokens = run_trace(args.model, prompt=args.prompt, tokens_file=args.tokens, out=args.out, maps=args.maps,
+                                       overwrite=args.overwrite, device=args.device)
+    except (TraceInputError, ModelLoadError) as error:
+        raise BadInput(str(error)) from error
+    L, H, T = trace.per_token["cor"].shape
+    print(f"{out}: {T} tokens, {L} layers x {H} heads, p and w maps of {len(trace.maps)} (layer, head) pairs, "
+          f"{time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def add_scan_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINTS",
+                   help="step-N.pt / checkpoint.pt files, run folders with checkpoints/ (train --keep-checkpoints), or Hugging "
+                        "Face folders named step-N or checkpoint-N")
+    p.add_argument("--eval", required=True, metavar="TASK_OR_FILE",
+                   help="the fixed batch: a .npy of ids (B, T), a text file of ids (one sequence per line), or a task "
+                        "(MAD name, text:PATH, bin:GLOB) whose first held-out batch is taken")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder to write (a second call adds the missing steps)")
+    p.add_argument("--eval-batch-size", type=_positive_int, default=8, help="sequences taken from a task (default: 8)")
+    p.add_argument("--seed", type=int, default=0, help="the task's data seed (default: 0)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from .load import ModelLoadError
+    from .scan import ScanInputError, scan
+
+    try:
+        scanned, skipped = scan(args.checkpoints, eval_spec=args.eval, out=args.out, device=args.device,
+                                batch_size=args.eval_batch_size, seed=args.seed, progress=not args.no_progress)
+    except (ScanInputError, ModelLoadError) as error:
+        raise BadInput(str(error)) from error
+    already = f"; {len(skipped)} already in the run, skipped" if skipped else ""
+    print(f"{args.out}: scanned {len(scanned)} checkpoint(s)" + (f" (steps {scanned[0]} to {scanned[-1]})" if scanned else "") + already)
     return 0
 
 
@@ -245,7 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model (Muon or AdamW) with the probe attached", description="Train a Parallax (or softmax) LM; the probe writes its run folder beside the checkpoint.")
     add_train_arguments(p)
+    add_trajectory_arguments(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("trace", help="token-level trace of one prompt: COR, p and the effective weights w",
+                       description="Per layer, head and token: COR, ||o_sm||, ||c||, ||r||, tbar, negative and sink mass; "
+                                   "T x T maps of p and w for the heads asked for; one HDF5 file (docs/file-format.md).")
+    add_trace_arguments(p)
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("scan", help="probe statistics and W_R spectra of saved checkpoints, into a run folder",
+                       description="For each checkpoint, in step order: the probe on a fixed evaluation batch and W_R's "
+                                   "spectra, written as an ordinary run (step = the checkpoint's step); resumable.")
+    add_scan_arguments(p)
+    p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("demo", help="tiny Muon vs AdamW runs on MAD in-context recall, side by side", description="Train the tiny preset twice (Muon, AdamW) on the same data and seed, and compare them.")
     p.add_argument("--out", default="runs/demo", help="folder for the two runs (default: runs/demo)")

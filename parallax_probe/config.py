@@ -237,6 +237,12 @@ class TrainConfig:
     compile: str | None = None
     """A torch.compile backend for the training forward and backward ('inductor' fuses the
     small ops whose launches bound the step); None trains eagerly. Evaluation stays eager."""
+    init_from: str | None = None
+    """A softmax checkpoint to start from (ours, or a local Hugging Face Qwen3 folder): the model takes
+    its shape and weights, with r exactly 0 at step 0 (parallax_probe/retrofit.py says how)."""
+    keep_checkpoints: int = 0
+    """Also keep the model's weights every N steps in checkpoints/step-N.pt (and step-0.pt), for
+    `parallax-probe scan`; step-N.pt holds the weights entering step N. 0 keeps none."""
     fsdp: bool = False
     """Under torchrun: shard parameters, gradients and optimiser states over the ranks with FSDP2
     (`fully_shard`) instead of replicating them with DDP. Muon stays full-matrix Muon:
@@ -249,7 +255,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        for name in ("probe_every", "spectra_every"):
+        for name in ("probe_every", "spectra_every", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (0 turns it off)")
         if not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
@@ -260,6 +266,15 @@ class TrainConfig:
             raise ValueError(f"--seq-len must be at least 2, got {self.seq_len}")
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other; pick one")
+        if self.init_from is not None:
+            if self.model_overrides.get("attention", "parallax") != "parallax":
+                raise ValueError("--init-from makes a Parallax model from a softmax one; drop --attention softmax")
+            if self.model_overrides.get("wr_init") == "zero":
+                raise ValueError("--init-from zeroes the r-norm gain; with --wr-init zero as well, r and both of their gradients "
+                                 "stay 0 for ever: drop --wr-init zero")
+        if self.keep_checkpoints and self.fsdp:
+            raise ValueError("--keep-checkpoints with --fsdp is not supported yet (the kept weights would be shards); "
+                             "drop one of them")
         if self.compile is not None:
             check_compile_backend(self.compile)
             if self.fsdp:

@@ -3,8 +3,9 @@
 Two kinds of path:
 - parallax-probe's own: a run folder (`checkpoint.pt` beside `run.json`, as `parallax-probe
   train` writes them) or its `checkpoint.pt`. The model is rebuilt from run.json's
-  model_config and the weights are read by `checkpoint.load_training_checkpoint`, which
-  refuses any pickle that would construct other objects.
+  model_config and the weights are read by `checkpoint.load_checkpoint`, which refuses any
+  pickle that would construct other objects. The weights `train --keep-checkpoints` keeps
+  (`checkpoints/step-N.pt`) load too: their run.json is one folder up.
 - a local Hugging Face folder of an fla Parallax model (`config.json` with model_type
   "parallax", weights in `*.safetensors`): `AutoModelForCausalLM.from_pretrained` with fla
   imported, safetensors only, local files only, never `trust_remote_code`.
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .checkpoint import CheckpointError, load_training_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 from .train import CHECKPOINT_NAME, RUN_INFO_NAME
 
 
@@ -47,18 +48,23 @@ def _load_our_checkpoint(checkpoint: Path) -> nn.Module:
     from .config import ModelConfig
     from .model import ParallaxLM
 
-    run_info = checkpoint.parent / RUN_INFO_NAME
-    if not run_info.is_file():
-        raise ModelLoadError(f"{checkpoint}: no {RUN_INFO_NAME} beside it, so the model's configuration is unknown")
+    # beside it, or one folder up for the weights `train --keep-checkpoints` keeps in checkpoints/
+    run_info = next((folder / RUN_INFO_NAME for folder in (checkpoint.parent, checkpoint.parent.parent)
+                     if (folder / RUN_INFO_NAME).is_file()), None)
+    if run_info is None:
+        raise ModelLoadError(f"{checkpoint}: no {RUN_INFO_NAME} beside it (or in the folder above), so the model's "
+                             "configuration is unknown")
     try:
         model_config = json.loads(run_info.read_text())["model_config"]
         config = ModelConfig(**model_config)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ModelLoadError(f"{run_info}: no usable model_config ({error})") from None
     try:
-        state = load_training_checkpoint(checkpoint)
+        state = load_checkpoint(checkpoint)
     except CheckpointError as error:
         raise ModelLoadError(str(error)) from None
+    if not (isinstance(state, dict) and isinstance(state.get("model"), dict)):
+        raise ModelLoadError(f"{checkpoint}: holds no model state ('model'); point at a checkpoint parallax-probe wrote")
     model = ParallaxLM(config)
     try:
         model.load_state_dict(state["model"])

@@ -141,7 +141,7 @@ RESUME_FIXED_FLAGS = {
     "preset": "--preset", "task": "--task", "seq_len": "--seq-len", "mad_overrides": "--mad",
     "vocab_size": "--vocab-size", "seed": "--seed", "batch_size": "--batch-size",
     "model_overrides.attention": "--attention", "model_overrides.wr_init": "--wr-init",
-    "model_overrides.window": "--window", "optimizer.name": "--optimizer",
+    "model_overrides.window": "--window", "optimizer.name": "--optimizer", "init_from": "--init-from",
 }
 
 
@@ -390,6 +390,16 @@ def full_disk_stops_cleanly(out: Path, model: ParallaxLM, optimizers: list):
         ) from error
 
 
+KEPT_CHECKPOINTS = "checkpoints"
+
+
+def keep_checkpoint(model: ParallaxLM, step: int, out: Path) -> None:
+    """checkpoints/step-{step}.pt: the weights entering `step` (after `step` optimiser updates), for
+    `parallax-probe scan`; the model alone, which is all a scan reads."""
+    (out / KEPT_CHECKPOINTS).mkdir(exist_ok=True)
+    save_checkpoint({"model": model.state_dict(), "step": step}, out / KEPT_CHECKPOINTS / f"step-{step}.pt")
+
+
 def _atomic_save(obj, path: Path) -> None:
     save_checkpoint(obj, path)
 
@@ -423,14 +433,27 @@ def train(cfg: TrainConfig) -> TrainResult:
         check_resume(cfg, checkpoint, out / CHECKPOINT_NAME)
     start_step = checkpoint["step"] if checkpoint else 0
     task = load_task(cfg.task, seq_len=cfg.seq_len, seed=cfg.seed, vocab_size=cfg.vocab_size, mad_overrides=cfg.mad_overrides)
-    overrides = {"vocab_size": task.vocab_size, "max_seq_len": max(task.seq_len, 16), **cfg.model_overrides}
-    model_config = resolve_model_config(cfg.preset, **overrides)
+    source = None
+    if cfg.init_from is not None:
+        from .retrofit import softmax_source
+
+        source = softmax_source(cfg.init_from)
+        model_config = source.parallax_config(**{"max_seq_len": max(source.config.max_seq_len, task.seq_len), **cfg.model_overrides})
+        if task.vocab_size > model_config.vocab_size:
+            raise ValueError(f"--init-from {cfg.init_from}: the model's vocabulary has {model_config.vocab_size} ids and "
+                             f"--task {cfg.task} uses {task.vocab_size}; train on a task within its vocabulary")
+    else:
+        overrides = {"vocab_size": task.vocab_size, "max_seq_len": max(task.seq_len, 16), **cfg.model_overrides}
+        model_config = resolve_model_config(cfg.preset, **overrides)
     model_config = dataclasses.replace(model_config, attention_backend=attention_backend_that_runs(model_config, device))
     check_batch_fits(task, cfg, model_config, device, dist.world_size)
     check_first_batches(task, cfg, start_step)
 
     torch.manual_seed(cfg.seed)
-    model = ParallaxLM(model_config).to(device)
+    model = ParallaxLM(model_config)
+    if source is not None and checkpoint is None:
+        source.load_into(model)  # a resume takes every weight from its own checkpoint instead
+    model = model.to(device)
     history = []
     if checkpoint is not None:
         load_model_state(checkpoint, model, out / CHECKPOINT_NAME)
@@ -489,6 +512,10 @@ def train(cfg: TrainConfig) -> TrainResult:
             if cfg.overwrite and not cfg.resume:
                 # only now: the probe has checked that no writer is live and replaced the segments
                 (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+                for kept in (out / KEPT_CHECKPOINTS).glob("step-*.pt"):
+                    kept.unlink()  # the replaced run's trajectory must not mix into a scan of this one
+            if cfg.keep_checkpoints and start_step == 0:
+                keep_checkpoint(model, 0, out)
             _write_json(out / RUN_INFO_NAME, run_info)
             if cfg.progress:
                 print(f"[parallax-probe] {out}: {cfg.preset} {model_config.attention} model, "
@@ -564,6 +591,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                                 probe.flush()
                             _atomic_save({**state, "step": step + 1, "history": history, "train_config": cfg.to_dict()},
                                          out / CHECKPOINT_NAME)
+                    if dist.is_main and cfg.keep_checkpoints and (step + 1) % cfg.keep_checkpoints == 0:
+                        keep_checkpoint(model, step + 1, out)
                     if stopping:
                         completed = step + 1
                         break

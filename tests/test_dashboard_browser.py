@@ -482,3 +482,37 @@ def test_markdown_in_metadata_fetches_nothing_and_links_nowhere(tmp_path, browse
         assert _Beacon.requests == []
     finally:
         beacon.shutdown()
+
+
+@requires_chromium
+@pytest.mark.browser
+def test_the_tokens_page_draws_the_prompt_and_p_and_w_for_each_chosen_head(tmp_path, browser):
+    beacon = "http://127.0.0.1:9/beacon.png"
+    tokens = ["<b>", "bold", "</b>", f"![x]({beacon})", " ", "\\n", *"abcdefghijklmnopqrstuvwxyzABCD"]  # 36: two rows
+    runs_dir = tmp_path / "runs"
+    support.write_run(runs_dir / "plain", layers=2, heads=2)
+    trace, maps = support.write_trace_file(runs_dir / "traces" / "prompt.h5", tokens)
+    with dashboard_server(runs_dir) as url:
+        for index, (layer, head) in enumerate(maps):
+            label = f"layer {layer}, head {head}"
+            query = urllib.parse.urlencode({"page": "Tokens", "tokens-map": label, "tokens-layer": str(layer), "tokens-head": str(head)})
+            page = open_page(browser, f"{url}?{query}", charts=3)
+            try:
+                assert page.locator('[data-testid="stException"]').count() == 0
+                assert url_params(page).get("tokens-map") == ([label] if index else None)  # the default is left out of the URL
+                p_and_w = [t for t in chart_titled(page, f"p and w of {label}")["traces"] if t["type"] == "heatmap"]
+                assert [t["name"] for t in p_and_w] == ["p", "w"]
+                past = np.tril(np.ones((len(tokens), len(tokens)), dtype=bool))  # keys after the query are blank (NaN)
+                for drawn, stored in zip(p_and_w, (trace.p[index], trace.w[index])):
+                    np.testing.assert_allclose(np.array(drawn["z"], dtype=float), np.where(past, stored, np.nan), rtol=1e-6, atol=1e-7)
+                strip = chart_titled(page, f"COR, layer {layer}, head {head}")
+                cor = np.array(strip["traces"][0]["z"], dtype=float).ravel()[: len(tokens)]
+                np.testing.assert_allclose(cor, trace.per_token["cor"][layer, head], rtol=1e-5)
+                # token strings are plain text: the markup shows as written and makes no element or request
+                chart = page.locator('[data-testid="stPlotlyChart"]').first
+                assert "<b>" in chart.inner_text() and "![x](ht\u2026" in chart.inner_text()  # cut to 8 characters
+                assert page.locator('[data-testid="stPlotlyChart"] b, [href^="http://127.0.0.1:9"], [src^="http://127.0.0.1:9"]').count() == 0
+                assert len(chart_titled(page, "negative and sink mass")["traces"]) == 4
+                screenshot(page, f"tokens-{layer}-{head}")
+            finally:
+                page.close()

@@ -359,7 +359,7 @@ def test_dashboards_and_analysis_never_import_torch():
 import sys
 import parallax_probe.dashboards.app, parallax_probe.dashboards.serve, parallax_probe.analysis
 from parallax_probe.dashboards import data, figures, cache, ui
-from parallax_probe.dashboards import page_runs, page_cor, page_wr, page_probe, page_training, page_collapse
+from parallax_probe.dashboards import page_runs, page_cor, page_wr, page_probe, page_training, page_collapse, page_tokens, traces
 assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ})

@@ -117,3 +117,21 @@ def chart(at, title_part: str) -> dict:
     found = [spec for spec in chart_specs(at) if title_part in spec["layout"]["title"]["text"]]
     assert len(found) == 1, f"{len(found)} figures titled *{title_part}*: {[s['layout']['title']['text'] for s in chart_specs(at)]}"
     return found[0]
+
+
+def write_trace_file(path: Path, token_text: list[str]) -> tuple[object, list[tuple[int, int]]]:
+    """A real trace (`parallax_probe.trace`) of the tiny model on len(token_text) tokens, shown as `token_text`."""
+    import torch
+
+    from parallax_probe import build_model
+    from parallax_probe.trace import Tokens, trace_model, write_trace
+
+    torch.manual_seed(0)
+    model = build_model("tiny", vocab_size=32).eval()
+    ids = np.random.default_rng(0).integers(0, 32, len(token_text))
+    maps = [(0, 0), (1, 2)]
+    trace = trace_model(model, ids, maps=maps)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_trace(path, trace, Tokens(ids=ids, text=token_text, display="bytes"), meta={"model": "tiny"})
+    return trace, maps
+
