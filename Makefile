@@ -1,9 +1,10 @@
 # `make demo`: set up .venv and run the Muon-vs-AdamW demo, then serve its dashboard.
 # `make test`: set up .venv and run the test suite (CPU only; the GPU tests skip).
+# `make lint`: ruff, configured in pyproject.toml (CI runs it before the tests).
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 install: $(STAMP)
 
@@ -17,6 +18,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) build *.egg-info

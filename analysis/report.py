@@ -12,7 +12,6 @@ Bad input (a run without spectra, too few steps, another depth, no grouping key)
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence

@@ -35,10 +35,9 @@ import sys
 import torch
 import torch.nn.functional as F
 import triton
+from results import add_result_args, write_result
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.testing import do_bench, do_bench_cudagraph
-
-from results import add_result_args, write_result
 
 from parallax_probe.kernels import parallax_attention
 

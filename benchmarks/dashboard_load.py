@@ -41,9 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
+from parallax_probe.store import RunWriter, open_run
 from parallax_probe.store.probe_schema import head_means
 from parallax_probe.store.probe_schema import probe_tables as probe_schema
-from parallax_probe.store import RunWriter, open_run
 
 PAGES = ("Runs", "COR", "W_R rank", "Probe norms", "Training", "Rank collapse")
 BUDGET_S = 2.0
@@ -95,9 +95,19 @@ def write_run(path: Path, *, optimizer: str, steps: int, spectra_rows: int, L: i
                     sh = np.exp(-decay * frac * np.arange(d) / 8)[None, None] * np.ones((L, H, 1))
                     stable, effective = _ranks(s)
                     head_stable, head_effective = _ranks(sh)
-                    writer.append("wr", step, singular_values=s.astype(np.float32), stable_rank=stable, effective_rank=effective,
-                                  head_singular_values=sh.astype(np.float32), head_stable_rank=head_stable, head_effective_rank=head_effective)
-                    writer.append("wrk", step, singular_values=(0.5 * sh).astype(np.float32), stable_rank=head_stable, effective_rank=head_effective)
+                    writer.append(
+                        "wr",
+                        step,
+                        singular_values=s.astype(np.float32),
+                        stable_rank=stable,
+                        effective_rank=effective,
+                        head_singular_values=sh.astype(np.float32),
+                        head_stable_rank=head_stable,
+                        head_effective_rank=head_effective,
+                    )
+                    writer.append(
+                        "wrk", step, singular_values=(0.5 * sh).astype(np.float32), stable_rank=head_stable, effective_rank=head_effective
+                    )
             writer.commit()
 
 
@@ -341,7 +351,9 @@ def main() -> int:
     if not args.browser_only:
         print(_table("1. reading one run, cold (fresh process)", in_fresh_process(f"read_columns({str(paths[0])!r})"), ("cold",), "loader"))
         print()
-        print(_table(f"2a. pages, one run (?run={paths[0].name})", measure_pages(folder, [paths[0].name]), ("cold", "warm", "charts", "kB")))
+        print(
+            _table(f"2a. pages, one run (?run={paths[0].name})", measure_pages(folder, [paths[0].name]), ("cold", "warm", "charts", "kB"))
+        )
         print()
         print(_table("2b. pages, two groups (muon vs adamw)", measure_pages(folder, []), ("cold", "warm", "charts", "kB")))
     if args.browser:

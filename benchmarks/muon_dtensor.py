@@ -21,10 +21,9 @@ import time
 
 import torch
 import torch.distributed as torch_dist
+from results import add_result_args, write_result
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
-
-from results import add_result_args, write_result
 
 from parallax_probe.config import resolve_model_config
 from parallax_probe.model import ParallaxLM
@@ -85,7 +84,10 @@ def main() -> None:
     local = [torch.nn.Parameter(p.to_local().clone()) for p in sharded]
     rows = [
         ("full matrix on every rank (DDP)", time_steps(full, lambda p: torch.randn(p.shape), args.repeats)),
-        ("Shard(0) DTensor (FSDP2)", time_steps(sharded, lambda p: distribute_tensor(torch.randn(p.shape), mesh, [Shard(0)]), args.repeats)),
+        (
+            "Shard(0) DTensor (FSDP2)",
+            time_steps(sharded, lambda p: distribute_tensor(torch.randn(p.shape), mesh, [Shard(0)]), args.repeats),
+        ),
         ("each shard alone (not Muon)", time_steps(local, lambda p: torch.randn(p.shape), args.repeats)),
     ]
     collectives = collectives_per_step([torch.nn.Parameter(distribute_tensor(w.clone(), mesh, [Shard(0)])) for w in weights], mesh)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from results import add_result_args, write_result
 from training_setup import add_training_args, training_setup
 
@@ -102,8 +101,11 @@ def main() -> None:
     base = statistics.fmean(results["no probe"])
     parameters = sum(p.numel() for p in model.parameters())
     model_name = "fla ParallaxForCausalLM" if args.model == "fla" else f"preset {args.preset}"
-    print(f"\nprobe overhead: {model_name} ({parameters / 1e6:.0f}M parameters), device {device}, compile {args.compile or 'off'}, batch {args.batch_size} x {args.seq_len}, "
-          f"{args.rounds} rounds x {args.steps} steps, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print(
+        f"\nprobe overhead: {model_name} ({parameters / 1e6:.0f}M parameters), device {device}, "
+        f"compile {args.compile or 'off'}, batch {args.batch_size} x {args.seq_len}, "
+        f"{args.rounds} rounds x {args.steps} steps, torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+    )
     # Steps at which the probe also took the W_R spectra, told apart: a spectra step is a cost of
     # its own, paid once per --spectra-every steps.
     spectra = [i for i, step in enumerate(timed) if step % args.spectra_every == 0]

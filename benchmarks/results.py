@@ -39,7 +39,9 @@ def environment() -> dict[str, Any]:
         import torch
 
         found["torch"] = torch.__version__
-        found["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
+        found["device"] = (
+            torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
+        )
     except ImportError:
         found["device"] = f"CPU ({platform.processor() or platform.machine()})"
     try:
@@ -56,7 +58,7 @@ def write_result(args: argparse.Namespace, rows: list[dict[str, Any]], config: d
     """Write the result of one benchmark run to args.json and say where."""
     result = {
         "benchmark": args.benchmark,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": "python " + " ".join(sys.argv),
         **environment(),
         "config": config if config is not None else {k: v for k, v in vars(args).items() if k not in ("json", "benchmark")},

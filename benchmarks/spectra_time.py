@@ -13,7 +13,6 @@ import argparse
 import time
 
 import torch
-
 from results import add_result_args, write_result
 
 from parallax_probe.config import resolve_model_config
@@ -47,7 +46,10 @@ def main() -> None:
         return torch.linalg.svdvals(w_r.float())
 
     rows = []
-    for name, fn in (("probe: float64 singular values (+ heads, + W_RK circuit)", probe_spectra), ("torch.linalg.svdvals, float32, W_R only", svdvals_baseline)):
+    for name, fn in (
+        ("probe: float64 singular values (+ heads, + W_RK circuit)", probe_spectra),
+        ("torch.linalg.svdvals, float32, W_R only", svdvals_baseline),
+    ):
         fn()
         sync(args.device)
         times = []
@@ -58,7 +60,7 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         rows.append((name, min(times)))
     print(f"\nW_R spectra for every layer: preset {args.preset} ({L} layers, W_R {H * D}x{C}), device {args.device}\n")
-    print("| method | seconds (best of %d) |" % args.repeats)
+    print(f"| method | seconds (best of {args.repeats}) |")
     print("|---|---|")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.3f} |")

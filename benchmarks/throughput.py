@@ -17,7 +17,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from results import add_result_args, write_result
 from training_setup import add_training_args
 

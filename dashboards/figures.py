@@ -134,7 +134,9 @@ def _points_per_trace(n_lines: int) -> int:
 def add_line(fig: go.Figure, line: Line, *, points: int, row: int | None = None, col: int | None = None) -> None:
     """Add a line (and its band) downsampled to about `points` points, extremes kept."""
     # A band of one run (low == high == the line) would only add invisible traces.
-    banded = line.low is not None and not (np.array_equal(line.low, line.y, equal_nan=True) and np.array_equal(line.high, line.y, equal_nan=True))
+    banded = line.low is not None and not (
+        np.array_equal(line.low, line.y, equal_nan=True) and np.array_equal(line.high, line.y, equal_nan=True)
+    )
     series = [line.y] + ([line.low, line.high] if banded else [])
     keep = minmax_indices(*series, points=points)
     x = np.asarray(line.x)[keep]
@@ -289,7 +291,9 @@ def differences_figure(
         type="data", symmetric=False, array=np.where(has_interval, high - differences, 0),
         arrayminus=np.where(has_interval, differences - low, 0), visible=bool(has_interval.any()),
     )
-    fig = go.Figure(go.Scatter(x=layers, y=differences, mode="markers+lines", error_y=error, name="difference", line=dict(color=group_color(0))))
+    fig = go.Figure(
+        go.Scatter(x=layers, y=differences, mode="markers+lines", error_y=error, name="difference", line=dict(color=group_color(0)))
+    )
     fig.add_hline(y=0, line=dict(color="gray", dash="dot"))
     fig.update_xaxes(title_text="layer", **integer_ticks(layers))
     fig.update_yaxes(title_text=y_title)
@@ -315,5 +319,7 @@ def heatmaps_table(panels: Sequence[HeatPanel]) -> pd.DataFrame:
     frames = []
     for panel in panels:
         x, y = np.meshgrid(np.asarray(panel.x), np.asarray(panel.y))
-        frames.append(pd.DataFrame({"panel": panel.name, "x": x.ravel(), "y": y.ravel(), "value": np.asarray(panel.z, dtype=np.float64).ravel()}))
+        frames.append(
+            pd.DataFrame({"panel": panel.name, "x": x.ravel(), "y": y.ravel(), "value": np.asarray(panel.z, dtype=np.float64).ravel()})
+        )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["panel", "x", "y", "value"])

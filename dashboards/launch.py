@@ -18,9 +18,10 @@ import sys
 def main() -> int:
     import inspect
 
-    import parallax_probe.analysis  # noqa: F401
-    import parallax_probe.dashboards.app  # noqa: F401  (the module, not the script: `main` does not run)
     from streamlit.web import cli
+
+    import parallax_probe.analysis
+    import parallax_probe.dashboards.app  # noqa: F401  (the module, not the script: `main` does not run)
 
     # Streamlit's first element of the process calls inspect.stack() (to tell a REPL from a
     # script), whose getmodule resolves the file of every imported module: 0.3-0.4 s for the

@@ -111,7 +111,11 @@ def render(ctx: Context) -> None:
             table["interval low"].astype(float).to_numpy(),
             table["interval high"].astype(float).to_numpy(),
             title=f"{difference_name(comparison.group_a, comparison.group_b)}, per layer"
-            + (f" ({comparison.confidence:.0%} interval: {comparison.interval_method})" if comparison.interval_method else " (no interval: too few seeds)"),
+            + (
+                f" ({comparison.confidence:.0%} interval: {comparison.interval_method})"
+                if comparison.interval_method
+                else " (no interval: too few seeds)"
+            ),
             y_title=comparison.statistic,
         )
         show_figure(ctx, fig, f"collapse-{comparison.statistic}", table, log_y=False)
@@ -121,5 +125,9 @@ def render(ctx: Context) -> None:
     for note in report.notes:
         st.caption(md(note))
     left, right = st.columns(2)
-    left.download_button("Download the report (Markdown)", render_markdown(report).encode(), "parallax-probe-report.md", "text/markdown", key="report-md")
-    right.download_button("Download the report (JSON)", render_json(report).encode(), "parallax-probe-report.json", "application/json", key="report-json")
+    left.download_button(
+        "Download the report (Markdown)", render_markdown(report).encode(), "parallax-probe-report.md", "text/markdown", key="report-md"
+    )
+    right.download_button(
+        "Download the report (JSON)", render_json(report).encode(), "parallax-probe-report.json", "application/json", key="report-json"
+    )

@@ -18,8 +18,8 @@ from parallax_probe.store import COR_MEAN, COR_P50, COR_P90
 
 from . import cache, reduce
 from .data import LayerSeries, RunSummary
-from .reduce import HEATMAP_BUCKETS, Aggregate
 from .figures import HeatPanel, Line, heatmaps_figure, heatmaps_table, lines_figure, lines_table, panels_figure
+from .reduce import HEATMAP_BUCKETS, Aggregate
 from .text import md
 from .ui import Context, DepthAxis, depth_axis, load_per_group, no_groups_message, open_view, show_figure, show_table
 

@@ -12,8 +12,8 @@ import numpy as np
 import streamlit as st
 
 from . import cache, reduce
-from .reduce import HEATMAP_BUCKETS
 from .figures import HeatPanel, Line, heatmaps_figure, heatmaps_table, layer_color, lines_table, panels_figure
+from .reduce import HEATMAP_BUCKETS
 from .ui import Context, depth_axis, load_per_group, no_groups_message, open_view, show_figure
 
 STATS = ("mean", "p50", "p90", "max")
@@ -60,8 +60,12 @@ def distribution_panels(ctx: Context, stats: dict, axis, layers: list[int], smoo
 
 def distribution_figure(plots: list[tuple[str, list[Line]]], smoothing: float):
     smoothed = f"; EMA {smoothing:g} (faint: raw)" if smoothing > 0 else ""
-    return panels_figure(plots, title=f"probe norm ||r||: mean (line), p50 to p90 (band), max (dotted); mean over heads and seeds{smoothed}",
-                         x_title="step", y_title="||r||")
+    return panels_figure(
+        plots,
+        title=f"probe norm ||r||: mean (line), p50 to p90 (band), max (dotted); mean over heads and seeds{smoothed}",
+        x_title="step",
+        y_title="||r||",
+    )
 
 
 def gain_section(ctx: Context) -> None:

@@ -96,11 +96,20 @@ def summary_figure(view: traces.TraceView) -> go.Figure:
     L, H = view.heads["negative_fraction"].shape
     fig = make_subplots(rows=1, cols=len(SUMMARIES), subplot_titles=[title for _, title in SUMMARIES], horizontal_spacing=0.07)
     for index, (name, title) in enumerate(SUMMARIES):
-        fig.add_trace(go.Heatmap(
-            x=np.arange(H), y=np.arange(L), z=view.heads[name], showscale=False,
-            **(dict(colorscale=DIVERGING, zmid=0) if name == "sink_w_mean" else dict(colorscale=SEQUENTIAL)), name=title, hovertemplate=f"layer %{{y}}<br>head %{{x}}<br>{title} %{{z:.4g}}<extra></extra>",
-            texttemplate="%{z:.2f}" if L * H <= 256 else None,
-        ), row=1, col=index + 1)
+        fig.add_trace(
+            go.Heatmap(
+                x=np.arange(H),
+                y=np.arange(L),
+                z=view.heads[name],
+                showscale=False,
+                **(dict(colorscale=DIVERGING, zmid=0) if name == "sink_w_mean" else dict(colorscale=SEQUENTIAL)),
+                name=title,
+                hovertemplate=f"layer %{{y}}<br>head %{{x}}<br>{title} %{{z:.4g}}<extra></extra>",
+                texttemplate="%{z:.2f}" if L * H <= 256 else None,
+            ),
+            row=1,
+            col=index + 1,
+        )
         fig.update_xaxes(title_text="head", row=1, col=index + 1, **integer_ticks(np.arange(H)))
         fig.update_yaxes(row=1, col=index + 1, **integer_ticks(np.arange(L)))
     fig.update_yaxes(title_text="layer", col=1)

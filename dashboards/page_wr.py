@@ -15,8 +15,8 @@ import streamlit as st
 
 from . import cache, reduce
 from .data import RunSummary, Spectra
-from .reduce import Aggregate
 from .figures import HeatPanel, Line, heatmaps_figure, heatmaps_table, layer_color, lines_figure, lines_table, panels_figure
+from .reduce import Aggregate
 from .ui import Context, DepthAxis, depth_axis, load_per_group, no_groups_message, open_view, show_figure, show_table
 
 STABLE, EFFECTIVE, EFFECTIVE_NORMALISED = "stable rank", "effective rank", "effective rank / min(m, n)"
@@ -77,7 +77,9 @@ def ranks_over_training(ctx: Context, spectra: dict, measure: str, axis: DepthAx
             agg = aggregate_ranks(pairs, name)
             lines.append(Line(f"{ctx.group_name(group)}: {name}", agg.step, agg.mean[:, layer_g], ctx.color(group),
                               low=agg.low[:, layer_g], high=agg.high[:, layer_g], band_color=ctx.band_color(group), dash=dash))
-    fig = lines_figure(lines, title=f"W_R stable and effective rank, layer {layer} (band: min-max over seeds)", x_title="step", y_title="rank")
+    fig = lines_figure(
+        lines, title=f"W_R stable and effective rank, layer {layer} (band: min-max over seeds)", x_title="step", y_title="rank"
+    )
     show_figure(ctx, fig, "wr-rank-one-layer", partial(lines_table, [("", lines)]))
 
 
@@ -120,7 +122,9 @@ def heads_section(ctx: Context, spectra: dict, measure: str) -> None:
     for group, pairs in with_heads.items():
         agg = aggregate_head_ranks(pairs, measure)
         values = agg.mean[-1]  # (L, H) at the group's last spectra step
-        panels.append(HeatPanel(f"{ctx.group_name(group)}, step {agg.step[-1]}", np.arange(values.shape[1]), np.arange(values.shape[0]), values))
+        panels.append(
+            HeatPanel(f"{ctx.group_name(group)}, step {agg.step[-1]}", np.arange(values.shape[1]), np.arange(values.shape[0]), values)
+        )
         rows += [{"group": group, "step": int(agg.step[-1]), "layer": layer, "head": head, measure: float(values[layer, head])}
                  for layer in range(values.shape[0]) for head in range(values.shape[1])]
     fig = heatmaps_figure(panels, title=f"W_R {measure} of each head block at the last spectra step (mean over seeds)",
@@ -145,8 +149,12 @@ def circuit_section(ctx: Context, axis: DepthAxis) -> None:
         values = np.stack([s.values[reduce.nearest_at_or_before(s.step, step)] for _, s in pairs]).mean(0)  # (H, K)
         heads = values.shape[0]
         x = np.arange(1, values.shape[1] + 1)
-        lines = [Line(f"head {h}", x, values[h], layer_color(h, heads), legendgroup=f"head {h}", showlegend=not panels and heads <= 32, width=1.2)
-                 for h in range(heads)]
+        lines = [
+            Line(
+                f"head {h}", x, values[h], layer_color(h, heads), legendgroup=f"head {h}", showlegend=not panels and heads <= 32, width=1.2
+            )
+            for h in range(heads)
+        ]
         panels.append((f"{ctx.group_name(group)}, layer {layer_g}", lines))
     fig = panels_figure(panels, title=f"W_RK singular values per head at step {step} (mean over seeds; colour: head)", x_title="index k",
                         y_title="singular value", columns=len(panels), shared_y=True, log_y=True, panel_height=380)

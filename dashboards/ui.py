@@ -128,7 +128,11 @@ def show_table(table: pd.DataFrame, name: str, *, hide_index: bool = True) -> No
 
 
 def load_per_group(
-    ctx: Context, loader: Callable[[RunSummary], T | None], what: str, *, among: Mapping[str, Sequence[tuple[RunSummary, Any]]] | None = None
+    ctx: Context,
+    loader: Callable[[RunSummary], T | None],
+    what: str,
+    *,
+    among: Mapping[str, Sequence[tuple[RunSummary, Any]]] | None = None,
 ) -> dict[str, list[tuple[RunSummary, T]]]:
     """loader(run) for every run of every picked group. A run that fails gets an error line and is
     left out; the others are still shown. A loader returning None means "the run has none of it".

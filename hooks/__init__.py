@@ -5,4 +5,13 @@ from .discovery import AttentionSite, NoParallaxModulesError, find_attention_sit
 from .layouts import Layout, Op, official_kernel_ops
 from .probe import Probe
 
-__all__ = ["AttentionCall", "AttentionSite", "Layout", "NoParallaxModulesError", "Op", "Probe", "find_attention_sites", "official_kernel_ops"]
+__all__ = [
+    "AttentionCall",
+    "AttentionSite",
+    "Layout",
+    "NoParallaxModulesError",
+    "Op",
+    "Probe",
+    "find_attention_sites",
+    "official_kernel_ops",
+]

@@ -123,7 +123,9 @@ def _dense_in_batch_chunks(q, r, k, v, options) -> AttentionStats:
     if rows_per_chunk >= B:
         return parallax_attention(q, r, k, v, **options)[1]
     chunks = [
-        parallax_attention(q[i : i + rows_per_chunk], r[i : i + rows_per_chunk], k[i : i + rows_per_chunk], v[i : i + rows_per_chunk], **options)[1]
+        parallax_attention(
+            q[i : i + rows_per_chunk], r[i : i + rows_per_chunk], k[i : i + rows_per_chunk], v[i : i + rows_per_chunk], **options
+        )[1]
         for i in range(0, B, rows_per_chunk)
     ]
     return AttentionStats(*(torch.cat(parts, dim=0) for parts in zip(*chunks)))

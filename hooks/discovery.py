@@ -67,7 +67,9 @@ def _site(name: str, module: nn.Module, layout: Layout) -> AttentionSite:
                 f"({rows}, d_model) weight for {n_heads if what == 'W_R' else n_kv} heads of dim {head_dim}; got {shape}"
             )
     if layout.capture_point is None and not layout.ops_of(module):
-        raise NoParallaxModulesError(f"{name} ({type(module).__name__}, layout {layout.name!r}): the layout names no attention op to intercept")
+        raise NoParallaxModulesError(
+            f"{name} ({type(module).__name__}, layout {layout.name!r}): the layout names no attention op to intercept"
+        )
     return site
 
 

@@ -101,7 +101,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data")
     data.add_argument("--task", default=train("task"), help=f"a MAD task ({', '.join(MAD_TASKS)}), text:PATH or bin:GLOB")
     data.add_argument("--seq-len", type=_positive_int, default=None, help="sequence length (default: the task's)")
-    data.add_argument("--mad", type=_key_value, action="append", default=[], metavar="KNOB=VALUE", help="MAD task knob, e.g. --mad vocab_size=32")
+    data.add_argument(
+        "--mad", type=_key_value, action="append", default=[], metavar="KNOB=VALUE", help="MAD task knob, e.g. --mad vocab_size=32"
+    )
     run = p.add_argument_group("run")
     run.add_argument("--steps", type=_positive_int, default=train("steps"))
     run.add_argument("--batch-size", type=_positive_int, default=train("batch_size"), help="global batch in sequences")
@@ -194,10 +196,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_trace_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="a run folder, its checkpoint.pt, or a local Hugging Face folder of an fla Parallax model")
+    p.add_argument(
+        "model", metavar="MODEL", help="a run folder, its checkpoint.pt, or a local Hugging Face folder of an fla Parallax model"
+    )
     given = p.add_mutually_exclusive_group(required=True)
     given.add_argument("--prompt", metavar="TEXT", help="text, tokenised by the model's own tokenizer (byte-level, or tokenizer.json)")
-    given.add_argument("--tokens", metavar="FILE", help="token ids: a .npy integer array, or text with one id per line (or separated by spaces)")
+    given.add_argument(
+        "--tokens", metavar="FILE", help="token ids: a .npy integer array, or text with one id per line (or separated by spaces)"
+    )
     p.add_argument("--out", default="trace.h5", metavar="TRACE.h5", help="the trace file (default: trace.h5)")
     p.add_argument("--maps", default="auto", metavar="SPEC",
                    help="which (layer, head) T x T maps of p and w to store: auto (all while small, else head 0 of each "
@@ -313,7 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="parallax-probe", description="Measure how Parallax attention's correction branch is used in training.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    p = sub.add_parser("train", help="train a model (Muon or AdamW) with the probe attached", description="Train a Parallax (or softmax) LM; the probe writes its run folder beside the checkpoint.")
+    p = sub.add_parser(
+        "train",
+        help="train a model (Muon or AdamW) with the probe attached",
+        description="Train a Parallax (or softmax) LM; the probe writes its run folder beside the checkpoint.",
+    )
     add_train_arguments(p)
     add_trajectory_arguments(p)
     p.set_defaults(func=cmd_train)
@@ -330,21 +340,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_scan_arguments(p)
     p.set_defaults(func=cmd_scan)
 
-    p = sub.add_parser("demo", help="tiny Muon vs AdamW runs on MAD in-context recall, side by side", description="Train the tiny preset twice (Muon, AdamW) on the same data and seed, and compare them.")
+    p = sub.add_parser(
+        "demo",
+        help="tiny Muon vs AdamW runs on MAD in-context recall, side by side",
+        description="Train the tiny preset twice (Muon, AdamW) on the same data and seed, and compare them.",
+    )
     p.add_argument("--out", default="runs/demo", help="folder for the two runs (default: runs/demo)")
     p.add_argument("--steps", type=_positive_int, default=None, help="training steps per run (default: the demo's own)")
     p.add_argument("--keep", action="store_true", help="refuse to replace existing demo runs instead of overwriting them")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("inspect", help="summarise a run folder", description="Layers, heads, steps logged, status, and per-layer COR and W_R ranks at the last step.")
+    p = sub.add_parser(
+        "inspect",
+        help="summarise a run folder",
+        description="Layers, heads, steps logged, status, and per-layer COR and W_R ranks at the last step.",
+    )
     p.add_argument("run", help="run folder (or one segment file)")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("repair", help="write clean, closed copies of a run's crashed segments", description="Replace each crashed segment by a clean copy of its committed rows (the original is kept as *.crashed).")
+    p = sub.add_parser(
+        "repair",
+        help="write clean, closed copies of a run's crashed segments",
+        description="Replace each crashed segment by a clean copy of its committed rows (the original is kept as *.crashed).",
+    )
     p.add_argument("run", help="run folder")
     p.set_defaults(func=cmd_repair)
 
-    p = sub.add_parser("analyze", help="rank-collapse statistics and a Muon-vs-AdamW report", description="Per layer: final COR and W_R ranks per group, collapse onsets, group differences with intervals.")
+    p = sub.add_parser(
+        "analyze",
+        help="rank-collapse statistics and a Muon-vs-AdamW report",
+        description="Per layer: final COR and W_R ranks per group, collapse onsets, group differences with intervals.",
+    )
     p.add_argument("runs", nargs="+", help="run folders")
     p.add_argument("--group-by", default="optimizer", help="metadata key that splits runs into groups (default: optimizer)")
     p.add_argument(
@@ -354,7 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="text", choices=("text", "json", "markdown"))
     p.set_defaults(func=cmd_analyze)
 
-    p = sub.add_parser("dashboard", help="serve the Streamlit dashboard on a runs folder", description="Compare runs layer by layer in the browser (bound to 127.0.0.1 unless --host is given).")
+    p = sub.add_parser(
+        "dashboard",
+        help="serve the Streamlit dashboard on a runs folder",
+        description="Compare runs layer by layer in the browser (bound to 127.0.0.1 unless --host is given).",
+    )
     p.add_argument("runs_dir", nargs="?", default="runs", help="folder holding run folders (default: runs)")
     p.add_argument("--port", type=_tcp_port, default=8501)
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback exposes the dashboard")

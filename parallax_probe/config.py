@@ -175,9 +175,9 @@ class OptimizerConfig:
             raise ValueError(f"unknown optimizer {self.name!r}; choose {_choices(OPTIMIZER_NAMES)}")
         if self.schedule not in SCHEDULE_NAMES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose {_choices(SCHEDULE_NAMES)}")
-        for field in ("muon_lr", "adamw_lr"):
-            if not getattr(self, field) > 0:
-                raise ValueError(f"OptimizerConfig.{field} must be positive, got {getattr(self, field)!r}")
+        for name in ("muon_lr", "adamw_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"OptimizerConfig.{name} must be positive, got {getattr(self, name)!r}")
         if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1 or not 0 < self.decay_fraction <= 1:
             raise ValueError("OptimizerConfig: warmup_steps >= 0, 0 <= min_lr_ratio <= 1, 0 < decay_fraction <= 1")
 

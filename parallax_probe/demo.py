@@ -67,7 +67,8 @@ def summary_table(results: dict[str, TrainResult]) -> str:
     lines.append("-" * len(lines[0]))
     for name, r in results.items():
         lines.append(
-            f"{name:>9} | {r.final_loss:10.4f} | {r.eval_accuracy:12.3f} | {r.chance_accuracy:6.3f} | {r.seconds:6.1f}s | {r.tokens_per_second:9,.0f}"
+            f"{name:>9} | {r.final_loss:10.4f} | {r.eval_accuracy:12.3f} | {r.chance_accuracy:6.3f} | "
+            f"{r.seconds:6.1f}s | {r.tokens_per_second:9,.0f}"
         )
     return "\n".join(lines)
 

@@ -89,5 +89,7 @@ def _load_hugging_face_folder(folder: Path) -> nn.Module:
         import fla  # noqa: F401  (registers fla's model types with transformers' Auto classes)
         from transformers import AutoModelForCausalLM
     except ImportError as error:
-        raise ModelLoadError(f"{folder}: loading an fla model needs flash-linear-attention: pip install 'parallax-probe[fla]' ({error})") from None
+        raise ModelLoadError(
+            f"{folder}: loading an fla model needs flash-linear-attention: pip install 'parallax-probe[fla]' ({error})"
+        ) from None
     return AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False, use_safetensors=True, local_files_only=True)

@@ -13,8 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig, resolve_model_config
 from parallax_probe.kernels import AttentionStats, allowed_keys_mask, parallax_attention
+
+from .config import ModelConfig, resolve_model_config
 
 
 def rope_angles(T: int, D: int, theta: float, device) -> tuple[torch.Tensor, torch.Tensor]:

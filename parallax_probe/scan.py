@@ -153,7 +153,6 @@ def scan(paths: list[str], *, eval_spec: str, out: str, device: str = "cpu", bat
 
     from .hooks import Probe
     from .load import load_model
-
     from .train import pick_device
 
     out_path = Path(out)

@@ -139,7 +139,7 @@ class TokenText:
 
             try:
                 return cls("tokenizer.json", Tokenizer.from_file(str(folder / "tokenizer.json")))
-            except Exception as error:  # noqa: BLE001 - the tokenizers library raises its own Exception type
+            except Exception as error:
                 raise TraceInputError(f"{folder / 'tokenizer.json'}: not a tokenizer the tokenizers library reads ({error})") from None
         run_info = next((f / "run.json" for f in (folder, folder.parent) if (f / "run.json").is_file()), folder / "run.json")
         if run_info.is_file():  # beside the checkpoint, or one folder up for a kept checkpoints/step-N.pt
@@ -310,7 +310,6 @@ def run_trace(model_path: str, *, prompt: str | None, tokens_file: str | None, o
 
     from .load import load_model
     from .provenance import code_version, device_description, package_versions
-
     from .train import pick_device
 
     out_path = Path(out)

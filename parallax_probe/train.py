@@ -278,8 +278,10 @@ def check_batch_fits(task: TaskData, cfg: TrainConfig, model_config, device: tor
     tokens = cfg.batch_size // world_size * task.seq_len
     floor = tokens * (16 + 4 * model_config.d_model * model_config.n_layers + 4 * model_config.vocab_size)
     if available is not None and floor > available:
-        raise ValueError(f"--batch-size {cfg.batch_size}: a step of {cfg.batch_size} x {task.seq_len} tokens needs at least "
-                         f"{floor / 2**30:.1f} GiB on {device.type}, which has {available / 2**30:.1f} GiB free; use a smaller --batch-size")
+        raise ValueError(
+            f"--batch-size {cfg.batch_size}: a step of {cfg.batch_size} x {task.seq_len} tokens needs at least "
+            f"{floor / 2**30:.1f} GiB on {device.type}, which has {available / 2**30:.1f} GiB free; use a smaller --batch-size"
+        )
 
 
 def check_first_batches(task: TaskData, cfg: TrainConfig, start_step: int) -> None:
@@ -481,7 +483,13 @@ def train(cfg: TrainConfig) -> TrainResult:
         "train_config": cfg.to_dict(),
         "model_config": model_config.to_dict(),
         "optimizer_groups": groups.to_dict(),
-        "task": {"name": task.name, "description": task.description, "vocab_size": task.vocab_size, "seq_len": task.seq_len, **task.details},
+        "task": {
+            "name": task.name,
+            "description": task.description,
+            "vocab_size": task.vocab_size,
+            "seq_len": task.seq_len,
+            **task.details,
+        },
         "seed": cfg.seed,
         **provenance,
     }
@@ -534,7 +542,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         chance = chance_accuracy(task)
         tokens_per_step = cfg.batch_size * task.seq_len
-        bar = tqdm(total=cfg.steps, initial=start_step, disable=not (cfg.progress and dist.is_main), dynamic_ncols=True, unit="step", file=sys.stderr)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=start_step,
+            disable=not (cfg.progress and dist.is_main),
+            dynamic_ncols=True,
+            unit="step",
+            file=sys.stderr,
+        )
         t0, window_start, window_steps = time.perf_counter(), time.perf_counter(), 0
         eval_loss, eval_accuracy, loss_value = math.nan, math.nan, math.nan
         stop, completed = StopSignals(), cfg.steps
@@ -561,7 +576,13 @@ def train(cfg: TrainConfig) -> TrainResult:
                         elapsed = time.perf_counter() - window_start
                         tokens_per_second = window_steps * tokens_per_step / max(elapsed, 1e-9)
                         window_start, window_steps = time.perf_counter(), 0
-                        record = {"step": step, "loss": loss_value, "lr_multiplier": multiplier, "grad_norm": float(grad_norm), "tokens_per_second": tokens_per_second}
+                        record = {
+                            "step": step,
+                            "loss": loss_value,
+                            "lr_multiplier": multiplier,
+                            "grad_norm": float(grad_norm),
+                            "tokens_per_second": tokens_per_second,
+                        }
                         if (step + 1) % cfg.eval_every == 0 or last:
                             eval_loss, eval_accuracy = evaluate(model, task, cfg, device, autocast)
                             record.update(eval_loss=eval_loss, eval_accuracy=eval_accuracy)
@@ -602,7 +623,9 @@ def train(cfg: TrainConfig) -> TrainResult:
             identical = None if dist.fsdp else replicas_identical(model, dist)  # FSDP2 keeps no replicas to compare
             if dist.is_main:
                 stopped = {"stopped_by": stopped_by} if stopped_by else {}
-                _write_json(out / RUN_INFO_NAME, {**run_info, "replicas_identical_at_end": identical, "completed_steps": completed, **stopped})
+                _write_json(
+                    out / RUN_INFO_NAME, {**run_info, "replicas_identical_at_end": identical, "completed_steps": completed, **stopped}
+                )
             if identical is False:
                 raise RuntimeError("data-parallel replicas diverged: parameters differ across ranks")
         finally:

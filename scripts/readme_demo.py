@@ -39,8 +39,13 @@ def tables(runs_dir: Path) -> str:
     for name, run in runs.items():
         loss, accuracy = run[f"{SCALARS_TABLE}/loss"], run[f"{SCALARS_TABLE}/eval_accuracy"]
         lines.append(f"| {name} | {_last_finite(loss):.3f} | {_last_finite(accuracy):.3f} |")
-    lines += ["", "| layer | " + " | ".join(f"{NAMES[n]} {what}" for n in OPTIMIZERS for what in ("COR", "W_R stable rank", "W_R effective rank")) + " |",
-              "|---" * (1 + 3 * len(OPTIMIZERS)) + "|"]
+    lines += [
+        "",
+        "| layer | "
+        + " | ".join(f"{NAMES[n]} {what}" for n in OPTIMIZERS for what in ("COR", "W_R stable rank", "W_R effective rank"))
+        + " |",
+        "|---" * (1 + 3 * len(OPTIMIZERS)) + "|",
+    ]
     layers = runs["muon"].layers
     for layer in range(layers):
         cells = []

@@ -11,13 +11,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import triton_device  # noqa: E402, F401  (sets TRITON_INTERPRET where the kernel cannot compile)
+import os
+import random
 
-
-import os  # noqa: E402
-import random  # noqa: E402
-
-import pytest  # noqa: E402
+import pytest
+import triton_device  # noqa: F401  (sets TRITON_INTERPRET where the kernel cannot compile)
 
 SEED_VARIABLE = "PARALLAX_TEST_SEED"
 

@@ -32,7 +32,11 @@ def _rotary(x, cos, sin, interleaved=False, inplace=False, seqlen_offsets=0, cu_
     if cu_seqlens is None:
         return rotate(x, seqlen_offsets)
     bounds = cu_seqlens.tolist()
-    offsets = torch.as_tensor(seqlen_offsets).expand(len(bounds) - 1) if not isinstance(seqlen_offsets, int) else [seqlen_offsets] * (len(bounds) - 1)
+    offsets = (
+        torch.as_tensor(seqlen_offsets).expand(len(bounds) - 1)
+        if not isinstance(seqlen_offsets, int)
+        else [seqlen_offsets] * (len(bounds) - 1)
+    )
     return torch.cat([rotate(x[:, a:b], int(o)) for a, b, o in zip(bounds[:-1], bounds[1:], offsets)], dim=1)
 
 
@@ -43,7 +47,11 @@ def _parallel(q, r, k, v, scale=None, window_size=None, cu_seqlens=None):
         return naive_parallax(q, r, k, v, scale=scale, window_size=window_size)
     bounds = cu_seqlens.tolist()
     return torch.cat(
-        [naive_parallax(q[:, a:b], r[:, a:b], k[:, a:b], v[:, a:b], scale=scale, window_size=window_size) for a, b in zip(bounds[:-1], bounds[1:]) if b > a],
+        [
+            naive_parallax(q[:, a:b], r[:, a:b], k[:, a:b], v[:, a:b], scale=scale, window_size=window_size)
+            for a, b in zip(bounds[:-1], bounds[1:])
+            if b > a
+        ],
         dim=1,
     )
 
@@ -59,7 +67,12 @@ def _decode(q, r, k, v, scale=None, window_size=None, cache_start=None):
         first_query = max(0, q.shape[1] - (k.shape[1] - start))  # queries before the first real key are padding
         if first_query < q.shape[1]:
             out[b : b + 1, first_query:] = parallax_reference(
-                q[b : b + 1, first_query:], r[b : b + 1, first_query:], k[b : b + 1, start:], v[b : b + 1, start:], scale, window_size_left=window
+                q[b : b + 1, first_query:],
+                r[b : b + 1, first_query:],
+                k[b : b + 1, start:],
+                v[b : b + 1, start:],
+                scale,
+                window_size_left=window,
             ).to(q.dtype)
     return out
 

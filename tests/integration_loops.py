@@ -46,7 +46,9 @@ def optimizer_and_schedule(model: nn.Module):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
 
-def hand_written_run(run_dir, *, steps: int, accumulate: int, every: int, spectra_every: int, batch: int = BATCH, make_model=TinyLM) -> None:
+def hand_written_run(
+    run_dir, *, steps: int, accumulate: int, every: int, spectra_every: int, batch: int = BATCH, make_model=TinyLM
+) -> None:
     """The README loop with gradient accumulation: the probe's step wraps the first micro-batch."""
     model = make_model()
     optimizer, schedule = optimizer_and_schedule(model)

@@ -41,7 +41,11 @@ class _VarlenReference(torch.autograd.Function):
             return parallax_reference(q, r, k, v, qk_scale, window_size_left=window_size_left).to(q.dtype)
         bounds = cu_seqlens.tolist()
         return torch.cat(
-            [parallax_reference(q[:, a:b], r[:, a:b], k[:, a:b], v[:, a:b], qk_scale, window_size_left=window_size_left) for a, b in zip(bounds[:-1], bounds[1:]) if b > a],
+            [
+                parallax_reference(q[:, a:b], r[:, a:b], k[:, a:b], v[:, a:b], qk_scale, window_size_left=window_size_left)
+                for a, b in zip(bounds[:-1], bounds[1:])
+                if b > a
+            ],
             dim=1,
         ).to(q.dtype)
 

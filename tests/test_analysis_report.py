@@ -306,7 +306,9 @@ def test_probe_runs_without_a_training_config_are_grouped_by_their_metadata():
 
 
 def test_analyze_main_splits_by_configuration_and_merges_when_asked(monkeypatch):
-    runs = {run.path: run for run in [_with_training_config(planted_run("muon", 0)), _with_training_config(planted_run("muon", 1), steps=3000)]}
+    runs = {
+        run.path: run for run in [_with_training_config(planted_run("muon", 0)), _with_training_config(planted_run("muon", 1), steps=3000)]
+    }
     monkeypatch.setattr(report_module, "_open_run", runs.__getitem__)
     out = io.StringIO()
     assert report_module.analyze_main(list(runs), "optimizer", "json", out, io.StringIO()) == 0

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import CLI, SHORT_RUN, folder_digest, run_cli
 
-from cli_helpers import CLI, SHORT_RUN, folder_digest, run_cli  # noqa: E402
-
-from parallax_probe import open_run  # noqa: E402
+from parallax_probe import open_run
 
 
 @pytest.fixture(scope="module")

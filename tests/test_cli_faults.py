@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import CLI, SHORT_RUN, folder_digest, one_error_line, run_cli
 
-from cli_helpers import CLI, SHORT_RUN, folder_digest, one_error_line, run_cli  # noqa: E402
-
-from parallax_probe import open_run  # noqa: E402
-from parallax_probe.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from parallax_probe import open_run
+from parallax_probe.checkpoint import CheckpointError, load_checkpoint
 
 STORE_WRITER = str(Path(__file__).with_name("store_fixtures.py"))
 

@@ -13,12 +13,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import test_dashboard_support as support
 from streamlit.testing.v1 import AppTest
 
-import test_dashboard_support as support  # noqa: E402
-
-from parallax_probe.dashboards import page_cor, page_probe, page_wr  # noqa: E402
-from parallax_probe.store import RunWriter, open_run  # noqa: E402
+from parallax_probe.dashboards import page_cor, page_probe, page_wr
+from parallax_probe.store import RunWriter, open_run
 
 PAGES = ("Runs", "COR", "W_R rank", "Probe norms", "Training", "Rank collapse")
 CHART_PAGES = PAGES[1:]

@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_dashboard_support as support
 
-import test_dashboard_support as support  # noqa: E402
-
-from parallax_probe.store import RunWriter, open_run  # noqa: E402
+from parallax_probe.store import RunWriter, open_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +56,7 @@ def free_port() -> int:
 def dashboard_server(runs_dir: Path) -> Iterator[str]:
     """`parallax-probe dashboard RUNS_DIR --port P` until the block ends; yields its URL."""
     port = free_port()
-    log = open(runs_dir.parent / f"dashboard-{port}.log", "w")  # noqa: SIM115 - closed below
+    log = open(runs_dir.parent / f"dashboard-{port}.log", "w")
     server = subprocess.Popen([str(support.CLI), "dashboard", str(runs_dir), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -193,7 +192,8 @@ def test_a_view_button_draws_that_view_and_the_url_links_to_it(server, browser):
         page.wait_for_function("() => new URLSearchParams(location.search).get('cor-view') === 'Per layer'", timeout=WAIT_MS)
         wait_until_drawn(page, charts=1)
         page.wait_for_function(
-            "() => Array.from(document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .gtitle')).some(t => t.textContent.includes('per layer'))",
+            "() => Array.from(document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .gtitle'))"
+            ".some(t => t.textContent.includes('per layer'))",
             timeout=WAIT_MS,
         )
         assert not any("layer x step" in t for t in chart_titles(page)), "the other views are not drawn"
@@ -308,7 +308,9 @@ ROUND_TRIPS = [
 
 @requires_chromium
 @pytest.mark.browser
-@pytest.mark.parametrize(("params", "shown"), ROUND_TRIPS, ids=[p["page"][0] + "-" + "-".join(k for k in p if k != "page")[:40] for p, _ in ROUND_TRIPS])
+@pytest.mark.parametrize(
+    ("params", "shown"), ROUND_TRIPS, ids=[p["page"][0] + "-" + "-".join(k for k in p if k != "page")[:40] for p, _ in ROUND_TRIPS]
+)
 def test_every_control_round_trips_through_the_url(server, browser, params, shown):
     query = urllib.parse.urlencode([(k, v) for k, values in params.items() for v in values])
     page = open_page(browser, f"{server}?{query}", charts=1)
@@ -360,7 +362,8 @@ def test_colours_stay_after_removing_a_group(server, browser):
         page.locator('[data-testid="stSidebar"] button[aria-label="Remove adamw"]').first.click()
         wait_for_param(page, "groups-optimizer", "muon")
         page.wait_for_function(
-            "() => Array.from(document.querySelectorAll('.js-plotly-plot')).every(g => !g._fullData.some(t => (t.name || '').startsWith('adamw')))",
+            "() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
+            ".every(g => !g._fullData.some(t => (t.name || '').startsWith('adamw')))",
             timeout=WAIT_MS,
         )
         wait_until_drawn(page, charts=1)
@@ -445,7 +448,7 @@ class _Beacon(http.server.BaseHTTPRequestHandler):
 
     requests: list[str] = []
 
-    def do_GET(self):  # noqa: N802 - the http.server API
+    def do_GET(self):
         _Beacon.requests.append(self.path)
         self.send_response(204)
         self.end_headers()
@@ -511,7 +514,9 @@ def test_the_tokens_page_draws_the_prompt_and_p_and_w_for_each_chosen_head(tmp_p
                 # token strings are plain text: the markup shows as written and makes no element or request
                 chart = page.locator('[data-testid="stPlotlyChart"]').first
                 assert "<b>" in chart.inner_text() and "![x](ht\u2026" in chart.inner_text()  # cut to 8 characters
-                assert page.locator('[data-testid="stPlotlyChart"] b, [href^="http://127.0.0.1:9"], [src^="http://127.0.0.1:9"]').count() == 0
+                assert (
+                    page.locator('[data-testid="stPlotlyChart"] b, [href^="http://127.0.0.1:9"], [src^="http://127.0.0.1:9"]').count() == 0
+                )
                 assert len(chart_titled(page, "negative and sink mass")["traces"]) == 4
                 screenshot(page, f"tokens-{layer}-{head}")
             finally:

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_dashboard_support as support
 
-import test_dashboard_support as support  # noqa: E402
-
-from parallax_probe.analysis.runs import read_layer_means  # noqa: E402
-from parallax_probe.dashboards import data, reduce, serve, text  # noqa: E402
-from parallax_probe.dashboards.figures import GROUP_COLORS, assign_colors, integer_ticks, layer_color  # noqa: E402
-from parallax_probe.store import COR_MEAN, COR_P90, HEAD_MEAN_PREFIX, LAYER_COR_MEAN, RunWriter, head_means, open_run  # noqa: E402
+from parallax_probe.analysis.runs import read_layer_means
+from parallax_probe.dashboards import data, reduce, serve, text
+from parallax_probe.dashboards.figures import GROUP_COLORS, assign_colors, integer_ticks, layer_color
+from parallax_probe.store import COR_MEAN, COR_P90, HEAD_MEAN_PREFIX, LAYER_COR_MEAN, RunWriter, head_means, open_run
 
 
 def test_discover_lists_runs_and_says_why_others_are_skipped(tmp_path):
@@ -128,7 +127,9 @@ def test_layer_series_of_a_run_resumed_from_an_older_format_use_every_head(tmp_p
             row = support.attn_row(rng, 2, 3)
             row["cor_mean"][1, 2] = np.nan  # a head without tokens is left out of the mean
             writer.append("attn", step, **row, probe_gain_norm=np.ones(2, np.float32))
-    with RunWriter(run, tables=support.probe_tables(2, 3), meta={"optimizer": "muon"}, mode="resume", start_step=4, fsync_every_s=None) as writer:
+    with RunWriter(
+        run, tables=support.probe_tables(2, 3), meta={"optimizer": "muon"}, mode="resume", start_step=4, fsync_every_s=None
+    ) as writer:
         support.append_rows(writer, range(4, 9), 2, 3)
     per_head = open_run(run)["attn/cor_mean"]
     assert np.isnan(open_run(run)["attn/layer_cor_mean"][:4]).all()
@@ -221,7 +222,10 @@ def test_group_keys_are_the_users_and_the_configurations_not_the_stores():
 def test_filter_runs_by_metadata_and_config():
     runs = [_trained("a", seed=0), _trained("b", seed=1), _trained("c", optimizer="adamw", seed=0),
             _trained("d", lr=0.005), _summary("p", optimizer="muon")]
-    names = lambda expression: [r.name for r in data.filter_runs(runs, expression)]  # noqa: E731
+
+    def names(expression):
+        return [r.name for r in data.filter_runs(runs, expression)]
+
     assert names("optimizer=muon") == ["a", "b", "d", "p"]
     assert names("optimizer=muon lr<0.01") == ["d"]  # lr: the run's own optimizer's peak learning rate
     assert names("seed>=1") == ["b"]
@@ -259,7 +263,9 @@ def test_text_from_runs_is_escaped_for_markdown_and_plotly():
     assert re.search(r"(?<!\\)[!\[\]()<>#:$.]", escaped.replace("\\\\", "")) is None
     assert "\n" not in escaped
     assert "http\\:\u200b\\/\\/" in escaped and "www\u200b\\." in escaped  # no autolink can match
-    assert re.sub(r"\\(.)", r"\1", escaped).replace("\u200b", "") == PAYLOAD + " # title :red[x] $x$ <b>y</b> www.example.com"  # the text itself
+    assert (
+        re.sub(r"\\(.)", r"\1", escaped).replace("\u200b", "") == PAYLOAD + " # title :red[x] $x$ <b>y</b> www.example.com"
+    )  # the text itself
     assert text.plot('<a href="http://x">y</a> & more') == '&lt;a href="http://x"&gt;y&lt;/a&gt; &amp; more'
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from parallax_probe.store import Column, RunWriter
 from parallax_probe.store.probe_schema import ATTN_STAT_NAMES, head_means
 from parallax_probe.store.probe_schema import probe_tables as probe_schema
-from parallax_probe.store import Column, RunWriter
 
 CLI = Path(sys.executable).with_name("parallax-probe")
 OPTIMIZERS = ("muon", "adamw")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from streamlit.testing.v1 import AppTest
-
 import test_dashboard_support as support
+from streamlit.testing.v1 import AppTest
 
 from parallax_probe.dashboards import traces
 

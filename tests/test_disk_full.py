@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import SHORT_RUN, one_error_line, run_cli
 
-from cli_helpers import SHORT_RUN, one_error_line, run_cli  # noqa: E402
-
-from parallax_probe import open_run  # noqa: E402
+from parallax_probe import open_run
 
 DISK_BYTES = 16 * 1024**2
 # A fresh segment takes about 1 MB (one live chunk per dataset), a checkpoint of the tiny

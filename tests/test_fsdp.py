@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from test_distributed import launch
 
 from parallax_probe import open_run
 from parallax_probe.checkpoint import load_training_checkpoint
 from parallax_probe.config import resolve_model_config
 from parallax_probe.model import ParallaxLM
 from parallax_probe.optim import OptimizerConfig, build_optimizers
-from test_distributed import launch
 
 # A constant schedule, so that a run stopped at step 6 and resumed to 12 gets the lr of a 12-step run.
 ARGS = ["train", "--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--seed", "5", "--schedule", "constant",

@@ -12,16 +12,23 @@ import pytest
 import torch
 
 pytest.importorskip("transformers", reason="transformers is a test dependency (pip install parallax-probe[hf])")
-from transformers import Trainer, TrainingArguments  # noqa: E402
-
-from parallax_probe import open_run  # noqa: E402
-from parallax_probe.integrations import ProbeCallback  # noqa: E402
-
-from fla_on_cpu import fla_kernels_on_cpu, tiny_fla_model  # noqa: E402
-from integration_loops import (  # noqa: E402
-    BATCH, MAX_GRAD_NORM, SEED, STATISTICS, TinyLM, assert_same_scalars, assert_same_statistics, examples, hand_written_run,
+from fla_on_cpu import fla_kernels_on_cpu, tiny_fla_model
+from integration_loops import (
+    BATCH,
+    MAX_GRAD_NORM,
+    SEED,
+    STATISTICS,
+    TinyLM,
+    assert_same_scalars,
+    assert_same_statistics,
+    examples,
+    hand_written_run,
     optimizer_and_schedule,
 )
+from transformers import Trainer, TrainingArguments
+
+from parallax_probe import open_run
+from parallax_probe.integrations import ProbeCallback
 
 STEPS, EVERY, SPECTRA_EVERY = 5, 2, 4
 
@@ -40,7 +47,9 @@ class InOrder(torch.utils.data.IterableDataset):
         return iter(self.items)
 
 
-def train_with_trainer(run_dir, out_dir, *, accumulate: int, processes: int = 1, make_model=TinyLM, save_steps=None, resume=None) -> Trainer:
+def train_with_trainer(
+    run_dir, out_dir, *, accumulate: int, processes: int = 1, make_model=TinyLM, save_steps=None, resume=None
+) -> Trainer:
     model = make_model()
     args = TrainingArguments(
         output_dir=str(out_dir), max_steps=STEPS, per_device_train_batch_size=BATCH, gradient_accumulation_steps=accumulate,
@@ -97,7 +106,9 @@ def test_a_trainer_resumed_from_its_checkpoint_continues_the_run_folder(tmp_path
     before = first.read(*names)
 
     with fla_kernels_on_cpu():
-        train_with_trainer(tmp_path / "hf", tmp_path / "out", accumulate=1, make_model=fla_model, resume=str(tmp_path / "out" / "checkpoint-4"))
+        train_with_trainer(
+            tmp_path / "hf", tmp_path / "out", accumulate=1, make_model=fla_model, resume=str(tmp_path / "out" / "checkpoint-4")
+        )
     resumed = open_run(tmp_path / "hf")
     assert len(resumed.segments) == 2 and resumed.segments[1].start_step == 4 and resumed.status == "closed"
     after = resumed.read(*names)

@@ -13,16 +13,23 @@ import pytest
 import torch
 
 pytest.importorskip("lightning", reason="lightning is a test dependency (pip install parallax-probe[lightning])")
-import lightning.pytorch as pl  # noqa: E402
-from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
-
-from parallax_probe import open_run  # noqa: E402
-from parallax_probe.integrations import ProbeLightningCallback  # noqa: E402
-
-from integration_loops import (  # noqa: E402
-    BATCH, MAX_GRAD_NORM, SEED, STATISTICS, TinyLM, assert_same_scalars, assert_same_statistics, examples,
-    hand_written_run, optimizer_and_schedule,
+import lightning.pytorch as pl
+from integration_loops import (
+    BATCH,
+    MAX_GRAD_NORM,
+    SEED,
+    STATISTICS,
+    TinyLM,
+    assert_same_scalars,
+    assert_same_statistics,
+    examples,
+    hand_written_run,
+    optimizer_and_schedule,
 )
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from parallax_probe import open_run
+from parallax_probe.integrations import ProbeLightningCallback
 
 EVERY, SPECTRA_EVERY = 2, 4
 
@@ -53,9 +60,19 @@ def fit(run_dir, root, *, max_steps: int, accumulate: int, steps_per_epoch: int,
     if checkpoint_every_epoch:
         callbacks.append(ModelCheckpoint(dirpath=root / "checkpoints", every_n_epochs=1, save_top_k=-1, save_on_train_epoch_end=True))
     trainer = pl.Trainer(
-        max_steps=max_steps, accumulate_grad_batches=accumulate, gradient_clip_val=MAX_GRAD_NORM, accelerator="cpu", devices=processes, strategy="ddp" if processes > 1 else "auto",
-        logger=False, enable_checkpointing=checkpoint_every_epoch, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=callbacks, default_root_dir=root, use_distributed_sampler=False,
+        max_steps=max_steps,
+        accumulate_grad_batches=accumulate,
+        gradient_clip_val=MAX_GRAD_NORM,
+        accelerator="cpu",
+        devices=processes,
+        strategy="ddp" if processes > 1 else "auto",
+        logger=False,
+        enable_checkpointing=checkpoint_every_epoch,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        default_root_dir=root,
+        use_distributed_sampler=False,
     )
     pl.seed_everything(SEED, verbose=False)
     trainer.fit(TinyLMModule(), loader, ckpt_path=ckpt_path)

@@ -17,10 +17,9 @@ import math
 
 import pytest
 import torch
+from triton_device import DEVICE, ON_HOPPER
 
-from triton_device import DEVICE, ON_HOPPER  # noqa: E402  (sets TRITON_INTERPRET without a Hopper GPU)
-
-from parallax_probe.kernels import parallax_attention  # noqa: E402
+from parallax_probe.kernels import parallax_attention
 
 requires_hopper = pytest.mark.skipif(not ON_HOPPER, reason="needs a GPU of compute capability 9.0")
 

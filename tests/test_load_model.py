@@ -14,7 +14,6 @@ from parallax_probe.load import ModelLoadError
 from parallax_probe.model import ParallaxLM
 
 
-
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("load") / "run"
@@ -57,7 +56,10 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(trained_ru
         (lambda d: (d / "checkpoint.pt").write_bytes(b"\x00"), "no run.json beside it"),
         (lambda d: ((d / "checkpoint.pt").write_bytes(b"\x00"), (d / "run.json").write_text("{}")), "no usable model_config"),
         (lambda d: (d / "config.json").write_text(json.dumps({"model_type": "llama"})), "is not fla's 'parallax'"),
-        (lambda d: ((d / "config.json").write_text(json.dumps({"model_type": "parallax"})), (d / "pytorch_model.bin").write_bytes(b"")), "no \\*.safetensors"),
+        (
+            lambda d: ((d / "config.json").write_text(json.dumps({"model_type": "parallax"})), (d / "pytorch_model.bin").write_bytes(b"")),
+            "no \\*.safetensors",
+        ),
     ],
 )
 def test_paths_without_a_loadable_model_get_one_clear_error(tmp_path, make, message):

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from probe_expectations import CapturedCalls, assert_recorded, float64_rows, head_stats
+from triton_device import DEVICE
 
 from parallax_probe import Probe, build_model, open_run
 from parallax_probe.hooks import AttentionCall, Layout, NoParallaxModulesError, Op
 from parallax_probe.kernels import parallax_attention
 from parallax_probe.model import apply_rope
 from parallax_probe.store.probe_schema import HEAD_MEAN_STATS, head_means
-
-from probe_expectations import CapturedCalls, assert_recorded, float64_rows, head_stats  # noqa: E402
-from triton_device import DEVICE  # noqa: E402  (the Triton kernel's test below: interpreted without a Hopper GPU)
 
 
 def capture_qrkv(model):
@@ -61,7 +60,9 @@ def test_recorded_statistics_match_a_float64_recomputation(tmp_path):
                 np.testing.assert_allclose(run[f"attn/layer_{name}"][0, layer], want.mean(), rtol=2e-4, err_msg=f"layer_{name}")
         assert (run["attn/nonfinite"][0, layer] == 0).all()
         assert run["attn/sum_c_sq"].dtype == np.float64 and run["attn/tokens"].dtype == np.int64
-        np.testing.assert_allclose(run["attn/probe_gain_norm"][0, layer], model.layers[layer].self_attn.r_norm.weight.norm().item(), rtol=1e-6)
+        np.testing.assert_allclose(
+            run["attn/probe_gain_norm"][0, layer], model.layers[layer].self_attn.r_norm.weight.norm().item(), rtol=1e-6
+        )
 
 
 def test_layer_head_means_leave_out_nan_heads():

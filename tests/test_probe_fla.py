@@ -18,11 +18,11 @@ import torch
 
 pytest.importorskip("fla", reason="flash-linear-attention is a test dependency (pip install parallax-probe[fla])")
 
-from parallax_probe import Probe, open_run  # noqa: E402
-from parallax_probe.kernels import AttentionStats, parallax_attention_reference  # noqa: E402
+from fla_on_cpu import fla_kernels_on_cpu, tiny_fla_model
+from probe_expectations import CapturedCalls, assert_recorded, float64_rows, head_stats
 
-from fla_on_cpu import fla_kernels_on_cpu, tiny_fla_model  # noqa: E402
-from probe_expectations import CapturedCalls, assert_recorded, float64_rows, head_stats  # noqa: E402
+from parallax_probe import Probe, open_run
+from parallax_probe.kernels import AttentionStats, parallax_attention_reference
 
 VOCAB = 50
 FLA_OPS = ("parallel_parallax", "parallax_decode", "parallax_decode_one_step")

@@ -19,15 +19,14 @@ import torch.nn as nn
 
 pytest.importorskip("parallax", reason="parallax-kernel is a test dependency (pip install parallax-probe[official])")
 
-import parallax  # noqa: E402
-from parallax import parallax_func, parallax_varlen_func  # noqa: E402
+import parallax
+from official_on_cpu import official_kernels_on_cpu
+from parallax import parallax_func, parallax_varlen_func
+from probe_expectations import CapturedCalls, assert_recorded, float64_rows, head_stats
 
-from parallax_probe import Probe, open_run  # noqa: E402
-from parallax_probe.hooks import NoParallaxModulesError  # noqa: E402
-from parallax_probe.kernels import parallax_attention  # noqa: E402
-
-from official_on_cpu import official_kernels_on_cpu  # noqa: E402
-from probe_expectations import CapturedCalls, assert_recorded, float64_rows, head_stats  # noqa: E402
+from parallax_probe import Probe, open_run
+from parallax_probe.hooks import NoParallaxModulesError
+from parallax_probe.kernels import parallax_attention
 
 EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "nanochat_parallax.py"
 
@@ -103,7 +102,7 @@ def test_parallax_func_calls_are_recorded_exactly(tmp_path, window):
     calls, run, _ = probe_one_forward(tmp_path, model, x, "parallax_func")
     assert run.meta["layer_layouts"] == ["parallax-kernel"] * 2
     assert len(calls) == 2
-    for layer, (_, args, kwargs) in enumerate(calls):
+    for layer, (_, args, _kwargs) in enumerate(calls):
         q, r, k, v = (t.transpose(1, 2) for t in args[:4])  # the call's layout is [B, H, T, D]
         expected = head_stats(float64_rows(q, r, k, v, window=None if window < 0 else window))
         assert_recorded(run, 0, layer, expected)

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_dashboard_support as support
 
-import test_dashboard_support as support  # noqa: E402
-
-from parallax_probe.store import open_run  # noqa: E402
+from parallax_probe.store import open_run
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "readme_demo.py"

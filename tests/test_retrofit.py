@@ -85,7 +85,9 @@ def test_a_shape_mismatch_is_refused_with_both_shapes(tmp_path):
     config = json.loads((tmp_path / "qwen3" / "config.json").read_text())
     config["intermediate_size"] = 80
     (tmp_path / "qwen3" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(RetrofitError, match=r"mlp\.\w+_proj\.weight has shape \((96, 64|64, 96)\), but the configuration makes it \((80, 64|64, 80)\)"):
+    with pytest.raises(
+        RetrofitError, match=r"mlp\.\w+_proj\.weight has shape \((96, 64|64, 96)\), but the configuration makes it \((80, 64|64, 80)\)"
+    ):
         softmax_source(tmp_path / "qwen3").parallax_model()
 
 

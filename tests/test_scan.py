@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from parallax_probe import Probe, build_model
 from parallax_probe import train as training
-from parallax_probe.cli import main
 from parallax_probe.checkpoint import save_checkpoint
+from parallax_probe.cli import main
 from parallax_probe.store import open_run
 
 SEED = 11

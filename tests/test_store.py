@@ -13,11 +13,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import store_fixtures as fx
 
-import store_fixtures as fx  # noqa: E402
-
-from parallax_probe.run_summary import format_run_summary  # noqa: E402
-from parallax_probe.store import (  # noqa: E402
+from parallax_probe.run_summary import format_run_summary
+from parallax_probe.store import (
     FORMAT,
     FORMAT_VERSION,
     Column,
@@ -26,7 +25,7 @@ from parallax_probe.store import (  # noqa: E402
     RunWriter,
     open_run,
 )
-from parallax_probe.store.liveness import LIVE_HEARTBEAT_S, segment_status  # noqa: E402
+from parallax_probe.store.liveness import LIVE_HEARTBEAT_S, segment_status
 
 SMALL = fx.tables(layers=3, heads=2)
 META = {

@@ -12,10 +12,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import store_fixtures as fx
 
-import store_fixtures as fx  # noqa: E402
-
-from parallax_probe.store import FORMAT_VERSION, RunFileError, RunWriter, open_run  # noqa: E402
+from parallax_probe.store import FORMAT_VERSION, RunFileError, RunWriter, open_run
 
 CLI = [sys.executable, "-m", "parallax_probe"]
 MiB = 1024**2

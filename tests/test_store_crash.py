@@ -12,10 +12,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import store_fixtures as fx
 
-import store_fixtures as fx  # noqa: E402
-
-from parallax_probe.store import RunFileError, RunWriter, open_run, repair_run, repair_segment  # noqa: E402
+from parallax_probe.store import RunFileError, RunWriter, open_run, repair_run, repair_segment
 
 WRITER = str(Path(__file__).with_name("store_fixtures.py"))
 # Kill moments after the first commit (plus up to 10 ms of jitter): early ones land in the
@@ -89,7 +88,7 @@ def test_a_killed_writer_keeps_every_committed_row(killed_runs):
 
 
 def test_resume_after_a_kill_repairs_and_writes_no_duplicate_step(killed_runs, tmp_path):
-    for trial, (source, printed) in enumerate(killed_runs):
+    for source, _printed in killed_runs:
         run_dir = tmp_path / source.name
         shutil.copytree(source, run_dir)
         before = open_run(run_dir)
@@ -108,7 +107,7 @@ def test_resume_after_a_kill_repairs_and_writes_no_duplicate_step(killed_runs, t
         assert run.status == "closed"
         steps = run["step"]
         np.testing.assert_array_equal(steps, np.arange(restart + 6))
-        fx.check_run_values(run, version_of=lambda step: 0 if step < restart else 1)
+        fx.check_run_values(run, version_of=lambda step, restart=restart: 0 if step < restart else 1)
         assert len(np.unique(run["scalars/step"])) == len(run["scalars/step"])
         assert not list(run_dir.glob("*.tmp")), "resume removes unpublished temporaries"
 

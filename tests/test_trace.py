@@ -12,7 +12,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from cli_helpers import run_cli
 
 from parallax_probe import build_model

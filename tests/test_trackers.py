@@ -8,12 +8,11 @@ import struct
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_cli
 
 from parallax_probe import Probe, open_run
 from parallax_probe.config import resolve_model_config
 from parallax_probe.model import ParallaxLM
-
-from cli_helpers import run_cli  # noqa: E402
 
 SUMMARY_COLUMNS = {  # tracker name -> run folder column (one value per layer)
     "cor_mean": "attn/layer_cor_mean",

@@ -12,6 +12,7 @@ fails to compile or to run is reported, not fatal (this is a sweep, not a test).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -24,8 +25,8 @@ import triton
 from triton.testing import do_bench_cudagraph
 
 from parallax_probe.kernels import parallel
-from parallax_probe.kernels.reference import parallax_attention_reference
 from parallax_probe.kernels.parallel import BackwardConfig, TileConfig
+from parallax_probe.kernels.reference import parallax_attention_reference
 
 # Candidates that compile for sm_90 without spilling in their loops (cuobjdump -res-usage
 # and the loop SASS of an ahead-of-time build; see kernels/NOTES.md). The defaults the sweeps
@@ -103,11 +104,11 @@ def time_config(kind, config, D):
         scale = D**-0.5
         if kind == "forward":
             for mode, stats, residuals in (("", False, False), (" stats", True, False), (" train", False, True)):
-                fn = lambda: parallel.parallax_forward(q, r, k, v, scale, 0, stats, residuals, config)  # noqa: E731
+                fn = functools.partial(parallel.parallax_forward, q, r, k, v, scale, 0, stats, residuals, config)
                 times[f"T={T}{mode}"] = do_bench_cudagraph(fn, rep=100)
         else:
             o, o_sm, o_lo, lse, tbar, _ = parallel.parallax_forward(q, r, k, v, scale, 0, False, True)
-            fn = lambda: parallel.parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, 0, config)  # noqa: E731
+            fn = functools.partial(parallel.parallax_backward, do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, 0, config)
             times[f"T={T}"] = do_bench_cudagraph(fn, rep=100)
         del q, r, k, v, do
     return times

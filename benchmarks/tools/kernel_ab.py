@@ -15,6 +15,7 @@ only their launch functions are used.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import sys
 import tempfile
@@ -22,9 +23,8 @@ from pathlib import Path
 
 import torch
 import triton
-from triton.testing import do_bench_cudagraph
-
 from gpu_check import inputs
+from triton.testing import do_bench_cudagraph
 
 from parallax_probe.kernels import parallel as current
 
@@ -70,10 +70,10 @@ def time_versions(versions: dict, shape) -> dict:
                 if not gap < 2e-2:
                     sys.exit(f"{name} at {shape}: an output or gradient differs from the baseline's by {gap:.2e}")
             calls = {
-                "forward": lambda: mod.parallax_forward(q, r, k, v, scale, 0, False, False),
-                "forward + stats": lambda: mod.parallax_forward(q, r, k, v, scale, 0, True, False),
-                "forward, residuals": lambda: mod.parallax_forward(q, r, k, v, scale, 0, False, True),
-                "backward": lambda: mod.parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, 0),
+                "forward": functools.partial(mod.parallax_forward, q, r, k, v, scale, 0, False, False),
+                "forward + stats": functools.partial(mod.parallax_forward, q, r, k, v, scale, 0, True, False),
+                "forward, residuals": functools.partial(mod.parallax_forward, q, r, k, v, scale, 0, False, True),
+                "backward": functools.partial(mod.parallax_backward, do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, 0),
             }
             for what, fn in calls.items():
                 ms = do_bench_cudagraph(fn, rep=150)

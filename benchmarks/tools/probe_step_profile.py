@@ -12,8 +12,8 @@ overhead itself; this says where it is.
 from __future__ import annotations
 
 import argparse
-import sys
 import statistics
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the suite's shared setup
-from training_setup import add_training_args, training_setup  # noqa: E402
+from training_setup import add_training_args, training_setup
 
 from parallax_probe import Probe
 

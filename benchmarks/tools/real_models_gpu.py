@@ -17,7 +17,6 @@ bit-identically to the unprobed model.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import sysconfig
 import tempfile
@@ -30,9 +29,9 @@ import torch.nn.functional as F
 from parallax import parallax_func, parallax_varlen_func  # bound here: the layout finds them in this module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from probe_expectations import CapturedCalls, float64_rows, head_stats  # noqa: E402
+from probe_expectations import CapturedCalls, float64_rows, head_stats
 
-from parallax_probe import Probe, open_run  # noqa: E402
+from parallax_probe import Probe, open_run
 
 COMPARED = ("cor_mean", "cor_p50", "cor_p90", "sum_osm_sq", "sum_c_sq", "probe_norm_mean")
 FLA_OPS = ("parallel_parallax", "parallax_decode", "parallax_decode_one_step")
@@ -129,7 +128,10 @@ class OfficialAttention(nn.Module):
 
     def forward(self, x):
         B, T, _ = x.shape
-        split = lambda t, h: F.rms_norm(t.view(B, T, h, self.head_dim), (self.head_dim,))
+
+        def split(t, h):
+            return F.rms_norm(t.view(B, T, h, self.head_dim), (self.head_dim,))
+
         q, r, k = split(self.q_proj(x), self.num_heads), split(self.r_proj(x), self.num_heads), split(self.k_proj(x), self.num_kv_heads)
         v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
         if self.varlen:
@@ -254,7 +256,10 @@ def part_trained(folder, args) -> None:
         text = next(byte_batches(2, 1024, seed=99))[:, :-1]
         for mode in ("train", "eval"):
             error, cor, ops = check_fla(model, text, mode, folder / f"trained-{i}-{mode}")
-            print(f"| {name}, 6x512 | {args.train_steps} AdamW steps (loss {loss:.2f}) | {mode} | {ops} | {cor:.2f} | {100 * error:.3f}% |", flush=True)
+            print(
+                f"| {name}, 6x512 | {args.train_steps} AdamW steps (loss {loss:.2f}) | {mode} | {ops} | {cor:.2f} | {100 * error:.3f}% |",
+                flush=True,
+            )
 
 
 def part_official(folder, args) -> None:
@@ -262,7 +267,10 @@ def part_official(folder, args) -> None:
     for varlen in (False, True):
         error, cor = check_official(varlen, folder / f"official-{varlen}")
         label = "parallax_varlen_func, 3 documents in 2048" if varlen else "parallax_func, 2x1024"
-        print(f"| parallax-kernel {label} | random | no_grad | {'varlen' if varlen else 'func'} | {cor:.2f} | {100 * error:.3f}% |", flush=True)
+        print(
+            f"| parallax-kernel {label} | random | no_grad | {'varlen' if varlen else 'func'} | {cor:.2f} | {100 * error:.3f}% |",
+            flush=True,
+        )
 
 
 PARTS = {"training": part_training, "random": part_random, "trained": part_trained, "official": part_official}

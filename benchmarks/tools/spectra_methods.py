@@ -41,7 +41,7 @@ def main() -> None:
     ref_eff = np.exp(-(ref_p * np.log(ref_p)).sum(-1))
     methods = {
         "probe: hooks/spectra.singular_values (float64 gesvda)": lambda: singular_values(w),
-        "gram float64 eigvalsh": lambda: torch.linalg.eigvalsh((w.double() @ w.double().mT)).clamp_min(0).flip(-1).sqrt(),
+        "gram float64 eigvalsh": lambda: torch.linalg.eigvalsh(w.double() @ w.double().mT).clamp_min(0).flip(-1).sqrt(),
         "gram float32 eigvalsh": lambda: torch.linalg.eigvalsh(w @ w.mT).clamp_min(0).flip(-1).sqrt(),
         "svdvals float32 (default driver)": lambda: torch.linalg.svdvals(w),
         "svdvals float32 gesvda": lambda: torch.linalg.svdvals(w, driver="gesvda"),

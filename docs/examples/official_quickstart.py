@@ -21,7 +21,10 @@ class Attention(nn.Module):
 
     def forward(self, x):  # (B, T, C)
         B, T, _ = x.shape
-        heads_first = lambda t, h: t.view(B, T, h, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+
+        def heads_first(t, h):  # (B, H, T, D)
+            return t.view(B, T, h, self.head_dim).transpose(1, 2)
+
         q, r = heads_first(self.q_proj(x), self.num_heads), heads_first(self.r_proj(x), self.num_heads)
         k, v = heads_first(self.k_proj(x), self.num_kv_heads), heads_first(self.v_proj(x), self.num_kv_heads)
         return self.o_proj(parallax_func(q, r, k, v).transpose(1, 2).reshape(B, T, -1))

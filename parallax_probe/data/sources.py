@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .mad import IGNORE_INDEX, MAD_TASKS, mad_accuracy, mad_baseline, make_mad_dataset
+from .mad import MAD_TASKS, mad_accuracy, mad_baseline, make_mad_dataset
 
 # modded-nanogpt shard header: 256 int32, [0] magic, [1] version, [2] token count
 BIN_MAGIC = 20240520
@@ -179,21 +179,29 @@ def _bin_task(pattern: str, *, seq_len: int, vocab_size: int) -> TaskData:
         for tokens, kind, files in ((train_tokens, "training", train), (test_tokens, "validation", val)):
             # one window of seq_len inputs and its shifted targets, at least
             if len(tokens) < seq_len + 2:
-                raise TaskSpecError(f"bin task: the {kind} shards ({', '.join(p.name for p in files)}) hold {len(tokens)} tokens, "
-                                    f"fewer than one window of --seq-len {seq_len} needs ({seq_len + 2}); use more data or a smaller --seq-len")
+                raise TaskSpecError(
+                    f"bin task: the {kind} shards ({', '.join(p.name for p in files)}) hold {len(tokens)} tokens, "
+                    f"fewer than one window of --seq-len {seq_len} needs ({seq_len + 2}); use more data or a smaller --seq-len"
+                )
     else:
         train_tokens, test_tokens = _split_stream(np.concatenate([read_bin_shard(p) for p in train]), seq_len, f"bin:{pattern}")
     top = int(max(train_tokens.max(), test_tokens.max()))
     if top >= vocab_size:
         raise TaskSpecError(f"bin task: token id {top} >= the model's vocab_size {vocab_size}; pass --vocab-size {top + 1} or more")
     return TaskData(
-        name=f"bin:{pattern}", vocab_size=vocab_size, seq_len=seq_len,
+        name=f"bin:{pattern}",
+        vocab_size=vocab_size,
+        seq_len=seq_len,
         description=f"uint16 shards: {len(train)} train, {len(val)} val, {len(train_tokens):,} train tokens",
-        train_stream=train_tokens, test_stream=test_tokens, details={"train_files": [str(p) for p in train], "val_files": [str(p) for p in val]},
+        train_stream=train_tokens,
+        test_stream=test_tokens,
+        details={"train_files": [str(p) for p in train], "val_files": [str(p) for p in val]},
     )
 
 
-def load_task(spec: str, *, seq_len: int | None = None, seed: int = 0, vocab_size: int | None = None, mad_overrides: dict | None = None) -> TaskData:
+def load_task(
+    spec: str, *, seq_len: int | None = None, seed: int = 0, vocab_size: int | None = None, mad_overrides: dict | None = None
+) -> TaskData:
     """Resolve a --task value. `seq_len`: MAD's baseline length when None; 256 for text/bin."""
     if spec in MAD_TASKS:
         return _mad_task(spec, seq_len=seq_len, seed=seed, overrides=mad_overrides or {})

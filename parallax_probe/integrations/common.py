@@ -84,8 +84,11 @@ def optimizer_meta(optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
         return {}
     groups = [{k: v for k, v in group.items() if k != "params"} | {"parameters": sum(p.numel() for p in group["params"])}
               for group in optimizer.param_groups]
-    return {"optimizer": type(optimizer).__name__.lower(), "optimizer_class": f"{type(optimizer).__module__}.{type(optimizer).__qualname__}",
-            "optimizer_param_groups": storable(groups)}
+    return {
+        "optimizer": type(optimizer).__name__.lower(),
+        "optimizer_class": f"{type(optimizer).__module__}.{type(optimizer).__qualname__}",
+        "optimizer_param_groups": storable(groups),
+    }
 
 
 def provenance(device: torch.device, framework_packages: tuple[str, ...]) -> dict[str, Any]:

@@ -45,7 +45,15 @@ class ProbeLightningCallback(Callback):
     code and package versions and the device; `meta` wins where it names the same key.
     """
 
-    def __init__(self, run_dir: str | Path, *, every: int = PROBE_EVERY, spectra_every: int = SPECTRA_EVERY, meta: dict[str, Any] | None = None, **probe_options) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        every: int = PROBE_EVERY,
+        spectra_every: int = SPECTRA_EVERY,
+        meta: dict[str, Any] | None = None,
+        **probe_options,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.every, self.spectra_every = every, spectra_every
         self.meta = dict(meta or {})

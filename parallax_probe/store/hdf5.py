@@ -384,7 +384,9 @@ def check_tables(f: h5py.File, path: Path, tables: Mapping[str, Table]) -> None:
     for where, kind in (("/status", "i"), ("/heartbeat", "f")):
         ds = f.get(where)
         if not isinstance(ds, h5py.Dataset) or ds.shape != (1,) or ds.dtype.kind != kind or ds.chunks != (1,):
-            raise RunFileError(f"{path}: {where} should be one {'integer' if kind == 'i' else 'float'} in a chunk of one; the file is damaged.")
+            raise RunFileError(
+                f"{path}: {where} should be one {'integer' if kind == 'i' else 'float'} in a chunk of one; the file is damaged."
+            )
     for table in tables.values():
         expected = [(table.step_path, np.dtype("i8"), ()), (table.committed_path, None, None)]
         expected += [(table.column_path(c.name), np.dtype(c.dtype), c.shape) for c in table.columns]

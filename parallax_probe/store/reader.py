@@ -42,10 +42,10 @@ from .format import (
 from .hdf5 import (
     DEFAULT_BYTE_BUDGET,
     check_chunks_in_file,
-    chunk_bytes,
     check_contents,
     check_root,
     check_tables,
+    chunk_bytes,
     open_for_read,
     read_committed,
     read_status,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
@@ -136,7 +136,7 @@ def repair_segment(path: str | Path) -> Path | None:
         )
     tmp = path.with_name(path.name + ".repair.tmp")
     try:
-        rewrite_segment(path, tmp, extra_attrs={"repaired": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        rewrite_segment(path, tmp, extra_attrs={"repaired": datetime.now(UTC).isoformat(timespec="seconds")})
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -140,7 +140,7 @@ class RunSink:
                 if pending and (item is _FLUSH or due or pending >= MAX_ROWS_PER_COMMIT):
                     self._writer.commit()
                     pending, last_commit = 0, time.monotonic()
-            except BaseException as error:  # noqa: BLE001 - handed to the owner's thread
+            except BaseException as error:
                 self.error = error
             finally:
                 if received:

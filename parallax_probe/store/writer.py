@@ -39,7 +39,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,8 +61,8 @@ from .format import (
     Table,
     build_tables,
     encode_meta,
-    segment_name,
     resumed_tables,
+    segment_name,
     tables_to_json,
     union_tables,
 )
@@ -308,7 +308,7 @@ class RunWriter:
             "run_id": self.run_id,
             "segment": index,
             "start_step": self._start_step,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             **self._meta,
             **writer_identity(),
             "json_attributes": json.dumps(self._json_names),
@@ -383,7 +383,7 @@ class RunWriter:
                 fsync_path(self.run_dir)
         except (OSError, RunFileError) as error:
             tmp.unlink(missing_ok=True)
-            warnings.warn(f"{path}: not rewritten compressed ({error}); it stays complete but uncompressed.", RuntimeWarning)
+            warnings.warn(f"{path}: not rewritten compressed ({error}); it stays complete but uncompressed.", RuntimeWarning, stacklevel=2)
 
     def _fsync(self) -> None:
         os.fsync(self._segment.file.id.get_vfd_handle())
