@@ -104,6 +104,8 @@ def command(arm: Arm, out: Path, corpus: Path, args: argparse.Namespace) -> list
         cmd += ["--init-from", str(out / arm.init_from)]
     if (folder / "checkpoint.pt").exists():
         cmd.append("--resume")
+    elif folder.exists():
+        cmd.append("--overwrite")  # stopped before its first checkpoint: nothing to resume
     return cmd + arm.extra
 
 
