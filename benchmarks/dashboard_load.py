@@ -40,10 +40,10 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from results import add_result_args, write_result
 
-from parallax_probe.store import RunWriter, open_run
-from parallax_probe.store.probe_schema import head_means
-from parallax_probe.store.probe_schema import probe_tables as probe_schema
+from parallax_probe.store import RunWriter, head_means, open_run
+from parallax_probe.store import probe_tables as probe_schema
 
 PAGES = ("Runs", "COR", "W_R rank", "Probe norms", "Training", "Rank collapse")
 BUDGET_S = 2.0
@@ -339,6 +339,7 @@ def main() -> int:
     parser.add_argument("--spectra-rows", type=int, default=1000, help="rows of the W_R / W_RK spectra tables")
     parser.add_argument("--browser", action="store_true", help="also time page loads in /usr/bin/chromium")
     parser.add_argument("--browser-only", action="store_true", help="only the chromium table (section 3)")
+    add_result_args(parser, "dashboard_load")
     args = parser.parse_args()
     args.browser = args.browser or args.browser_only
     folder = Path(args.dir)
@@ -348,26 +349,36 @@ def main() -> int:
           f"{args.spectra_rows:,} spectra rows; {sizes / 1e6:,.0f} MB on disk; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} (other processes slow every number here)\n")
 
+    records = []  # one per table line: which table, the row's name, its cells
+
+    def keep(table: str, rows: dict) -> dict:
+        records.extend({"table": table, "name": name, **row} for name, row in rows.items())
+        return rows
+
     if not args.browser_only:
-        print(_table("1. reading one run, cold (fresh process)", in_fresh_process(f"read_columns({str(paths[0])!r})"), ("cold",), "loader"))
+        reading = keep("reading", in_fresh_process(f"read_columns({str(paths[0])!r})"))
+        print(_table("1. reading one run, cold (fresh process)", reading, ("cold",), "loader"))
         print()
-        print(
-            _table(f"2a. pages, one run (?run={paths[0].name})", measure_pages(folder, [paths[0].name]), ("cold", "warm", "charts", "kB"))
-        )
+        one_run = keep("pages, one run", measure_pages(folder, [paths[0].name]))
+        print(_table(f"2a. pages, one run (?run={paths[0].name})", one_run, ("cold", "warm", "charts", "kB")))
         print()
-        print(_table("2b. pages, two groups (muon vs adamw)", measure_pages(folder, []), ("cold", "warm", "charts", "kB")))
+        two_groups = keep("pages, two groups", measure_pages(folder, []))
+        print(_table("2b. pages, two groups (muon vs adamw)", two_groups, ("cold", "warm", "charts", "kB")))
     if args.browser:
         print()
         if not Path("/usr/bin/chromium").exists():
             print("3. browser: skipped, /usr/bin/chromium is missing (Debian package `chromium`)")
         else:
-            results = measure_browser(folder)
+            results = keep("chromium", measure_browser(folder))
             print(_table("3. chromium, two groups: seconds to the first chart and to every chart drawn",
                          results, ("cold first", "cold", "warm first", "warm", "switch")))
             print()
             print(_table("3b. chromium, first visit (new profile, empty cache, warm server) and its second load",
                          results, ("new first", "new all", "new again")))
     print(f"\nbudget: {BUDGET_S:.0f} s to open and draw a page")
+    config = {"steps": args.steps, "spectra_rows": args.spectra_rows, "browser": args.browser, "browser_only": args.browser_only,
+              "disk_mb": sizes / 1e6, "load_average_at_start": os.getloadavg()[0]}
+    write_result(args, records, config=config)
     return 0
 
 
