@@ -22,7 +22,7 @@ Tables printed:
    page reload: what a user clicking through the pages sees); then a first visit: each
    page's URL in a new chromium profile (empty browser cache: Streamlit's frontend is
    fetched and parsed again) on the now warm server, and that profile's second load (warm).
-   Goals (issue 20): warm <= 2 s, first visit <= 2.5 s.
+   Goals: warm <= 2 s, first visit <= 2.5 s.
 """
 
 from __future__ import annotations

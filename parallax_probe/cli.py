@@ -126,7 +126,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_trajectory_arguments(p: argparse.ArgumentParser) -> None:
-    """train's retrofit and checkpoint-trajectory flags (issue 21)."""
+    """train's retrofit and checkpoint-trajectory flags."""
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start from a softmax model: a parallax-probe softmax run (or its checkpoint.pt) or a local Hugging "
                         "Face Qwen3 folder, whose shape replaces --preset; r starts at exactly 0 (its norm's gain is zeroed) "

@@ -1,4 +1,4 @@
-"""Hostile and mistaken input to the CLI (issue 18): one line on stderr, exit 2, nothing on disk
+"""Hostile and mistaken input to the CLI: one line on stderr, exit 2, nothing on disk
 changed; a checkpoint never runs code; a failed command hides no committed row."""
 
 from __future__ import annotations

@@ -287,7 +287,7 @@ def test_a_run_that_appears_is_included(runs, tmp_path):
     assert not at.warning and not at.exception
 
 
-# ---- issue 18 item 3: text from run files is never markup ------------------------------------------
+# ---- text from run files is never markup -------------------------------------------------------
 
 PAYLOAD = "muon ![b](http://127.0.0.1:8709/beacon.png) [Re-login](http://127.0.0.1:8709/phish)"
 HTML_PAYLOAD = '<a href="http://127.0.0.1:8709/phish">Re-login</a> <img src="http://127.0.0.1:8709/beacon.png">'
@@ -333,7 +333,7 @@ def test_metadata_is_shown_as_text_on_every_page(tmp_path):
             assert any("&lt;a href=" in t for t in plotly_texts(at))
 
 
-# ---- issue 18 item 13: ?run= naming an unreadable run ---------------------------------------------
+# ---- ?run= naming an unreadable run ----------------------------------------------------------------
 
 def test_a_link_naming_an_unreadable_run_shows_its_error_and_draws_the_rest(damaged):
     at = app(damaged, run=["truncated", "muon-s0", "adamw-s0"])

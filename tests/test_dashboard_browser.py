@@ -463,7 +463,7 @@ def test_markdown_in_metadata_fetches_nothing_and_links_nowhere(tmp_path, browse
     beacon = http.server.HTTPServer(("127.0.0.1", 0), _Beacon)
     threading.Thread(target=beacon.serve_forever, daemon=True).start()
     address = f"http://127.0.0.1:{beacon.server_address[1]}"
-    payload = f"muon ![b]({address}/beacon.png) [Re-login]({address}/phish)"  # issue 18, item 3
+    payload = f"muon ![b]({address}/beacon.png) [Re-login]({address}/phish)"
     html_payload = f'<a href="{address}/phish">Re-login</a> <img src="{address}/beacon.png">'
     runs_dir = tmp_path / "runs"
     support.write_run(runs_dir / "plain", layers=2, heads=2, optimizer=payload)
