@@ -347,7 +347,7 @@ def test_a_link_naming_an_unreadable_run_shows_its_error_and_draws_the_rest(dama
     assert names == {"adamw (1 run)", "muon (1 run)", "adamw - muon"}
 
 
-# ---- issue 20 -----------------------------------------------------------------------------------
+# ---- run summaries, filters and live runs ---------------------------------------------------------
 
 def test_summary_columns_hold_the_files_last_values(at, runs):
     page(at, "Runs")
