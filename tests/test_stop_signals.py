@@ -69,8 +69,10 @@ def test_a_signal_stops_at_a_step_boundary_and_resume_loses_no_step(tmp_path, si
 
 def test_a_second_signal_exits_at_once(tmp_path):
     """Both signals are pending when the process resumes (it is SIGSTOPped while they are sent), so
-    the second handler runs before any step boundary: the process dies by the signal, without the
-    stop path's checkpoint, and its run reads as crashed (committed rows kept)."""
+    the second handler runs before any step boundary: the process dies by that signal, without the
+    stop path's checkpoint, and its run reads as crashed (committed rows kept). Which of the two
+    comes second is the kernel's choice: it may hand them to two of the process's threads (the
+    probe's writer thread, torch's), and Python runs each handler once its thread has flagged it."""
     out = tmp_path / "run"
     proc = start_and_wait_for_rows(out)
     proc.send_signal(signal.SIGSTOP)
@@ -78,7 +80,7 @@ def test_a_second_signal_exits_at_once(tmp_path):
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGCONT)
     proc.communicate(timeout=DEADLINE_S)
-    assert proc.returncode == -signal.SIGTERM  # Python runs pending handlers in signal-number order: SIGINT first
+    assert proc.returncode in (-signal.SIGINT, -signal.SIGTERM)
     assert not (out / "checkpoint.pt").exists()
     assert open_run(out).status == "crashed"
 
