@@ -33,8 +33,12 @@ from parallax_probe.analysis.runs import RUN_GROUP_KEY
 from parallax_probe.store import (
     COR_MEAN,
     LAYER_COR_MEAN,
+    SCALARS_STEP,
     SEGMENT_RE,
     STORE_FILE_RE,
+    WR_HEAD_EFFECTIVE_RANK,
+    WR_HEAD_SINGULAR_VALUES,
+    WR_HEAD_STABLE_RANK,
     WR_STABLE_RANK,
     WRK_STABLE_RANK,
     Run,
@@ -241,9 +245,9 @@ def load_summary(entry: RunEntry) -> RunSummary:
     try:
         run = open_run(entry.path)
         steps = run["step"] if "step" in run else np.zeros(0, dtype=np.int64)
-        scalar_names = [n for n in ("scalars/step", "scalars/loss", "scalars/eval_accuracy") if n in run]
-        scalars = run.read(*scalar_names) if "scalars/step" in scalar_names else {}
-        scalar_steps = scalars.get("scalars/step", ())
+        scalar_names = [n for n in (SCALARS_STEP, "scalars/loss", "scalars/eval_accuracy") if n in run]
+        scalars = run.read(*scalar_names) if SCALARS_STEP in scalar_names else {}
+        scalar_steps = scalars.get(SCALARS_STEP, ())
         return RunSummary(
             name=entry.name,
             path=entry.path,
@@ -438,7 +442,7 @@ def load_spectra(path: Path, table: str) -> Spectra | None:
     run = open_run(path)
     names = [f"{table}/step", f"{table}/stable_rank", f"{table}/effective_rank"]
     if table == "wr":
-        names += ["wr/head_stable_rank", "wr/head_effective_rank"]
+        names += [WR_HEAD_STABLE_RANK, WR_HEAD_EFFECTIVE_RANK]
     present = [n for n in names if n in run]
     if f"{table}/stable_rank" not in present or f"{table}/singular_values" not in run:
         return None
@@ -450,9 +454,9 @@ def load_spectra(path: Path, table: str) -> Spectra | None:
         stable_rank=raw[f"{table}/stable_rank"],
         effective_rank=raw.get(f"{table}/effective_rank"),
         k=run.tables[table].column("singular_values").shape[-1],
-        head_stable_rank=raw.get("wr/head_stable_rank"),
-        head_effective_rank=raw.get("wr/head_effective_rank"),
-        head_k=run.tables[table].column("head_singular_values").shape[-1] if "wr/head_singular_values" in run and table == "wr" else None,
+        head_stable_rank=raw.get(WR_HEAD_STABLE_RANK),
+        head_effective_rank=raw.get(WR_HEAD_EFFECTIVE_RANK),
+        head_k=run.tables[table].column("head_singular_values").shape[-1] if WR_HEAD_SINGULAR_VALUES in run and table == "wr" else None,
     )
 
 
@@ -480,10 +484,10 @@ class Scalars:
 
 def load_scalars(path: Path) -> Scalars:
     run = open_run(path)
-    names = [n for n in run.names() if n.startswith("scalars/") and n != "scalars/step"]
-    raw = run.read("scalars/step", *names)
+    names = [n for n in run.names() if n.startswith("scalars/") and n != SCALARS_STEP]
+    raw = run.read(SCALARS_STEP, *names)
     _frozen(*raw.values())
-    return Scalars(raw["scalars/step"], {n.removeprefix("scalars/"): raw[n] for n in names})
+    return Scalars(raw[SCALARS_STEP], {n.removeprefix("scalars/"): raw[n] for n in names})
 
 
 class AnalysisRun:

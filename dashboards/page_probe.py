@@ -11,6 +11,8 @@ from functools import partial
 import numpy as np
 import streamlit as st
 
+from parallax_probe.store import PROBE_GAIN_NORM
+
 from . import cache, reduce
 from .figures import HeatPanel, Line, heatmaps_figure, heatmaps_table, layer_color, lines_table, panels_figure
 from .reduce import HEATMAP_BUCKETS
@@ -18,7 +20,6 @@ from .ui import Context, depth_axis, load_per_group, no_groups_message, open_vie
 
 STATS = ("mean", "p50", "p90", "max")
 NAMES = {stat: f"attn/probe_norm_{stat}" for stat in STATS}
-GAIN = "attn/probe_gain_norm"
 HEATMAP, DISTRIBUTION, GAINS = "Layer x step", "Distribution per layer", "r-norm gain"
 VIEWS = (HEATMAP, DISTRIBUTION, GAINS)
 
@@ -69,10 +70,10 @@ def distribution_figure(plots: list[tuple[str, list[Line]]], smoothing: float):
 
 
 def gain_section(ctx: Context) -> None:
-    gains = load_per_group(ctx, lambda r: cache.layer_series(r, GAIN) if GAIN in r.names else None, "r-norm gains")
+    gains = load_per_group(ctx, lambda r: cache.layer_series(r, PROBE_GAIN_NORM) if PROBE_GAIN_NORM in r.names else None, "r-norm gains")
     gain_panels = []
     for group, pairs in gains.items():
-        agg = reduce.aggregate([p.step for _, p in pairs], [p.values[GAIN] for _, p in pairs])
+        agg = reduce.aggregate([p.step for _, p in pairs], [p.values[PROBE_GAIN_NORM] for _, p in pairs])
         if not np.isfinite(agg.mean).any():
             continue  # no r-norm in this model: the store keeps NaN
         layers_g = agg.mean.shape[1]

@@ -41,7 +41,11 @@ LAYER_PROBE_NORM_MEAN = "attn/" + HEAD_MEAN_PREFIX + "probe_norm_mean"
 WR_STEP = "wr/step"
 WR_STABLE_RANK = "wr/stable_rank"
 WR_EFFECTIVE_RANK = "wr/effective_rank"
+WR_HEAD_STABLE_RANK = "wr/head_stable_rank"
+WR_HEAD_EFFECTIVE_RANK = "wr/head_effective_rank"
+WR_HEAD_SINGULAR_VALUES = "wr/head_singular_values"
 WRK_STABLE_RANK = "wrk/stable_rank"
+PROBE_GAIN_NORM = "attn/probe_gain_norm"
 SCALARS_STEP = "scalars/step"
 # The exact aggregates stay float64 end to end, so ratios derived from them are not re-estimated.
 FLOAT64_STATS = frozenset({"sum_osm_sq", "sum_c_sq", "sum_osm_c"})
