@@ -64,6 +64,15 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         ) from error
 
 
+def load_model_weights(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The model state dict of a checkpoint parallax-probe wrote (its "model" entry): training
+    checkpoints and the kept `step-N.pt` files alike."""
+    checkpoint = load_checkpoint(path, map_location=map_location)
+    if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict)):
+        raise CheckpointError(f"{path}: holds no model state ('model'); point at a checkpoint parallax-probe wrote")
+    return checkpoint["model"]
+
+
 def load_training_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A checkpoint `parallax-probe train` wrote: every key of TRAINING_KEYS, of its type."""
     checkpoint = load_checkpoint(path, map_location=map_location)

@@ -3,7 +3,7 @@
 Two kinds of path:
 - parallax-probe's own: a run folder (`checkpoint.pt` beside `run.json`, as `parallax-probe
   train` writes them) or its `checkpoint.pt`. The model is rebuilt from run.json's
-  model_config and the weights are read by `checkpoint.load_checkpoint`, which refuses any
+  model_config and the weights are read by `checkpoint.load_model_weights`, which refuses any
   pickle that would construct other objects. The weights `train --keep-checkpoints` keeps
   (`checkpoints/step-N.pt`) load too: their run.json is one folder up.
 - a local Hugging Face folder of an fla Parallax model (`config.json` with model_type
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_model_weights
 from .train import CHECKPOINT_NAME, RUN_INFO_NAME
 
 
@@ -60,14 +60,12 @@ def _load_our_checkpoint(checkpoint: Path) -> nn.Module:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ModelLoadError(f"{run_info}: no usable model_config ({error})") from None
     try:
-        state = load_checkpoint(checkpoint)
+        weights = load_model_weights(checkpoint)
     except CheckpointError as error:
         raise ModelLoadError(str(error)) from None
-    if not (isinstance(state, dict) and isinstance(state.get("model"), dict)):
-        raise ModelLoadError(f"{checkpoint}: holds no model state ('model'); point at a checkpoint parallax-probe wrote")
     model = ParallaxLM(config)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except RuntimeError as error:
         raise ModelLoadError(f"{checkpoint}: its weights do not fit the model in {RUN_INFO_NAME}: {str(error).splitlines()[0]}") from None
     return model

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_model_weights
 from .config import ModelConfig, resolve_model_config
 
 RUN_INFO_NAME = "run.json"
@@ -106,12 +106,10 @@ def _our_checkpoint(checkpoint: Path) -> SoftmaxSource:
         raise RetrofitError(f"--init-from {checkpoint}: a {config.attention} model; --init-from converts a softmax model "
                             "(to continue a Parallax run, use --resume)")
     try:
-        state = load_checkpoint(checkpoint)
+        weights = load_model_weights(checkpoint)
     except CheckpointError as error:
-        raise RetrofitError(str(error)) from None
-    if not (isinstance(state, dict) and isinstance(state.get("model"), dict)):
-        raise RetrofitError(f"--init-from {checkpoint}: holds no model state ('model'); point at a checkpoint parallax-probe wrote")
-    return SoftmaxSource(checkpoint, config, state["model"])
+        raise RetrofitError(f"--init-from {error}") from None
+    return SoftmaxSource(checkpoint, config, weights)
 
 
 # Hugging Face Qwen3 names -> ours ("{i}" is the layer index)
