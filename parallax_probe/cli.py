@@ -58,11 +58,21 @@ def _key_value(text: str) -> tuple[str, int | float | str]:
     return key.replace("-", "_"), raw
 
 
+def _model_field(text: str) -> tuple[str, int | float | bool]:
+    from .config import parse_model_field
+
+    try:
+        return parse_model_field(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The train flags: defaults and choices come from the config dataclasses (no torch import)."""
     from .config import (
         ATTENTION_KINDS,
         BACKENDS,
+        MODEL_FLAG_FIELDS,
         OPTIMIZER_NAMES,
         PRESETS,
         SCHEDULE_NAMES,
@@ -86,6 +96,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--window", type=_positive_int, default=None, help="sliding window W (keys i-W < j <= i)")
     model.add_argument("--backend", default=default_of(ModelConfig, "attention_backend"), choices=BACKENDS,
                        help="attention implementation")
+    model.add_argument("--model", type=_model_field, action="append", default=[], metavar="FIELD=VALUE",
+                       help=f"replace one field of the preset (repeatable), e.g. --model n_layers=16: {', '.join(MODEL_FLAG_FIELDS)}")
     model.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                        help="train through torch.compile (default backend: inductor; aot_eager traces only)")
     model.add_argument("--vocab-size", type=_positive_int, default=None, help="model vocabulary for bin: tasks")
@@ -147,7 +159,7 @@ def train_config_from_args(args: argparse.Namespace):
         **({"adamw_lr": args.lr} if args.lr and args.optimizer == "adamw" else {}),
         **({"adamw_lr": args.adamw_lr} if args.adamw_lr else {}),
     )
-    model_overrides = {"attention": args.attention, "wr_init": args.wr_init, "attention_backend": args.backend}
+    model_overrides = {**dict(args.model), "attention": args.attention, "wr_init": args.wr_init, "attention_backend": args.backend}
     if args.window is not None:
         model_overrides["window"] = args.window
     return TrainConfig(

@@ -140,6 +140,38 @@ def resolve_model_config(preset_or_config: str | ModelConfig, **overrides) -> Mo
     return dataclasses.replace(base, **overrides)
 
 
+# ModelConfig fields that `train --model FIELD=VALUE` may set: the shape and init, not the fields
+# another flag owns (--attention, --wr-init, --window, --backend) nor the vocabulary (the task's).
+FLAG_OWNED_MODEL_FIELDS = {"attention": "--attention", "wr_init": "--wr-init", "window": "--window",
+                           "attention_backend": "--backend", "vocab_size": "--task (or --vocab-size for bin: tasks)"}
+MODEL_FLAG_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in FLAG_OWNED_MODEL_FIELDS)
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def parse_model_field(text: str) -> tuple[str, int | float | bool]:
+    """`FIELD=VALUE` of `train --model`, typed as ModelConfig declares FIELD (n_layers=16, rope_theta=1e4,
+    tie_embeddings=false); ValueError naming the field and what it takes otherwise."""
+    name, sep, raw = text.partition("=")
+    name, raw = name.strip().replace("-", "_"), raw.strip()
+    if not sep or not name or not raw:
+        raise ValueError(f"--model {text!r}: expected FIELD=VALUE, e.g. --model n_layers=16")
+    if name in FLAG_OWNED_MODEL_FIELDS:
+        raise ValueError(f"--model {name}: set it with {FLAG_OWNED_MODEL_FIELDS[name]}")
+    kinds = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+    if name not in MODEL_FLAG_FIELDS:
+        raise ValueError(f"--model {name}: not a model field; choose one of {', '.join(MODEL_FLAG_FIELDS)}")
+    kind = kinds[name]
+    try:
+        if kind == "bool":
+            if raw.lower() not in _TRUE + _FALSE:
+                raise ValueError
+            return name, raw.lower() in _TRUE
+        return name, int(raw) if kind == "int" else float(raw)
+    except ValueError:
+        wanted = {"bool": "true or false", "int": "an integer", "float": "a number"}[kind]
+        raise ValueError(f"--model {name}={raw}: {name} takes {wanted}") from None
+
+
 OptimizerName = Literal["muon", "adamw"]
 ScheduleName = Literal["cosine", "wsd", "constant"]
 OPTIMIZER_NAMES: tuple[str, ...] = get_args(OptimizerName)
@@ -266,6 +298,11 @@ class TrainConfig:
             raise ValueError(f"--seq-len must be at least 2, got {self.seq_len}")
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other; pick one")
+        shape = sorted(set(self.model_overrides) & set(MODEL_FLAG_FIELDS))
+        if self.init_from is None:
+            resolve_model_config(self.preset, **self.model_overrides)  # refuse n_heads=6 with n_kv_heads=4 now, not at step 0
+        elif shape:
+            raise ValueError(f"--init-from takes the model's shape from its checkpoint; drop --model {', '.join(shape)}")
         if self.init_from is not None:
             if self.model_overrides.get("attention", "parallax") != "parallax":
                 raise ValueError("--init-from makes a Parallax model from a softmax one; drop --attention softmax")

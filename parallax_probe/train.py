@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_training_checkpoint, save_checkpoint
-from .config import TrainConfig, resolve_model_config
+from .config import MODEL_FLAG_FIELDS, TrainConfig, resolve_model_config
 from .data import IGNORE_INDEX, TaskData, load_task
 from .distributed import all_reduce_mean, full_state, load_optimizer_state, replicas_identical, setup_distributed
 from .model import ParallaxLM
@@ -142,6 +142,7 @@ RESUME_FIXED_FLAGS = {
     "vocab_size": "--vocab-size", "seed": "--seed", "batch_size": "--batch-size",
     "model_overrides.attention": "--attention", "model_overrides.wr_init": "--wr-init",
     "model_overrides.window": "--window", "optimizer.name": "--optimizer", "init_from": "--init-from",
+    **{f"model_overrides.{name}": f"--model {name}" for name in MODEL_FLAG_FIELDS},
 }
 
 
@@ -526,7 +527,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                 keep_checkpoint(model, 0, out)
             _write_json(out / RUN_INFO_NAME, run_info)
             if cfg.progress:
-                print(f"[parallax-probe] {out}: {cfg.preset} {model_config.attention} model, "
+                shape = "".join(f" {name}={cfg.model_overrides[name]}" for name in MODEL_FLAG_FIELDS if name in cfg.model_overrides)
+                print(f"[parallax-probe] {out}: {cfg.preset}{shape} {model_config.attention} model, "
                       f"{sum(p.numel() for p in model.parameters()):,} parameters, {cfg.optimizer.name} on {provenance['device']}"
                       f"{f', world size {dist.world_size}' if dist.enabled else ''}", file=sys.stderr)
                 print(f"[parallax-probe] parameter groups:\n{groups.describe()}", file=sys.stderr)

@@ -36,6 +36,11 @@ def finished_run(tmp_path_factory):
         (["train", "--resume", "--overwrite"], "exclude each other"),
         (["train", "--mad", "no_such_knob=3"], "unknown MADTaskConfig field"),
         (["train", "--compile", "no_such_backend"], "not a torch.compile backend"),
+        (["train", "--model", "n_layers=1.5"], "--model n_layers=1.5: n_layers takes an integer"),
+        (["train", "--model", "depth=16"], "--model depth: not a model field; choose one of d_model, n_layers"),
+        (["train", "--model", "attention=softmax"], "--model attention: set it with --attention"),
+        (["train", "--model", "n_heads=3"], "n_heads (3) must be a multiple of n_kv_heads (2)"),
+        (["train", "--init-from", "runs/softmax", "--model", "n_layers=3"], "drop --model n_layers"),
         (["inspect", "/nonexistent/run"], "/nonexistent/run"),
         (["frobnicate"], "invalid choice"),
     ],
@@ -47,6 +52,16 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path, args, message):
     assert len(lines) == 1, result.stderr
     assert message in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_model_fields_replace_the_presets_and_the_run_records_the_shape_it_trained(tmp_path):
+    out = tmp_path / "deeper"
+    result = run_cli("train", *SHORT_RUN, "--steps", "10", "--model", "n_layers=3", "--model", "d_model=48", "--out", out)
+    assert result.returncode == 0, result.stderr
+    model = json.loads((out / "run.json").read_text())["model_config"]
+    assert (model["n_layers"], model["d_model"]) == (3, 48)
+    assert (model["n_heads"], model["head_dim"]) == (4, 16), "fields not named keep the preset's values"
+    assert open_run(out)["attn/cor_mean"].shape[1:] == (3, 4)
 
 
 def test_an_existing_run_is_refused_without_resume_or_overwrite_and_left_untouched(finished_run):

@@ -65,6 +65,7 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(run_copy, tmp_path):
     [
         (["--preset", "small"], "--preset 'tiny' -> 'small'"),
         (["--optimizer", "adamw"], "--optimizer 'muon' -> 'adamw'"),
+        (["--model", "n_layers=3"], "--model n_layers None -> 3"),
         (["--task", "compression"], "--task 'in-context-recall' -> 'compression'"),
         (["--steps", "5"], "is at step 10 and --steps is 5: nothing left to train"),
     ],
