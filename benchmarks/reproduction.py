@@ -4,6 +4,7 @@ docs/reproduction.md, rerunnable with the project's own commands.
     python benchmarks/reproduction.py train --out runs/repro --deadline 540   # call again until it says done
     python benchmarks/reproduction.py status --out runs/repro
     .venv/bin/python benchmarks/reproduction.py report --out runs/repro       # the analysis, on any machine
+    .venv/bin/python benchmarks/reproduction.py screenshots --out runs/repro  # docs/reproduction-*.png
 
 Arms, every one `parallax-probe train --preset small` on the same byte-level text, sequence
 length 1024, batch 16, --steps steps (default 3,000), all on the one GPU at once:
@@ -12,6 +13,10 @@ length 1024, batch 16, --steps steps (default 3,000), all on the one GPU at once
     softmax-{muon,adamw}             the softmax baseline, seed 0
     retrofit-{muon,adamw}            Parallax started from softmax-{optimizer}'s final checkpoint
                                      (`--init-from`: r exactly 0 at step 0), seed 0, same schedule
+
+and with --scale, the scale step (same batch, sequence length and steps, so the same tokens):
+
+    deep-{muon,adamw}-s{0,1}         Parallax with 16 layers instead of 8 (`--model n_layers=16`)
 
 The text: the .py files of the running interpreter's standard library (its test suites,
 site-packages and caches left out), concatenated in path order into OUT/corpus.txt. It ships
@@ -24,7 +29,7 @@ retrofit arm once its softmax baseline has finished. At the deadline it sends SI
 stops at the next step boundary, writes its checkpoint and closes its run folder (status
 closed), and the next call resumes it without a lost or repeated step. Each arm's output goes to
 OUT/logs/ARM.log. `report` runs `parallax-probe analyze --group-by optimizer --format markdown`
-over the Parallax arms and the retrofit arms and writes OUT/report.md.
+over the Parallax arms, the retrofit arms and the deep arms and writes OUT/report.md.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from pathlib import Path
 
 OPTIMIZERS = ("muon", "adamw")
 SEEDS = (0, 1, 2)
+DEEP_LAYERS, DEEP_SEEDS = 16, (0, 1)
 PROBE_EVERY, SPECTRA_EVERY, CHECKPOINT_EVERY = 50, 250, 250
 STOP_GRACE_S = 90  # from SIGTERM to the end of a step, the checkpoint and the run folder's close
 
@@ -57,10 +63,12 @@ class Arm:
     extra: list[str] = field(default_factory=list)
 
 
-def arms() -> list[Arm]:
+def arms(scale: bool = False) -> list[Arm]:
     found = [Arm(f"parallax-{o}-s{s}", o, s) for o in OPTIMIZERS for s in SEEDS]
     found += [Arm(f"softmax-{o}", o, 0, attention="softmax") for o in OPTIMIZERS]
     found += [Arm(f"retrofit-{o}", o, 0, init_from=f"softmax-{o}") for o in OPTIMIZERS]
+    if scale:
+        found += [Arm(f"deep-{o}-s{s}", o, s, extra=["--model", f"n_layers={DEEP_LAYERS}"]) for o in OPTIMIZERS for s in DEEP_SEEDS]
     return found
 
 
@@ -115,7 +123,7 @@ def train(args: argparse.Namespace) -> int:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     running: dict[str, subprocess.Popen] = {}
-    pending = [arm for arm in arms() if not finished(out / arm.name, args.steps)]
+    pending = [arm for arm in arms(args.scale) if not finished(out / arm.name, args.steps)]
     stopping = False
     while pending or running:
         left = args.deadline - (time.monotonic() - start)
@@ -148,7 +156,7 @@ def status(args: argparse.Namespace) -> int:
     """One line per arm: its step, and whether it is done. Exit 0 once every arm is."""
     out = Path(args.out)
     done = 0
-    for arm in arms():
+    for arm in arms(args.scale):
         folder = out / arm.name
         try:
             info = json.loads((folder / "run.json").read_text())
@@ -158,16 +166,18 @@ def status(args: argparse.Namespace) -> int:
         done += ok
         state = "done" if ok else (f"stopped at step {info['completed_steps']}" if "completed_steps" in info else "not started")
         print(f"{arm.name:20s} {state}")
-    print(f"{done}/{len(arms())} arms done")
-    return 0 if done == len(arms()) else 3
+    print(f"{done}/{len(arms(args.scale))} arms done")
+    return 0 if done == len(arms(args.scale)) else 3
 
 
 def report(args: argparse.Namespace) -> int:
-    """OUT/report.md: `parallax-probe analyze` on the Parallax arms and on the retrofit arms."""
+    """OUT/report.md: `parallax-probe analyze` on the Parallax arms, the retrofit arms and the deep arms (where run)."""
     out = Path(args.out)
     sections = []
-    for title, names in (("Parallax arms, 3 seeds per optimizer", [a.name for a in arms() if a.name.startswith("parallax-")]),
-                         ("Retrofit arms", [a.name for a in arms() if a.name.startswith("retrofit-")])):
+    sets = [("Parallax arms, 3 seeds per optimizer", "parallax-"), ("Retrofit arms", "retrofit-"),
+            (f"Scale step: {DEEP_LAYERS} layers, 2 seeds per optimizer", "deep-")]
+    for title, prefix in sets:
+        names = [a.name for a in arms(scale=True) if a.name.startswith(prefix)]
         folders = [str(out / n) for n in names if (out / n).exists()]
         if not folders:
             continue
@@ -179,13 +189,22 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def screenshots(args: argparse.Namespace) -> int:
+    """docs/reproduction-*.png: the dashboard on OUT, showing the Parallax arms alone."""
+    names = [arm.name for arm in arms() if arm.name.startswith("parallax-") and (Path(args.out) / arm.name).is_dir()]
+    script = Path(__file__).resolve().parents[1] / "scripts" / "dashboard_screenshots.py"
+    command = [sys.executable, str(script), "--runs", args.out, "--views", "reproduction", *(f"--run={name}" for name in names)]
+    return subprocess.run(command).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True)
-    for name in ("train", "status", "report"):
+    for name in ("train", "status", "report", "screenshots"):
         p = sub.add_parser(name)
         p.add_argument("--out", required=True)
         p.add_argument("--steps", type=int, default=3000)
+        p.add_argument("--scale", action="store_true", help=f"also the {DEEP_LAYERS}-layer arms (the scale step)")
         if name == "train":
             p.add_argument("--deadline", type=float, default=540, help="seconds this call may take")
             p.add_argument("--batch-size", type=int, default=16)
@@ -193,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--preset", default="small", help="(a smaller one only to try the script out)")
             p.add_argument("--seq-len", type=int, default=1024)
     args = parser.parse_args(argv)
-    return {"train": train, "status": status, "report": report}[args.action](args)
+    return {"train": train, "status": status, "report": report, "screenshots": screenshots}[args.action](args)
 
 
 if __name__ == "__main__":

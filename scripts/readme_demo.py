@@ -7,7 +7,7 @@ Prints the two Markdown tables (per optimiser: final loss and held-out accuracy;
 final mean COR and W_R stable and effective rank) read from `DIR/muon` and `DIR/adamw`,
 the folders `parallax-probe demo --out DIR` writes (seed 0). `--write` puts them into
 README.md between the demo-numbers markers. The screenshots come from
-scripts/readme_screenshots.py, on the same folder.
+scripts/dashboard_screenshots.py, on the same folder.
 """
 
 from __future__ import annotations
