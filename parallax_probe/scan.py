@@ -152,7 +152,7 @@ def scan(paths: list[str], *, eval_spec: str, out: str, device: str = "cpu", bat
     from tqdm import tqdm
 
     from .hooks import Probe
-    from .load import load_model
+    from .load import ModelLoadError, load_model
     from .train import pick_device
 
     out_path = Path(out)
@@ -187,7 +187,12 @@ def scan(paths: list[str], *, eval_spec: str, out: str, device: str = "cpu", bat
     try:
         for checkpoint in tqdm(todo, disable=not progress, unit="checkpoint", file=sys.stderr, dynamic_ncols=True):
             if checkpoint is not todo[0]:
-                state = load_model(checkpoint.path, device=device).state_dict()
+                try:
+                    state = load_model(checkpoint.path, device=device).state_dict()
+                except ModelLoadError as error:
+                    kept = len(done) + todo.index(checkpoint)
+                    raise ScanInputError(f"{error}; the {kept} step(s) before it are kept in {out}: replace or leave out "
+                                         f"{checkpoint.path.name} and run the command again to continue") from None
                 model.load_state_dict(state)
             with torch.no_grad():
                 with probe.step(checkpoint.step):

@@ -6,6 +6,7 @@ Seeds: the model is built under torch.manual_seed(SEED); batches come from torch
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -132,3 +133,26 @@ def test_hugging_face_folders_named_by_step_are_scanned_in_step_order(tmp_path, 
         live = open_run(tmp_path / f"live-{step}")
         for name in ("attn/cor_mean", "attn/sum_c_sq", "attn/probe_norm_p90", "wr/stable_rank"):
             np.testing.assert_allclose(run[name][index], live[name][0], rtol=1e-6, err_msg=name)
+
+
+def test_a_checkpoint_that_fails_midway_keeps_the_rows_before_it_and_a_rerun_continues(live, tmp_path, capsys):
+    for name in [f"step-{step}.pt" for step in LOGGING] + ["run.json"]:
+        shutil.copy(live / name, tmp_path / name)
+    (tmp_path / "step-6.pt").write_bytes((live / "step-6.pt").read_bytes()[:200])  # cut off, as by a full disk
+    every = [str(tmp_path / f"step-{s}.pt") for s in LOGGING]
+    out = tmp_path / "scanned"
+    assert main(["scan", *every, "--eval", str(live / "x.npy"), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "step-6.pt: not a readable torch checkpoint" in err and len(err.strip().splitlines()) == 1, err
+    assert "the 2 step(s) before it are kept" in err and "run the command again to continue" in err
+    stopped = open_run(out)
+    np.testing.assert_array_equal(stopped["step"], LOGGING[:2])
+    assert stopped.status == "closed"
+
+    shutil.copy(live / "step-6.pt", tmp_path / "step-6.pt")
+    assert main(["scan", *every, "--eval", str(live / "x.npy"), "--out", str(out), "--no-progress"]) == 0
+    assert "scanned 1 checkpoint(s) (steps 6 to 6); 2 already in the run, skipped" in capsys.readouterr().out
+    scanned, recorded = open_run(out), open_run(live / "live")
+    np.testing.assert_array_equal(scanned["step"], LOGGING)
+    for name in COLUMNS:
+        np.testing.assert_allclose(scanned[name], recorded[name], rtol=1e-6, atol=1e-9, err_msg=name)
