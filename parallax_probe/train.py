@@ -216,6 +216,25 @@ def check_resume(cfg: TrainConfig, checkpoint: dict, path: Path) -> None:
                              f"pass --steps above {checkpoint['step']} to train further")
 
 
+SCHEDULE_FIELDS = ("schedule", "warmup_steps", "min_lr_ratio", "decay_fraction")
+
+
+def schedule_change_on_resume(cfg: TrainConfig, checkpoint: dict) -> str | None:
+    """What a resume with another --steps (or schedule) does to the learning rate, or None: the
+    schedule is a function of the run's length, so the lr at the resumed step jumps."""
+    saved = checkpoint["train_config"]
+    step = checkpoint["step"]
+    saved_schedule = {name: saved["optimizer"][name] for name in SCHEDULE_FIELDS if name in saved.get("optimizer", {})}
+    before = lr_multiplier(step, saved["steps"], dataclasses.replace(cfg.optimizer, **saved_schedule))
+    after = lr_multiplier(step, cfg.steps, cfg.optimizer)
+    if math.isclose(before, after, rel_tol=1e-9):
+        return None
+    why = (f"--steps {saved['steps']} -> {cfg.steps}: the {cfg.optimizer.schedule} schedule spans the run's length"
+           if saved["steps"] != cfg.steps else "the schedule's flags changed")
+    return (f"{why}, so the learning rate at step {step} becomes {after:.3g} x its peak instead of {before:.3g} "
+            "(scalars/lr_multiplier shows the jump)")
+
+
 def _flatten(config: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in config.items():
@@ -434,6 +453,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.resume:
         checkpoint = load_training_checkpoint(out / CHECKPOINT_NAME, map_location=device)
         check_resume(cfg, checkpoint, out / CHECKPOINT_NAME)
+        change = schedule_change_on_resume(cfg, checkpoint)
+        if change and dist.is_main:
+            print(f"[parallax-probe] {change}", file=sys.stderr, flush=True)
     start_step = checkpoint["step"] if checkpoint else 0
     task = load_task(cfg.task, seq_len=cfg.seq_len, seed=cfg.seed, vocab_size=cfg.vocab_size, mad_overrides=cfg.mad_overrides)
     source = None

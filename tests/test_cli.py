@@ -92,6 +92,10 @@ def test_resume_continues_into_a_new_segment_without_duplicate_steps(tmp_path):
     assert first.returncode == 0, first.stderr
     resumed = run_cli("train", *SHORT_RUN, "--steps", "30", "--out", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    # cosine at step 20: over 20 steps (warmup 2) its floor, 0.1;
+    # over 30 steps (warmup 3), 0.1 + 0.9 * (1 + cos(pi * 17 / 27)) / 2 = 0.372
+    assert "--steps 20 -> 30: the cosine schedule spans the run's length, so the learning rate at step 20 becomes 0.372 x its peak " \
+           "instead of 0.1" in resumed.stderr
     run = open_run(out)
     assert len(run.segments) >= 2
     assert run["step"].tolist() == list(range(0, 30, 5))
