@@ -41,7 +41,7 @@ MADTaskName = Literal[
 ]
 MAD_TASKS: tuple[str, ...] = get_args(MADTaskName)
 
-_RECALL_TASKS = ("in-context-recall", "noisy-in-context-recall", "fuzzy-in-context-recall")
+_RECALL_TASKS = tuple(name for name in MAD_TASKS if name.endswith("in-context-recall"))  # the tasks with multi_query
 
 # MAD's baseline setting per task: configs/tasks/<task>.yml, with the defaults of
 # mad/configs.py::MADConfig for what the yml leaves out (num_test_examples=1280 for all;
