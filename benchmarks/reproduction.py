@@ -170,6 +170,107 @@ def status(args: argparse.Namespace) -> int:
     return 0 if done == len(arms(args.scale)) else 3
 
 
+# The paper's claims as secondary sources report them (the paper is not in this repository), and
+# the rules that decide, per set of arms, whether they reproduce. The rules were fixed before any
+# GPU run existed; docs/reproduction.md states them.
+CLAIM_COR_MUON_ABOVE, CLAIM_COR_ADAMW_BELOW = 8.0, 4.0  # COR in deep layers
+CLAIM_RANK_MUON, CLAIM_RANK_ADAMW, CLAIM_RANK_MAX = 134.0, 9.3, 1024  # W_R stable rank at 0.6B; min(2048, 1024)
+
+
+def _interval(diff) -> str:
+    if diff.difference is None:
+        return "n/a"
+    if diff.interval_low is None:
+        return f"{diff.difference:+.3g} (no interval)"
+    return f"{diff.difference:+.3g} [{diff.interval_low:+.3g}, {diff.interval_high:+.3g}]"
+
+
+def _below_zero(diffs) -> bool | None:
+    """Whether every interval of adamw - muon lies below 0 (None: some layer has no interval)."""
+    if any(d.interval_high is None for d in diffs):
+        return None
+    return all(d.interval_high < 0 for d in diffs)
+
+
+def claims_markdown(report, max_rank: int) -> str:
+    """The claims table of one set of arms (a `build_report` of Muon and AdamW runs), with a verdict
+    per claim by the fixed rules: COR holds when every deep layer (the second half) has Muon's
+    mean above 8 and AdamW's below 4, and is "in direction only" when Muon is higher in every deep
+    layer with every interval of adamw - muon below 0; the rank claim holds in direction when
+    Muon's final stable rank is higher in every layer with every interval below 0. `max_rank` is
+    min(m, n) of these runs' W_R, to set the ranks beside the paper's on one scale."""
+    groups = {g.name: g for g in report.groups}
+    if set(groups) != {"adamw", "muon"}:
+        return f"No claims table: it needs the groups adamw and muon, and these runs make {sorted(groups) or 'none'}.\n"
+    by_statistic = {c.statistic.split(" (")[0]: c for c in report.comparisons}
+    cor, rank = by_statistic.get("final COR"), by_statistic.get("final W_R stable rank")
+    muon, adamw = groups["muon"].layers, groups["adamw"].layers
+    n_layers = len(muon)
+    deep = list(range(n_layers // 2, n_layers))
+    with_intervals = any(d.interval_low is not None for c in (cor, rank) if c for d in c.layers)
+    lines = [f"Groups: muon ({len(groups['muon'].runs)} runs), adamw ({len(groups['adamw'].runs)} runs); "
+             f"{n_layers} layers, deep = layers {deep[0]}-{deep[-1]}. Differences are adamw - muon, " +
+             (f"with {report.settings.confidence:.0%} percentile bootstrap intervals." if with_intervals
+              else "without intervals (fewer than 3 runs per group)."), "",
+             "| layer | COR muon | COR adamw | COR adamw - muon | W_R stable rank muon | W_R stable rank adamw | rank adamw - muon |",
+             "|---|---|---|---|---|---|---|"]
+    for layer in range(n_layers):
+        lines.append(
+            f"| {layer}{' (deep)' if layer in deep else ''} | {muon[layer].final_cor:.3g} | {adamw[layer].final_cor:.3g} | "
+            f"{_interval(cor.layers[layer]) if cor else 'n/a'} | {muon[layer].final_stable_rank:.3g} | "
+            f"{adamw[layer].final_stable_rank:.3g} | {_interval(rank.layers[layer]) if rank else 'n/a'} |"
+        )
+    verdicts = []
+    if cor is not None:
+        deep_muon = [muon[i].final_cor for i in deep]
+        deep_adamw = [adamw[i].final_cor for i in deep]
+        thresholds = all(m > CLAIM_COR_MUON_ABOVE for m in deep_muon) and all(a < CLAIM_COR_ADAMW_BELOW for a in deep_adamw)
+        higher = all(m > a for m, a in zip(deep_muon, deep_adamw))
+        separated = _below_zero([cor.layers[i] for i in deep])
+        if thresholds and separated is not False:
+            verdict = "holds"
+        elif higher and separated:
+            verdict = "in direction only (Muon higher in every deep layer, intervals below 0; thresholds not met)"
+        elif higher and separated is None:
+            verdict = "in direction only, without intervals (fewer than 3 runs per group)"
+        else:
+            verdict = "does not reproduce"
+        verdicts.append(f"- **COR > {CLAIM_COR_MUON_ABOVE:g} in deep layers under Muon, < {CLAIM_COR_ADAMW_BELOW:g} under AdamW**: "
+                        f"{verdict}. Deep layers: Muon {min(deep_muon):.3g}-{max(deep_muon):.3g}, "
+                        f"AdamW {min(deep_adamw):.3g}-{max(deep_adamw):.3g}.")
+    if rank is not None:
+        ranks_muon = [layer.final_stable_rank for layer in muon]
+        ranks_adamw = [layer.final_stable_rank for layer in adamw]
+        higher = all(m > a for m, a in zip(ranks_muon, ranks_adamw))
+        separated = _below_zero(rank.layers)
+        if higher and separated:
+            verdict = "holds in direction (Muon higher in every layer, intervals below 0)"
+        elif higher and separated is None:
+            verdict = "holds in direction, without intervals (fewer than 3 runs per group)"
+        else:
+            verdict = "does not reproduce"
+        mean_muon, mean_adamw = sum(ranks_muon) / n_layers, sum(ranks_adamw) / n_layers
+        verdicts.append(
+            f"- **W_R keeps its rank under Muon, loses it under AdamW** (reported: {CLAIM_RANK_MUON:g} against "
+            f"{CLAIM_RANK_ADAMW:g} at 0.6B, {CLAIM_RANK_MUON / CLAIM_RANK_MAX:.3g} and {CLAIM_RANK_ADAMW / CLAIM_RANK_MAX:.3g} "
+            f"of min(m, n) = {CLAIM_RANK_MAX} if W_R has the query projection's shape; ratio {CLAIM_RANK_MUON / CLAIM_RANK_ADAMW:.1f}): "
+            f"{verdict}. Mean over layers: Muon {mean_muon:.3g}, AdamW {mean_adamw:.3g} "
+            f"({mean_muon / max_rank:.3g} and {mean_adamw / max_rank:.3g} of min(m, n) = {max_rank}); ratio {mean_muon / mean_adamw:.1f}."
+        )
+    return "\n".join(lines + [""] + verdicts) + "\n"
+
+
+def _claims_of(folders: list[str]) -> str:
+    from parallax_probe.analysis.report import build_report
+    from parallax_probe.store import open_run
+
+    runs = [open_run(folder) for folder in folders]
+    config = runs[0].meta.get("config") or {}
+    model = config.get("model_config", {}) if isinstance(config, dict) else {}
+    max_rank = min(model["n_heads"] * model["head_dim"], model["d_model"]) if model else 0
+    return claims_markdown(build_report(runs, group_by="optimizer"), max_rank or 1)
+
+
 def report(args: argparse.Namespace) -> int:
     """OUT/report.md: `parallax-probe analyze` on the Parallax arms, the retrofit arms and the deep arms (where run)."""
     out = Path(args.out)
@@ -183,7 +284,9 @@ def report(args: argparse.Namespace) -> int:
             continue
         done = subprocess.run([sys.executable, "-m", "parallax_probe", "analyze", *folders, "--group-by", "optimizer",
                                "--format", "markdown"], capture_output=True, text=True)
-        sections.append(f"## {title}\n\n" + (done.stdout if done.returncode == 0 else f"analyze failed:\n\n    {done.stderr.strip()}\n"))
+        claims = _claims_of(folders) if prefix != "retrofit-" and done.returncode == 0 else ""
+        sections.append(f"## {title}\n\n" + (f"### Claims\n\n{claims}\n### analyze\n\n" if claims else "")
+                        + (done.stdout if done.returncode == 0 else f"analyze failed:\n\n    {done.stderr.strip()}\n"))
     (out / "report.md").write_text("\n".join(sections))
     print(out / "report.md")
     return 0

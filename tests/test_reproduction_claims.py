@@ -1,0 +1,87 @@
+"""The reproduction's claims table (benchmarks/reproduction.py): its verdicts follow the rules
+docs/reproduction.md states, on in-memory runs with planted final values.
+
+`Run` is only a data holder with the shape of what `parallax_probe.store.open_run` returns.
+Seeds: each run's noise comes from numpy's default_rng(seed + 100 for Muon).
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parallax_probe.analysis import build_report
+
+SPEC = importlib.util.spec_from_file_location("reproduction", Path(__file__).parents[1] / "benchmarks" / "reproduction.py")
+reproduction = sys.modules["reproduction"] = importlib.util.module_from_spec(SPEC)  # dataclasses look their module up
+SPEC.loader.exec_module(reproduction)
+
+N_LAYERS, N_HEADS, STEPS = 4, 2, np.arange(0, 301, 50)
+
+
+class Run:
+    def __init__(self, arrays: dict, meta: dict, path: str):
+        self.arrays, self.meta, self.path = arrays, meta, path
+
+    def __getitem__(self, name):
+        return self.arrays[name]
+
+    def names(self):
+        return list(self.arrays)
+
+
+def planted(optimizer: str, seed: int, cor: list[float], rank: list[float]) -> Run:
+    """Per layer, COR and the W_R stable rank near the given values (1% noise) at every step."""
+    rng = np.random.default_rng(seed + (100 if optimizer == "muon" else 0))
+    shape = (STEPS.size, N_LAYERS)
+    cor_values = np.asarray(cor)[None, :, None] * rng.uniform(0.99, 1.01, size=(*shape, N_HEADS))
+    ranks = np.asarray(rank)[None, :] * rng.uniform(0.99, 1.01, size=shape)
+    arrays = {"step": STEPS, "attn/cor_mean": cor_values, "wr/step": STEPS, "wr/stable_rank": ranks, "wr/effective_rank": 2 * ranks}
+    return Run(arrays, {"optimizer": optimizer, "run_id": f"{optimizer}-{seed}", "seed": seed}, f"runs/{optimizer}-{seed}")
+
+
+def claims(muon_cor, adamw_cor, muon_rank, adamw_rank, seeds=3) -> str:
+    runs = [planted("muon", s, muon_cor, muon_rank) for s in range(seeds)]
+    runs += [planted("adamw", s, adamw_cor, adamw_rank) for s in range(seeds)]
+    return reproduction.claims_markdown(build_report(runs, group_by="optimizer", n_resamples=999), max_rank=512)
+
+
+def verdicts(text: str) -> tuple[str, str]:
+    cor_line, rank_line = [line for line in text.splitlines() if line.startswith("- **")]
+    return cor_line.split("**: ")[1].split(".")[0], rank_line.split("): ")[-1].split(".")[0]
+
+
+def test_the_paper_s_picture_holds():
+    text = claims([3, 5, 9, 12], [2, 3, 3.5, 3.8], [60, 60, 60, 60], [8, 8, 8, 8])
+    assert verdicts(text) == ("holds", "holds in direction (Muon higher in every layer, intervals below 0)")
+    assert "| 2 (deep) |" in text and "| 1 |" in text, "deep = the second half of the layers"
+
+
+def test_muon_higher_but_under_the_thresholds_is_direction_only():
+    cor_verdict, _ = verdicts(claims([3, 3, 6, 7], [2, 2, 3, 3], [60] * 4, [8] * 4))
+    assert cor_verdict.startswith("in direction only (Muon higher in every deep layer")
+
+
+def test_thresholds_met_in_all_deep_layers_but_one_do_not_hold():
+    cor_verdict, _ = verdicts(claims([9, 9, 9, 7], [2, 2, 2, 2], [60] * 4, [8] * 4))
+    assert cor_verdict.startswith("in direction only")
+
+
+@pytest.mark.parametrize("higher", ["adamw", "equal"])
+def test_no_muon_advantage_does_not_reproduce(higher):
+    muon_cor, adamw_cor = ([2] * 4, [10] * 4) if higher == "adamw" else ([5] * 4, [5] * 4)
+    muon_rank, adamw_rank = ([8] * 4, [60] * 4) if higher == "adamw" else ([30] * 4, [30] * 4)
+    assert verdicts(claims(muon_cor, adamw_cor, muon_rank, adamw_rank)) == ("does not reproduce", "does not reproduce")
+
+
+def test_two_seeds_give_no_intervals_and_say_so():
+    text = claims([3, 5, 9, 12], [2, 3, 3.5, 3.8], [60] * 4, [8] * 4, seeds=2)
+    assert "without intervals (fewer than 3 runs per group)" in text
+    assert verdicts(text) == ("holds", "holds in direction, without intervals (fewer than 3 runs per group)")
+
+
+def test_the_ranks_are_also_set_against_min_m_n():
+    text = claims([3, 5, 9, 12], [2, 3, 3.5, 3.8], [64] * 4, [8] * 4)
+    assert "of min(m, n) = 512" in text and "ratio 8.0" in text
