@@ -271,6 +271,31 @@ def _claims_of(folders: list[str]) -> str:
     return claims_markdown(build_report(runs, group_by="optimizer"), max_rank or 1)
 
 
+def held_out_table(out: Path, names: list[str]) -> str:
+    """Per arm: the last held-out evaluation (loss, accuracy, at which step), so the softmax
+    baselines, the retrofits and the Parallax arms can be set side by side."""
+    import numpy as np
+
+    from parallax_probe.store import SCALARS_STEP, open_run
+
+    lines = ["| arm | evaluated at step | held-out loss | held-out accuracy |", "|---|---|---|---|"]
+    for name in names:
+        if not (out / name).is_dir():
+            continue
+        run = open_run(out / name)
+        if "scalars/eval_loss" not in run.names():
+            lines.append(f"| {name} | not evaluated yet | | |")
+            continue
+        steps, loss, accuracy = run[SCALARS_STEP], run["scalars/eval_loss"], run["scalars/eval_accuracy"]
+        last = np.flatnonzero(np.isfinite(loss))
+        if last.size == 0:
+            lines.append(f"| {name} | not evaluated yet | | |")
+            continue
+        i = last[-1]
+        lines.append(f"| {name} | {int(steps[i])} | {loss[i]:.4f} | {accuracy[i]:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
 def report(args: argparse.Namespace) -> int:
     """OUT/report.md: `parallax-probe analyze` on the Parallax arms, the retrofit arms and the deep arms (where run)."""
     out = Path(args.out)
@@ -287,6 +312,8 @@ def report(args: argparse.Namespace) -> int:
         claims = _claims_of(folders) if prefix != "retrofit-" and done.returncode == 0 else ""
         sections.append(f"## {title}\n\n" + (f"### Claims\n\n{claims}\n### analyze\n\n" if claims else "")
                         + (done.stdout if done.returncode == 0 else f"analyze failed:\n\n    {done.stderr.strip()}\n"))
+    held_out = held_out_table(out, [arm.name for arm in arms(scale=True)])
+    sections.insert(0, f"## Held-out loss of every arm\n\n{held_out}")
     (out / "report.md").write_text("\n".join(sections))
     print(out / "report.md")
     return 0
