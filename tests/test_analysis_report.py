@@ -1,8 +1,8 @@
 """build_report and its renderings on in-memory runs with planted effects and bad input.
 
-`StoredRun` is only a data holder with the shape of what `parallax_probe.store.open_run`
-returns (named arrays, names(), meta, path); tests on files written by the demo live with
-the CLI.
+`StoredRun` (tests/stored_run.py) is only a data holder with the shape of what
+`parallax_probe.store.open_run` returns (named arrays, names(), meta, path); tests on files
+written by the demo live with the CLI.
 """
 
 import io
@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from stored_run import StoredRun
 
 from parallax_probe.analysis import build_report, render_json, render_markdown, render_text
 from parallax_probe.analysis import report as report_module
@@ -21,17 +22,6 @@ N_LAYERS, N_HEADS = 6, 4
 COR_STEPS = np.arange(0, 1001, 20)
 SPECTRA_STEPS = np.arange(0, 1001, 50)
 PLANTED_COLLAPSE_STEP = 410  # AdamW's W_R stable rank falls from ~30 to ~5 here
-
-
-class StoredRun:
-    def __init__(self, arrays: dict, meta: dict, path: str):
-        self.arrays, self.meta, self.path = arrays, meta, path
-
-    def __getitem__(self, name):
-        return self.arrays[name]
-
-    def names(self):
-        return list(self.arrays)
 
 
 def planted_run(optimizer: str, seed: int, n_layers: int = N_LAYERS, with_spectra: bool = True, **meta) -> StoredRun:

@@ -1,7 +1,7 @@
 """The reproduction's claims table (benchmarks/reproduction.py): its verdicts follow the rules
 docs/reproduction.md states, on in-memory runs with planted final values.
 
-`Run` is only a data holder with the shape of what `parallax_probe.store.open_run` returns.
+Runs are `StoredRun`s (tests/stored_run.py), held in memory.
 Seeds: each run's noise comes from numpy's default_rng(seed + 100 for Muon).
 """
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from stored_run import StoredRun
 
 from parallax_probe.analysis import build_report
 
@@ -21,25 +22,14 @@ SPEC.loader.exec_module(reproduction)
 N_LAYERS, N_HEADS, STEPS = 4, 2, np.arange(0, 301, 50)
 
 
-class Run:
-    def __init__(self, arrays: dict, meta: dict, path: str):
-        self.arrays, self.meta, self.path = arrays, meta, path
-
-    def __getitem__(self, name):
-        return self.arrays[name]
-
-    def names(self):
-        return list(self.arrays)
-
-
-def planted(optimizer: str, seed: int, cor: list[float], rank: list[float]) -> Run:
+def planted(optimizer: str, seed: int, cor: list[float], rank: list[float]) -> StoredRun:
     """Per layer, COR and the W_R stable rank near the given values (1% noise) at every step."""
     rng = np.random.default_rng(seed + (100 if optimizer == "muon" else 0))
     shape = (STEPS.size, N_LAYERS)
     cor_values = np.asarray(cor)[None, :, None] * rng.uniform(0.99, 1.01, size=(*shape, N_HEADS))
     ranks = np.asarray(rank)[None, :] * rng.uniform(0.99, 1.01, size=shape)
     arrays = {"step": STEPS, "attn/cor_mean": cor_values, "wr/step": STEPS, "wr/stable_rank": ranks, "wr/effective_rank": 2 * ranks}
-    return Run(arrays, {"optimizer": optimizer, "run_id": f"{optimizer}-{seed}", "seed": seed}, f"runs/{optimizer}-{seed}")
+    return StoredRun(arrays, {"optimizer": optimizer, "run_id": f"{optimizer}-{seed}", "seed": seed}, f"runs/{optimizer}-{seed}")
 
 
 def claims(muon_cor, adamw_cor, muon_rank, adamw_rank, seeds=3) -> str:
