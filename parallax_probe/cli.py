@@ -175,9 +175,9 @@ def train_config_from_args(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     import os
-    import signal
 
     from .data import TaskSpecError
+    from .distributed import exit_without_teardown, under_torchrun
     from .train import DiskFullError, RunFolderError, train
 
     try:
@@ -191,6 +191,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         # Not a normal exit: HDF5 flushes every file still open at exit, and the segment whose
         # flush just failed on the full disk made that crash the interpreter (exit 139).
         os._exit(EXIT_BAD_INPUT)
+    code = report_training(result)
+    if under_torchrun():
+        exit_without_teardown(code)  # the run is closed; gloo's teardown at exit can abort a finished worker
+    return code
+
+
+def report_training(result) -> int:
+    """Rank 0's line on how training went; the exit status."""
+    import signal
+
     if result.stopped_by is not None:
         if result.is_main_process:
             print(f"{result.out}: stopped by {result.stopped_by} after step {result.steps - 1}; checkpoint written, run closed; "

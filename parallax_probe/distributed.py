@@ -11,9 +11,11 @@ same file a one-process run writes: `full_state` gathers them (rank 0 keeps them
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as torch_dist
@@ -49,6 +51,29 @@ class DistributedContext:
     def shutdown(self) -> None:
         if self.enabled and torch_dist.is_initialized():
             torch_dist.destroy_process_group()
+
+
+def under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """End a torchrun worker whose work is done: flush Python's streams and logging, then
+    `os._exit(code)`, skipping the interpreter's teardown of PyTorch's C++ objects.
+
+    With gloo, a worker can abort in that teardown (SIGABRT, "terminate called without an
+    active exception") after its last line of Python has run, even after
+    `destroy_process_group()`: Python's faulthandler shows such an abort with no Python frame
+    left. torchrun then reports a finished job as failed. Call it only once every file is
+    closed: nothing registered with `atexit` runs after it.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()
+    os._exit(code)
 
 
 def setup_distributed(requested_device: str | None = None, *, fsdp: bool = False) -> DistributedContext:

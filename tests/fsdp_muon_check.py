@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
 import tempfile
 
 import torch
@@ -20,7 +19,7 @@ from torch.distributed.tensor import Shard, distribute_tensor
 from parallax_probe import Probe
 from parallax_probe.config import resolve_model_config
 from parallax_probe.data import load_task
-from parallax_probe.distributed import full_state, load_optimizer_state, setup_distributed, shard_model
+from parallax_probe.distributed import exit_without_teardown, full_state, load_optimizer_state, setup_distributed, shard_model
 from parallax_probe.model import ParallaxLM
 from parallax_probe.optim import OptimizerConfig, build_optimizers
 
@@ -165,8 +164,8 @@ def main() -> None:
     }
     if dist.is_main:
         print(json.dumps(results))
-    sys.stdout.flush()
     dist.shutdown()
+    exit_without_teardown(0)  # gloo's C++ teardown at exit can abort a finished worker
 
 
 if __name__ == "__main__":
