@@ -31,17 +31,16 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 from results import add_result_args, write_result
 
+from parallax_probe.dashboards.serve import free_local_port, wait_until_serving
 from parallax_probe.store import RunWriter, head_means, open_run
 from parallax_probe.store import probe_tables as probe_schema
 
@@ -193,11 +192,6 @@ def measure_pages(folder: Path, runs: list[str]) -> dict:
     return {page: in_fresh_process(f"apptest_page({str(folder)!r}, {page!r}, {runs!r})") for page in PAGES}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 # Installed in the page before a navigation's script run starts: records when Streamlit's script
 # starts running, when the first chart has its marks drawn, and when the run is over with every
@@ -242,7 +236,7 @@ def measure_browser(folder: Path, first_visits: int = 3) -> dict:
     again (warm), and a switch to it from the sidebar of an open app (warm, no page reload)."""
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
+    port = free_local_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("parallax-probe")), "dashboard", str(folder), "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -251,7 +245,7 @@ def measure_browser(folder: Path, first_visits: int = 3) -> dict:
     url = f"http://127.0.0.1:{port}/"
     results = {}
     try:
-        _wait_for_server(url)
+        wait_until_serving(url, server)
         with sync_playwright() as p:
             context = p.chromium.launch_persistent_context(
                 profile, executable_path="/usr/bin/chromium", headless=True, viewport={"width": 1600, "height": 1000},
@@ -317,19 +311,6 @@ def _first_visit(playwright, url: str) -> dict:
     finally:
         context.close()
         shutil.rmtree(profile, ignore_errors=True)
-
-
-def _wait_for_server(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(url + "_stcore/health", timeout=2) as response:
-                if response.read() == b"ok":
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
 
 
 def _table(title: str, rows: dict, columns: tuple[str, ...], first: str = "page") -> str:

@@ -77,6 +77,38 @@ def url(host: str, port: int) -> str:
     return f"http://{name}:{port}/"
 
 
+def free_local_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for scripts and tests that start a dashboard)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NotServing(RuntimeError):
+    """The dashboard process exited, or did not answer its health check in time."""
+
+
+def wait_until_serving(base_url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
+    """Return once Streamlit's health check at `base_url` answers "ok"; NotServing if `process`
+    exits first or `timeout_s` passes (for scripts and tests that start a dashboard and drive it)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(base_url + "_stcore/health", timeout=2) as response:
+                if response.read() == b"ok":
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None:
+            raise NotServing(f"the dashboard exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            raise NotServing(f"the dashboard did not answer within {timeout_s:.0f} s")
+        time.sleep(0.3)
+
+
 def serve(runs_dir: str, *, port: int, host: str) -> int:
     """Run the dashboard on `runs_dir` until interrupted; returns Streamlit's exit code (2: bad folder)."""
     root = Path(runs_dir).expanduser()

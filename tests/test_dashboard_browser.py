@@ -14,10 +14,8 @@ import http.server
 import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -27,6 +25,7 @@ import numpy as np
 import pytest
 import test_dashboard_support as support
 
+from parallax_probe.dashboards.serve import NotServing, free_local_port, wait_until_serving
 from parallax_probe.store import RunWriter, open_run
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,31 +45,19 @@ requires_chromium = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @contextlib.contextmanager
 def dashboard_server(runs_dir: Path) -> Iterator[str]:
     """`parallax-probe dashboard RUNS_DIR --port P` until the block ends; yields its URL."""
-    port = free_port()
+    port = free_local_port()
     log = open(runs_dir.parent / f"dashboard-{port}.log", "w")
     server = subprocess.Popen([str(support.CLI), "dashboard", str(runs_dir), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, f"the dashboard exited with {server.returncode}: {Path(log.name).read_text()}"
-            assert time.monotonic() < deadline, "the dashboard did not answer within 60 s"
-            time.sleep(0.3)
+        try:
+            wait_until_serving(url, server)
+        except NotServing as error:
+            pytest.fail(f"{error}: {Path(log.name).read_text()}")
         yield url
     finally:
         server.terminate()
