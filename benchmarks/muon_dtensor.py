@@ -26,6 +26,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
 
 from parallax_probe.config import resolve_model_config
+from parallax_probe.distributed import exit_without_teardown
 from parallax_probe.model import ParallaxLM
 from parallax_probe.optim import assign_parameter_groups
 
@@ -105,6 +106,7 @@ def main() -> None:
                      config={"preset": args.preset, "layers": args.layers, "repeats": args.repeats, "world": world,
                              "shapes": shapes, "collectives": collectives})
     torch_dist.destroy_process_group()
+    exit_without_teardown(0)  # gloo's C++ teardown at exit can abort a finished worker
 
 
 if __name__ == "__main__":
