@@ -13,7 +13,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-session-17}; mkdir -p "$OUT"
-DEADLINE=510
+DEADLINE=${DEADLINE:-510}  # seconds; lower it when less device time is left
 limit() {  # the smaller of the step's own limit and what is left before the deadline
   local left=$((DEADLINE - SECONDS))
   echo $(( left < $1 ? left : $1 ))
