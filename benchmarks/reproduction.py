@@ -28,8 +28,8 @@ the SHA-256, so a rerun can tell whether it trained on the same bytes.
 retrofit arm once its softmax baseline has finished. At the deadline it sends SIGTERM: each run
 stops at the next step boundary, writes its checkpoint and closes its run folder (status
 closed), and the next call resumes it without a lost or repeated step. Each arm's output goes to
-OUT/logs/ARM.log. `report` runs `parallax-probe analyze --group-by optimizer --format markdown`
-over the Parallax arms, the retrofit arms and the deep arms and writes OUT/report.md.
+OUT/logs/ARM.log. `report` writes OUT/report.md: what `parallax-probe analyze --group-by optimizer
+--format markdown` prints for the Parallax arms, the retrofit arms and the deep arms.
 """
 
 from __future__ import annotations
@@ -202,8 +202,11 @@ def claims_markdown(report, max_rank: int) -> str:
     groups = {g.name: g for g in report.groups}
     if set(groups) != {"adamw", "muon"}:
         return f"No claims table: it needs the groups adamw and muon, and these runs make {sorted(groups) or 'none'}.\n"
-    by_statistic = {c.statistic.split(" (")[0]: c for c in report.comparisons}
-    cor, rank = by_statistic.get("final COR"), by_statistic.get("final W_R stable rank")
+    from parallax_probe.analysis.report import COMPARED_STATISTICS
+
+    by_statistic = {c.statistic: c for c in report.comparisons}
+    described = dict(COMPARED_STATISTICS)
+    cor, rank = by_statistic.get(described["final_cor"]), by_statistic.get(described["final_stable_rank"])
     muon, adamw = groups["muon"].layers, groups["adamw"].layers
     n_layers = len(muon)
     deep = list(range(n_layers // 2, n_layers))
@@ -260,15 +263,11 @@ def claims_markdown(report, max_rank: int) -> str:
     return "\n".join(lines + [""] + verdicts) + "\n"
 
 
-def _claims_of(folders: list[str]) -> str:
-    from parallax_probe.analysis.report import build_report
-    from parallax_probe.store import open_run
-
-    runs = [open_run(folder) for folder in folders]
-    config = runs[0].meta.get("config") or {}
-    model = config.get("model_config", {}) if isinstance(config, dict) else {}
-    max_rank = min(model["n_heads"] * model["head_dim"], model["d_model"]) if model else 0
-    return claims_markdown(build_report(runs, group_by="optimizer"), max_rank or 1)
+def _max_rank(run) -> int:
+    """min(m, n) of the run's W_R, (n_heads * head_dim, d_model), from its recorded model config."""
+    config = run.meta.get("config") or {}
+    model = config.get("model_config") if isinstance(config, dict) else None
+    return min(model["n_heads"] * model["head_dim"], model["d_model"]) if model else 1
 
 
 def held_out_table(out: Path, names: list[str]) -> str:
@@ -297,23 +296,28 @@ def held_out_table(out: Path, names: list[str]) -> str:
 
 
 def report(args: argparse.Namespace) -> int:
-    """OUT/report.md: `parallax-probe analyze` on the Parallax arms, the retrofit arms and the deep arms (where run)."""
+    """OUT/report.md: every arm's held-out loss, then per set of arms (Parallax, retrofit, deep, where
+    run) what `parallax-probe analyze --group-by optimizer --format markdown` prints, after the
+    claims table of the Parallax and deep arms. Each set's runs are read and analysed once."""
+    from parallax_probe.analysis import build_report, render_markdown
+    from parallax_probe.store import open_run
+
     out = Path(args.out)
-    sections = []
+    sections = [f"## Held-out loss of every arm\n\n{held_out_table(out, [arm.name for arm in arms(scale=True)])}"]
     sets = [("Parallax arms, 3 seeds per optimizer", "parallax-"), ("Retrofit arms", "retrofit-"),
             (f"Scale step: {DEEP_LAYERS} layers, 2 seeds per optimizer", "deep-")]
     for title, prefix in sets:
-        names = [a.name for a in arms(scale=True) if a.name.startswith(prefix)]
-        folders = [str(out / n) for n in names if (out / n).exists()]
+        folders = [out / a.name for a in arms(scale=True) if a.name.startswith(prefix) and (out / a.name).exists()]
         if not folders:
             continue
-        done = subprocess.run([sys.executable, "-m", "parallax_probe", "analyze", *folders, "--group-by", "optimizer",
-                               "--format", "markdown"], capture_output=True, text=True)
-        claims = _claims_of(folders) if prefix != "retrofit-" and done.returncode == 0 else ""
-        sections.append(f"## {title}\n\n" + (f"### Claims\n\n{claims}\n### analyze\n\n" if claims else "")
-                        + (done.stdout if done.returncode == 0 else f"analyze failed:\n\n    {done.stderr.strip()}\n"))
-    held_out = held_out_table(out, [arm.name for arm in arms(scale=True)])
-    sections.insert(0, f"## Held-out loss of every arm\n\n{held_out}")
+        try:
+            runs = [open_run(folder) for folder in folders]
+        except Exception as error:  # one unreadable arm: say so, and go on with the other sets
+            sections.append(f"## {title}\n\nnot analysed: {' '.join(str(error).split())}\n")
+            continue
+        analysis = build_report(runs, group_by="optimizer")
+        claims = f"### Claims\n\n{claims_markdown(analysis, _max_rank(runs[0]))}\n### analyze\n\n" if prefix != "retrofit-" else ""
+        sections.append(f"## {title}\n\n{claims}{render_markdown(analysis)}")
     (out / "report.md").write_text("\n".join(sections))
     print(out / "report.md")
     return 0
