@@ -4,7 +4,8 @@ cuDNN backends (softmax attention, the kernels users already have), fla-core's
 and forward+backward, each graph-replayed and called eagerly, in one run; then packed
 sequences (cu_seqlens) through ours, the official `parallax_varlen_func` and fla.
 
-    python benchmarks/attention.py [--shapes 8,16,1024,128 ...] [--packed 3000,1,517,...] [--markdown FILE] [--json FILE]
+    python benchmarks/attention.py [--shapes 8,16,1024,128 ...] [--passes fwd fwd+bwd] [--packed 3000,1,517,...]
+        [--markdown FILE] [--json FILE]
 
 Two times per kernel and pass, medians of triton.testing:
 - graph: do_bench_cudagraph, each call captured many times over in one CUDA graph and
@@ -31,6 +32,7 @@ import argparse
 import datetime
 import os
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +47,7 @@ SHAPES = [(8, 16, 1024, 128), (4, 16, 4096, 128), (2, 16, 8192, 128), (4, 16, 40
 # One packed row of 16,384 tokens: a long document, short ones, one of a single token.
 PACKED_LENGTHS = [3000, 1, 517, 2048, 4096, 1200, 777, 4745]
 PACKED_HEADS, PACKED_HEAD_DIM = 16, 128
+PASSES = ("fwd", "fwd+bwd")
 PEERS = ("sdpa-flash", "sdpa-cudnn", "fla", "official", "official-helion")
 
 
@@ -178,7 +181,7 @@ def measure(table, mode, label):
     """name -> (graph ms or None, eager ms or None); failures are reported, not fatal."""
     times = {}
     for name, (run, tensors, _) in table.items():
-        got = {}
+        got, started = {}, time.perf_counter()
         # eager first: it runs any autotuning outside a capture, and a failed capture (a host
         # sync inside the call) cannot spoil the eager time
         for graph in (False, True):
@@ -189,6 +192,8 @@ def measure(table, mode, label):
                 print(f"{name} {mode} {'graph' if graph else 'eager'} at {label} failed: "
                       f"{type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
             torch.cuda.empty_cache()
+        # where a cut run's time went: a peer's first call may autotune for minutes
+        print(f"{label} {mode} {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         if any(t is not None for t in got.values()):
             times[name] = (got[True], got[False])
     return times
@@ -229,6 +234,8 @@ def main():
                         help="B,H,T,D entries")
     parser.add_argument("--packed", default=",".join(map(str, PACKED_LENGTHS)),
                         help=f"sequence lengths of the packed row (H={PACKED_HEADS}, D={PACKED_HEAD_DIM}); '' for none")
+    parser.add_argument("--passes", nargs="+", choices=PASSES, default=list(PASSES),
+                        help="which passes to time (a short device call may want fwd+bwd alone)")
     parser.add_argument("--markdown", default=None, help="also write the table here")
     add_result_args(parser, "attention")
     parser.add_argument("--helion", action="store_true",
@@ -258,7 +265,7 @@ def main():
     for B, H, T, D in shapes:
         table = candidates(B, H, T, D, parallel_parallax, official, helion)
         label = f"{B},{H},{T},{D}"
-        for mode in ("fwd", "fwd+bwd"):
+        for mode in args.passes:
             times = measure(table, mode, label)
             new = rows(label, mode, table, times, (B, H, T, D), records)
             lines += new
@@ -270,7 +277,7 @@ def main():
         lengths = [int(x) for x in args.packed.split(",")]
         table = packed_candidates(lengths, PACKED_HEADS, PACKED_HEAD_DIM, parallel_parallax, official, helion)
         label = f"packed {len(lengths)} seqs, {sum(lengths)} tokens, max {max(lengths)},{PACKED_HEADS},{PACKED_HEAD_DIM}"
-        for mode in ("fwd", "fwd+bwd"):
+        for mode in args.passes:
             times = measure(table, mode, label)
             new = rows(label, mode, table, times, (1, PACKED_HEADS, sum(lengths), PACKED_HEAD_DIM), records)
             lines += new
@@ -281,8 +288,8 @@ def main():
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(text + "\n")
-    write_result(args, records, config={"shapes": args.shapes, "packed": args.packed, "helion": args.helion,
-                                        "notes": notes})
+    write_result(args, records, config={"shapes": args.shapes, "passes": args.passes, "packed": args.packed,
+                                        "helion": args.helion, "notes": notes})
 
 
 if __name__ == "__main__":

@@ -7,12 +7,24 @@
 Each configuration runs the same model, data and optimiser (AdamW, so the step is cheap
 and the probe's share is not hidden); configurations are interleaved in rounds so that
 drift in machine load hits them alike. Prints the median step time per configuration
-and the overhead against no probe.
+and the overhead against no probe, then two estimates that drift between rounds does not swamp
+(on the H200, round means of one configuration spread over 20%, so the plain means cannot
+resolve 1%):
+- paired by round: each configuration's round mean minus no probe's mean in the same round,
+  averaged over the rounds, with a 95% Student-t interval;
+- at a logging step: for every > 1, how much longer each logging step took than the median step
+  of its own round and configuration, and that excess spread over `every` steps. It counts what
+  the logging step does (statistics, the device-to-host copy, the store's queue) and not the
+  hooks' cost at the other steps, which the paired estimate includes.
+
+    python benchmarks/probe_overhead.py --report RESULT.json   # the same report from a saved result
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import shutil
 import statistics
 import tempfile
@@ -23,9 +35,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from results import add_result_args, write_result
+from scipy import stats as scipy_stats
 from training_setup import add_training_args, training_setup
 
 from parallax_probe import Probe
+
+# the configurations, each with its probe's logging cadence
+CONFIG_EVERY = {"no probe": None, "every=50": 50, "every=1": 1}
+
+
+def timed_step_numbers(rounds: int, steps: int) -> list[int]:
+    """The step numbers of the timed steps, round after round."""
+    # Timed steps count on across rounds, so the W_R spectra come at their cadence over all the
+    # timed steps (--spectra-every), not once per round: with a fresh count per round, 100-step
+    # rounds took a spectra step in every 100 (about 165 ms on the H200's small preset), which
+    # read as probe overhead of 2-3% at every=50. They start at 100 to leave room for retrace().
+    return [100 + i for i in range(rounds * steps)]
 
 
 def main() -> None:
@@ -35,7 +60,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--spectra-every", type=int, default=500, help="the probe's default; steps count on across rounds")
     add_result_args(parser, "probe_overhead")
+    parser.add_argument("--report", metavar="RESULT_JSON", help="print the report of a saved result; run nothing")
     args = parser.parse_args()
+    if args.report:
+        report_saved(args.report)
+        return
 
     setup = training_setup(args)
     device, model, optimizer, x = setup.device, setup.model, setup.optimizer, setup.x
@@ -66,7 +95,7 @@ def main() -> None:
             logging_step = (first - 2) // every * every
             timed_steps(probe, [logging_step, logging_step + 1])
 
-    configs = {"no probe": None, "every=50": 50, "every=1": 1}
+    configs = CONFIG_EVERY
     results: dict[str, list[float]] = {name: [] for name in configs}
     timed_steps(None, range(args.steps))  # warm-up
     # also warm up the statistics-mode kernel (compiled on its first call): a one-time cost, not overhead
@@ -74,11 +103,7 @@ def main() -> None:
     retrace(warm_probe, 100)
     timed_steps(warm_probe, range(100, 100 + args.steps))
     warm_probe.close()
-    # Timed steps count on across rounds, so the W_R spectra come at their cadence over all the
-    # timed steps (--spectra-every), not once per round: with a fresh count per round, 100-step
-    # rounds took a spectra step in every 100 (about 165 ms on the H200's small preset), which
-    # read as probe overhead of 2-3% at every=50. They start at 100 to leave room for retrace().
-    timed = [100 + i for i in range(args.rounds * args.steps)]
+    timed = timed_step_numbers(args.rounds, args.steps)
     for round_index in range(args.rounds):
         first = timed[round_index * args.steps]
         for name, every in configs.items():
@@ -97,8 +122,6 @@ def main() -> None:
                 probe.close()
     shutil.rmtree(folder, ignore_errors=True)
 
-    # The mean, not the median: at every=50 the cost sits in one step of fifty.
-    base = statistics.fmean(results["no probe"])
     parameters = sum(p.numel() for p in model.parameters())
     model_name = "fla ParallaxForCausalLM" if args.model == "fla" else f"preset {args.preset}"
     print(
@@ -106,10 +129,29 @@ def main() -> None:
         f"compile {args.compile or 'off'}, batch {args.batch_size} x {args.seq_len}, "
         f"{args.rounds} rounds x {args.steps} steps, torch {torch.__version__}, {torch.get_num_threads()} threads\n"
     )
+    records = report(results, timed, args.steps, args.spectra_every)
+    write_result(args, records, config={**{k: v for k, v in vars(args).items() if k not in ("json", "benchmark", "report")},
+                                        "model_name": model_name, "parameters": parameters})
+
+
+def mean_interval(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% Student-t interval (nan for fewer than two values)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, scipy_stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def report(results: dict[str, list[float]], timed: list[int], steps: int, spectra_every: int) -> list[dict]:
+    """Print the table and the two drift-resistant estimates; return the result's rows.
+    results: step times in seconds per configuration, round after round of `steps` steps,
+    at the step numbers `timed`."""
+    # The mean, not the median: at every=50 the cost sits in one step of fifty.
+    base = statistics.fmean(results["no probe"])
     # Steps at which the probe also took the W_R spectra, told apart: a spectra step is a cost of
     # its own, paid once per --spectra-every steps.
-    spectra = [i for i, step in enumerate(timed) if step % args.spectra_every == 0]
-    plain = [i for i, step in enumerate(timed) if step % args.spectra_every != 0]
+    spectra = [i for i, step in enumerate(timed) if step % spectra_every == 0]
+    plain = [i for i, step in enumerate(timed) if step % spectra_every != 0]
     base_plain = statistics.fmean(results["no probe"][i] for i in plain)
     print("| configuration | median step (ms) | mean step (ms) | overhead of the mean vs no probe | "
           "same, spectra steps left out | spectra steps (ms, each) |")
@@ -125,8 +167,48 @@ def main() -> None:
                         "overhead_pct": 100 * (statistics.fmean(times) / base - 1),
                         "overhead_without_spectra_pct": 100 * (without / base_plain - 1),
                         "spectra_step_ms": [times[i] * 1e3 for i in spectra], "step_ms": [t * 1e3 for t in times]})
-    write_result(args, records, config={**{k: v for k, v in vars(args).items() if k not in ("json", "benchmark")},
-                                        "model_name": model_name, "parameters": parameters})
+
+    rounds = len(timed) // steps
+    in_round = [range(r * steps, (r + 1) * steps) for r in range(rounds)]
+    print(f"\nDrift-resistant estimates (95% intervals; {rounds} rounds; % of no probe's mean step, {base * 1e3:.2f} ms):\n")
+    print("| configuration | paired by round | excess of a logging step (ms) | that excess per step |")
+    print("|---|---|---|---|")
+    for name, times in results.items():
+        if name == "no probe":
+            continue
+        paired = [statistics.fmean(times[i] for i in idx) - statistics.fmean(results["no probe"][i] for i in idx)
+                  for idx in in_round]
+        mean, half = mean_interval(paired)
+        cells = [f"{100 * mean / base:+.2f}% ± {100 * half / base:.2f}"]
+        every = CONFIG_EVERY.get(name)
+        if every and every > 1:
+            excess = []
+            for idx in in_round:
+                logging = [i for i in idx if timed[i] % every == 0 and timed[i] % spectra_every != 0]
+                others = statistics.median(times[i] for i in idx if timed[i] % every != 0)
+                excess += [times[i] - others for i in logging]
+            mean_x, half_x = mean_interval(excess)
+            cells += [f"{mean_x * 1e3:+.2f} ± {half_x * 1e3:.2f} (n={len(excess)})",
+                      f"{100 * mean_x / every / base:+.2f}% ± {100 * half_x / every / base:.2f}"]
+            records[list(results).index(name)].update(logging_step_excess_ms=[mean_x * 1e3, half_x * 1e3])
+        else:
+            cells += ["every step logs", ""]
+        records[list(results).index(name)].update(paired_overhead_pct=[100 * mean / base, 100 * half / base])
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    return records
+
+
+def report_saved(path: str) -> None:
+    """The report of a result this script wrote (its JSON: settings and every step's time)."""
+    saved = json.loads(Path(path).read_text())
+    config = saved["config"]
+    results = {row["configuration"]: [t / 1e3 for t in row["step_ms"]] for row in saved["rows"]}
+    timed = timed_step_numbers(config["rounds"], config["steps"])
+    print(f"probe overhead: {config.get('model_name')} ({config.get('parameters', 0) / 1e6:.0f}M parameters), "
+          f"device {saved.get('device')}, compile {config.get('compile') or 'off'}, batch {config['batch_size']} x "
+          f"{config['seq_len']}, {config['rounds']} rounds x {config['steps']} steps, torch {saved.get('torch')}; "
+          f"measured {saved['date']}, commit {saved.get('commit')}\n")
+    report(results, timed, config["steps"], config["spectra_every"])
 
 
 if __name__ == "__main__":

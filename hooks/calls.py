@@ -59,7 +59,6 @@ def kernel_serves(call: AttentionCall) -> bool:
         one_dtype
         and call.is_plain
         and call.causal
-        and call.cu_seqlens is None  # PACKED_BACKEND below
         and resolve_backend(call.q, "auto", call.causal, k=call.k) == "triton"
     )
 
@@ -83,7 +82,7 @@ def statistics_beside(call: AttentionCall) -> AttentionStats:
     options = dict(scale=call.scale, window=call.window, causal=call.causal, return_stats=True)
     if call.key_start is None:
         if call.cu_seqlens is not None:
-            _, stats = parallax_attention(q, r, k, v, cu_seqlens=call.cu_seqlens, backend=PACKED_BACKEND, **options)
+            _, stats = parallax_attention(q, r, k, v, cu_seqlens=call.cu_seqlens, **options)
         else:
             stats = _dense_in_batch_chunks(q, r, k, v, options)
         return stats
@@ -104,11 +103,6 @@ def statistics_beside(call: AttentionCall) -> AttentionStats:
         return AttentionStats(*(q.new_zeros((1, 0, heads), dtype=torch.float32) for _ in AttentionStats._fields))
     return AttentionStats(*(torch.cat(parts, dim=1) for parts in zip(*rows)))
 
-
-# The Triton kernel's packed-sequence path passes its interpreter tests but has not yet been
-# run on a GPU (kernels/NOTES.md): until then the probe neither serves packed calls
-# with it nor takes their statistics from it.
-PACKED_BACKEND = "reference"
 
 # Where the reference computes the statistics, it holds a few [B, HQ, Tq, Tk] float32 score
 # matrices: batch rows go in chunks of at most this many score elements (1 GiB each).

@@ -200,20 +200,28 @@ def test_a_layer_that_skips_its_op_at_a_logging_step_is_an_error(tmp_path):
                 model(torch.randn(1, 5, 64))
 
 
-def test_a_served_logging_step_returns_the_ops_layout_and_gradients(tmp_path, monkeypatch):
+@pytest.mark.parametrize("call", ["func", "varlen"])
+def test_a_served_logging_step_returns_the_ops_layout_and_gradients(tmp_path, monkeypatch, call):
     """Where our kernel covers a call (a Hopper GPU), it serves the logging step in the op's own
-    return layout. The branch is forced here so that a CPU runs it, through the reference."""
+    return layout, packed sequences included. The branch is forced here so that a CPU runs it,
+    through the reference."""
     import parallax_probe.hooks.probe as probe_module
 
-    monkeypatch.setattr(probe_module, "kernel_serves", lambda call: call.is_plain and call.cu_seqlens is None)
-    model = TinyModel("func", window=6, seed=11).to(torch.bfloat16)
+    monkeypatch.setattr(probe_module, "kernel_serves", lambda call: call.is_plain)
+    model = TinyModel(call, window=6, seed=11).to(torch.bfloat16)
     x = torch.randn(2, 19, 64, generator=torch.Generator().manual_seed(12)).to(torch.bfloat16)
+    if call == "varlen":  # three documents packed into one row
+        x = x.reshape(1, 38, 64)
+        for layer in model.layers:
+            layer.cu_seqlens = torch.tensor([0, 5, 6, 38], dtype=torch.int32)
+    name = {"func": "parallax_func", "varlen": "parallax_varlen_func"}[call]
     with official_kernels_on_cpu():
         expected = model(x)
-        calls, run, served = probe_one_forward(tmp_path, model, x, "parallax_func")
+        calls, run, served = probe_one_forward(tmp_path, model, x, name)
     assert served.shape == expected.shape and served.dtype == expected.dtype
     assert ((served.float() - expected.float()).norm() / expected.float().norm()).item() < 1e-2  # bf16 rounding of two paths
-    for layer, (_, args, _) in enumerate(calls):
-        assert_recorded(run, 0, layer, head_stats(float64_rows(*(t.transpose(1, 2) for t in args[:4]), window=6)))
+    for layer, (_, args, kwargs) in enumerate(calls):
+        q, r, k, v = args[:4] if call == "varlen" else (t.transpose(1, 2) for t in args[:4])
+        assert_recorded(run, 0, layer, head_stats(float64_rows(q, r, k, v, window=6, cu_seqlens=kwargs.get("cu_seqlens"))))
     grads = torch.autograd.grad(served.float().sum(), list(model.parameters()))  # the served output carries gradients
     assert all(torch.isfinite(g).all() for g in grads)

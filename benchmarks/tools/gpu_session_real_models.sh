@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The device-tool calls behind the real-models checks and overhead (an H200, from the repo root,
-# with the wheels of flash-linear-attention, fla-core and parallax-kernel in .whl/):
+# with the wheels of flash-linear-attention, fla-core and parallax-kernel in .whl/, and
+# .triton-autotune.tar.gz carried where an earlier session left one: fla's kernels autotune on
+# their first calls for minutes, see triton_autotune_cache.sh):
 #   bash benchmarks/tools/gpu_session_real_models.sh checks       # exactness on fla and parallax-kernel, training check (~6 min)
 #   bash benchmarks/tools/gpu_session_real_models.sh quickstarts  # the README's two snippets (Triton compiles: minutes)
 #   bash benchmarks/tools/gpu_session_real_models.sh overhead   # probe overhead, fla ~100M and our small preset, T=2048
@@ -10,6 +12,7 @@ OUT=${OUT:-/tmp/gpu-session}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
 export PYTHONPATH=/tmp/site
 python3 -m pip install -q --no-build-isolation --no-deps --no-index -e . >>"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+source benchmarks/tools/triton_autotune_cache.sh
 nvidia-smi -L
 for part in "${@:-checks}"; do
 case "$part" in
@@ -31,4 +34,5 @@ case "$part" in
     done
     ;;
 esac
+autotune_cache_save  # after each part: a call cut at its limit keeps what the parts before it tuned
 done
