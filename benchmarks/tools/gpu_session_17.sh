@@ -8,6 +8,7 @@
 #   bench.md, attention.json            benchmarks/attention.py at the two main shapes and a packed row
 #   bench_more.md, attention_more.json  the same at two more shapes
 #   host_profile.txt      torch.profiler table of 50 eager fwd+bwd calls at a host-bound shape
+#   bench_helion.md       the official Helion kernels beside ours (quick autotuning), if time is left
 #   triton-autotune.tar.gz  the peers' autotuning results, for the next session
 # The steps run in order of importance under one deadline (510 s after the start; each step also
 # has its own limit), so the run stays under 9 minutes and a slow step (first-call compilation,
@@ -60,7 +61,11 @@ step "host time, (8,16,1024,128)" 40 python3 benchmarks/tools/host_overhead.py -
 step "benchmark: more shapes" 100 \
   python3 benchmarks/attention.py --shapes 2,16,8192,128 4,16,4096,64 --packed '' --markdown "$OUT/bench_more.md" --json "$OUT/attention_more.json"
 step "other kernel tests" 80 "${PYTEST[@]}" -k "not (packed or real_shapes or compile)"
-for name in bench bench_more; do
+# the official package's Helion kernels (needs helion and filecheck among the carried wheels),
+# autotuned with the quick effort a device session allows: labelled as such in the table
+HELION_AUTOTUNE_EFFORT=quick step "benchmark: Helion kernels, quick autotune" 150 \
+  python3 benchmarks/attention.py --helion --shapes 4,16,4096,128 --passes fwd+bwd --markdown "$OUT/bench_helion.md" --json /tmp/attention_helion.json
+for name in bench bench_more bench_helion; do
   [ -f "$OUT/$name.md" ] && cat "$OUT/$name.md"
 done
 autotune_cache_save | tee -a "$LOG"
