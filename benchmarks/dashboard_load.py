@@ -21,7 +21,9 @@ Tables printed:
    same again (warm), and a switch to the page from the sidebar of an open app (warm, no
    page reload: what a user clicking through the pages sees); then a first visit: each
    page's URL in a new chromium profile (empty browser cache: Streamlit's frontend is
-   fetched and parsed again) on the now warm server, and that profile's second load (warm).
+   fetched and parsed again) on the now warm server, and that profile's second load (warm);
+   and the same first visits of two minimal Streamlit apps, the floor under any page: one
+   Plotly chart, and one chart with the control types of a chart page (`FLOOR_APPS`).
    Goals: warm <= 2 s, first visit <= 2.5 s.
 """
 
@@ -269,7 +271,8 @@ def measure_browser(folder: Path, first_visits: int = 3) -> dict:
                 results[name] = row
             context.close()
             for name in PAGES:
-                results[name].update(_first_visits(p, f"{url}?page={name.replace(' ', '+')}", first_visits))
+                charts = 0 if name == "Runs" else 1
+                results[name].update(_first_visits(p, f"{url}?page={name.replace(' ', '+')}", first_visits, charts))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -281,10 +284,10 @@ _CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def _first_visits(playwright, url: str, count: int) -> dict:
+def _first_visits(playwright, url: str, count: int, min_charts: int) -> dict:
     """`count` first visits, each in its own new profile: the median and the slowest of each time
     (one visit varies by a few tenths of a second on a 2-core machine)."""
-    visits = [_first_visit(playwright, url) for _ in range(count)]
+    visits = [_first_visit(playwright, url, min_charts) for _ in range(count)]
     row = {"first visits": count}
     for key in ("new first", "new all", "new again"):
         values = [v[key] for v in visits if v[key] is not None]
@@ -293,7 +296,7 @@ def _first_visits(playwright, url: str, count: int) -> dict:
     return row
 
 
-def _first_visit(playwright, url: str) -> dict:
+def _first_visit(playwright, url: str, min_charts: int) -> dict:
     """A load of `url` in a new profile (empty browser cache), then the same profile's second load."""
     profile = tempfile.mkdtemp(prefix="chromium-first-visit-")
     context = playwright.chromium.launch_persistent_context(
@@ -301,9 +304,7 @@ def _first_visit(playwright, url: str) -> dict:
     )
     try:
         page = context.new_page()
-        page.add_init_script(
-            f"({_WATCH_JS})(); window.__bench.start(['Runs', null].includes(new URLSearchParams(location.search).get('page')) ? 0 : 1);"
-        )
+        page.add_init_script(f"({_WATCH_JS})(); window.__bench.start({min_charts});")
         row = {}
         row["new all"], row["new first"] = _timed_load(page, url)
         row["new again"], _ = _timed_load(page, url)
@@ -311,6 +312,60 @@ def _first_visit(playwright, url: str) -> dict:
     finally:
         context.close()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+# Streamlit's own first visit on this machine, without our pages: an app of one Plotly chart, and
+# the same with a sidebar of the control types a chart page shows (radios, multiselects, a range
+# slider, checkboxes, help tooltips). Each control type is a frontend chunk of its own, fetched
+# and evaluated when the first one arrives.
+FLOOR_APP = """import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+{sidebar}x = np.arange(1000)
+st.plotly_chart(go.Figure(go.Scatter(x=x, y=np.sin(x / 50))))
+"""
+FLOOR_CONTROLS = """with st.sidebar:
+    st.radio("Page", ["Runs", "COR", "W_R rank", "Probe norms", "Training", "Rank collapse"], help="page")
+    st.radio("Group by", ["optimizer", "run"], help="grouping")
+    st.multiselect("Groups", ["muon", "adamw"], default=["muon", "adamw"], help="groups")
+    st.multiselect("Layers", list(range(28)), default=[0, 27], help="layers")
+    st.slider("Step range", 0, 100_000, (0, 100_000), help="zoom")
+    st.checkbox("Log axis", help="axis")
+    st.checkbox("Smooth", help="EMA")
+st.header("COR")
+st.caption("a caption")
+"""
+FLOOR_APPS = {"floor: one chart": "", "floor: + controls": FLOOR_CONTROLS}
+
+
+def measure_floor(first_visits: int) -> dict:
+    """First visits of the two floor apps, each served by `streamlit run` as the dashboard is."""
+    from playwright.sync_api import sync_playwright
+
+    folder = Path(tempfile.mkdtemp(prefix="dashboard-floor-"))
+    results = {}
+    try:
+        for index, (name, sidebar) in enumerate(FLOOR_APPS.items()):
+            app = folder / f"app{index}.py"
+            app.write_text(FLOOR_APP.format(sidebar=sidebar))
+            port = free_local_port()
+            server = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port), "--server.headless", "true",
+                 "--browser.gatherUsageStats", "false"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            url = f"http://127.0.0.1:{port}/"
+            try:
+                wait_until_serving(url, server)
+                with sync_playwright() as p:
+                    results[name] = _first_visits(p, url, first_visits, min_charts=1)
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return results
 
 
 def _table(title: str, rows: dict, columns: tuple[str, ...], first: str = "page") -> str:
@@ -365,8 +420,9 @@ def main() -> int:
             print("3. browser: skipped, /usr/bin/chromium is missing (Debian package `chromium`)")
         else:
             results = keep("chromium", measure_browser(folder, args.first_visits))
+            results.update(keep("chromium floor", measure_floor(args.first_visits)))
             print(_table("3. chromium, two groups: seconds to the first chart and to every chart drawn",
-                         results, ("cold first", "cold", "warm first", "warm", "switch")))
+                         {k: v for k, v in results.items() if k in PAGES}, ("cold first", "cold", "warm first", "warm", "switch")))
             print()
             print(_table(f"3b. chromium, first visit (new profile, empty cache, warm server) and its second load: "
                          f"median and slowest of {args.first_visits}",
