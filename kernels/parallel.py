@@ -392,7 +392,10 @@ def _parallax_fwd_kernel(
         # rounding residual beside o (o = o_lp + o_lo to about 16 bits).
         tl.store(OSM + q_off + q_offs, o1 * inv_d1[:, None], mask=row_ok[:, None])
         row_base = row_head.to(tl.int64) * T + bos
-        tl.store(LSE + row_base + offs_m, m_i * scale_log2 + tl.math.log2(d1), mask=row_ok)
+        # One fused multiply-add, spelled out: left to the compiler, the batched build contracted
+        # m * scale + log2(d) into an FMA and the packed build did not (the product is hoisted
+        # into another block there), so a sequence's lse differed packed and alone in the last bit.
+        tl.store(LSE + row_base + offs_m, tl.fma(m_i, scale_log2, tl.math.log2(d1)), mask=row_ok)
         tl.store(TBAR + row_base + offs_m, mu, mask=row_ok)
     o = (o1 - o2) * inv_d1[:, None]  # (BM, D) o_sm + c
     o_lp = _round(o, O.dtype.element_ty, INTERPRET)
