@@ -3,7 +3,8 @@ Functions swapped for the package's own `parallax_reference`.
 
 `parallax_func` and `parallax_varlen_func` themselves run as shipped (their argument checks,
 head folding and defaults); only the autograd Functions they hand the folded tensors to are
-replaced, since those launch Triton kernels.
+replaced, since those launch Triton kernels: by objects whose `apply` computes the reference
+in plain PyTorch, which autograd differentiates.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import contextlib
 import torch
 
 
-class _FoldedReference(torch.autograd.Function):
+class _FoldedReference:
     """`ParallaxFunction.apply(q, r, k, v, qk_scale, n_rep, window_size_left)` on heads folded into
-    the batch ((B*HQ, L, D) and (B*HK, L, D)), computed by `parallax_reference`."""
+    the batch ((B*HQ, L, D) and (B*HK, L, D)), computed by `parallax_reference` (plain PyTorch,
+    so autograd differentiates it: a backward runs too)."""
 
     @staticmethod
-    def forward(ctx, q, r, k, v, qk_scale, n_rep, window_size_left):
+    def apply(q, r, k, v, qk_scale, n_rep, window_size_left):
         from parallax import parallax_reference
 
         BHK, L, D = k.shape
@@ -29,12 +31,12 @@ class _FoldedReference(torch.autograd.Function):
         return o.transpose(1, 2).reshape(q.shape).to(q.dtype)
 
 
-class _VarlenReference(torch.autograd.Function):
+class _VarlenReference:
     """`ParallaxVarlenFunction.apply(q, r, k, v, qk_scale, window_size_left, cu_seqlens)`: the
     reference once per packed sequence."""
 
     @staticmethod
-    def forward(ctx, q, r, k, v, qk_scale, window_size_left, cu_seqlens):
+    def apply(q, r, k, v, qk_scale, window_size_left, cu_seqlens):
         from parallax import parallax_reference
 
         if cu_seqlens is None:
