@@ -3,6 +3,7 @@ docs/reproduction.md, rerunnable with the project's own commands.
 
     python benchmarks/reproduction.py train --out runs/repro --deadline 540   # call again until it says done
     python benchmarks/reproduction.py status --out runs/repro
+    python benchmarks/reproduction.py pack --out runs/repro --to $OUT/repro.tar.gz     # bring the runs back
     .venv/bin/python benchmarks/reproduction.py report --out runs/repro       # the analysis, on any machine
     .venv/bin/python benchmarks/reproduction.py screenshots --out runs/repro  # docs/reproduction-*.png
 
@@ -63,13 +64,20 @@ class Arm:
     extra: list[str] = field(default_factory=list)
 
 
-def arms(scale: bool = False) -> list[Arm]:
-    found = [Arm(f"parallax-{o}-s{s}", o, s) for o in OPTIMIZERS for s in SEEDS]
-    found += [Arm(f"softmax-{o}", o, 0, attention="softmax") for o in OPTIMIZERS]
-    found += [Arm(f"retrofit-{o}", o, 0, init_from=f"softmax-{o}") for o in OPTIMIZERS]
-    if scale:
+def arms(scale: bool = False, scale_only: bool = False) -> list[Arm]:
+    """The ten 8-layer arms, with `scale` also the deep arms, with `scale_only` the deep arms alone."""
+    found = []
+    if not scale_only:
+        found += [Arm(f"parallax-{o}-s{s}", o, s) for o in OPTIMIZERS for s in SEEDS]
+        found += [Arm(f"softmax-{o}", o, 0, attention="softmax") for o in OPTIMIZERS]
+        found += [Arm(f"retrofit-{o}", o, 0, init_from=f"softmax-{o}") for o in OPTIMIZERS]
+    if scale or scale_only:
         found += [Arm(f"deep-{o}-s{s}", o, s, extra=["--model", f"n_layers={DEEP_LAYERS}"]) for o in OPTIMIZERS for s in DEEP_SEEDS]
     return found
+
+
+def chosen_arms(args: argparse.Namespace) -> list[Arm]:
+    return arms(args.scale, args.scale_only)
 
 
 def write_corpus(out: Path) -> Path:
@@ -123,7 +131,7 @@ def train(args: argparse.Namespace) -> int:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     running: dict[str, subprocess.Popen] = {}
-    pending = [arm for arm in arms(args.scale) if not finished(out / arm.name, args.steps)]
+    pending = [arm for arm in chosen_arms(args) if not finished(out / arm.name, args.steps)]
     stopping = False
     while pending or running:
         left = args.deadline - (time.monotonic() - start)
@@ -156,7 +164,7 @@ def status(args: argparse.Namespace) -> int:
     """One line per arm: its step, and whether it is done. Exit 0 once every arm is."""
     out = Path(args.out)
     done = 0
-    for arm in arms(args.scale):
+    for arm in chosen_arms(args):
         folder = out / arm.name
         try:
             info = json.loads((folder / "run.json").read_text())
@@ -166,8 +174,8 @@ def status(args: argparse.Namespace) -> int:
         done += ok
         state = "done" if ok else (f"stopped at step {info['completed_steps']}" if "completed_steps" in info else "not started")
         print(f"{arm.name:20s} {state}")
-    print(f"{done}/{len(arms(args.scale))} arms done")
-    return 0 if done == len(arms(args.scale)) else 3
+    print(f"{done}/{len(chosen_arms(args))} arms done")
+    return 0 if done == len(chosen_arms(args)) else 3
 
 
 # The paper's claims as secondary sources report them (the paper is not in this repository), and
@@ -331,14 +339,49 @@ def screenshots(args: argparse.Namespace) -> int:
     return subprocess.run(command).returncode
 
 
+# What `pack` leaves out: the checkpoints (a `small` arm's weights and optimiser state, hundreds of
+# MB each) and the corpus, which `train` rebuilds from the interpreter (corpus.json checks it).
+PACK_LEFT_OUT = ("checkpoint*.pt", "corpus.txt", "*.tmp")
+PACK_LIMIT_BYTES = 16 * 2**20  # what one file brought back from a device call may hold
+
+
+def pack(args: argparse.Namespace) -> int:
+    """One .tar.gz of the run folders (probe data, scalars, run.json), the logs and corpus.json,
+    without checkpoints: what `report` and `screenshots` need, small enough to bring back from a
+    device call. Unpack it with `tar xzf FILE -C OUT`."""
+    import fnmatch
+    import tarfile
+
+    out, target = Path(args.out), Path(args.to)
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        return None if any(fnmatch.fnmatch(Path(info.name).name, pattern) for pattern in PACK_LEFT_OUT) else info
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(target, "w:gz") as archive:
+        for path in sorted(out.iterdir()):
+            archive.add(path, arcname=path.name, filter=keep)
+    size = target.stat().st_size
+    print(f"{target}: {size / 2**20:.1f} MiB")
+    if size > PACK_LIMIT_BYTES:
+        print(f"pack: {target} is over {PACK_LIMIT_BYTES // 2**20} MiB, more than one file from a device call may hold",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True)
-    for name in ("train", "status", "report", "screenshots"):
+    for name in ("train", "status", "report", "screenshots", "pack"):
         p = sub.add_parser(name)
         p.add_argument("--out", required=True)
+        if name == "pack":
+            p.add_argument("--to", required=True, help="the .tar.gz to write")
+            continue
         p.add_argument("--steps", type=int, default=3000)
         p.add_argument("--scale", action="store_true", help=f"also the {DEEP_LAYERS}-layer arms (the scale step)")
+        p.add_argument("--scale-only", action="store_true", help=f"only the {DEEP_LAYERS}-layer arms (a session of their own)")
         if name == "train":
             p.add_argument("--deadline", type=float, default=540, help="seconds this call may take")
             p.add_argument("--batch-size", type=int, default=16)
@@ -346,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--preset", default="small", help="(a smaller one only to try the script out)")
             p.add_argument("--seq-len", type=int, default=1024)
     args = parser.parse_args(argv)
-    return {"train": train, "status": status, "report": report, "screenshots": screenshots}[args.action](args)
+    actions = {"train": train, "status": status, "report": report, "screenshots": screenshots, "pack": pack}
+    return actions[args.action](args)
 
 
 if __name__ == "__main__":

@@ -75,3 +75,21 @@ def test_two_seeds_give_no_intervals_and_say_so():
 def test_the_ranks_are_also_set_against_min_m_n():
     text = claims([3, 5, 9, 12], [2, 3, 3.5, 3.8], [64] * 4, [8] * 4)
     assert "of min(m, n) = 512" in text and "ratio 8.0" in text
+
+
+def test_pack_brings_back_everything_but_checkpoints_and_the_corpus(tmp_path, monkeypatch):
+    out = tmp_path / "repro"
+    for name, size in {"corpus.txt": 100, "corpus.json": 10, "logs/parallax-muon-s0.log": 10,
+                       "parallax-muon-s0/run.json": 10, "parallax-muon-s0/segment-00000.h5": 1000,
+                       "parallax-muon-s0/checkpoint.pt": 5000}.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(b"x" * size)
+    target = tmp_path / "back" / "repro.tar.gz"
+    assert reproduction.main(["pack", "--out", str(out), "--to", str(target)]) == 0
+    import tarfile
+
+    with tarfile.open(target) as archive:
+        files = sorted(m.name for m in archive.getmembers() if m.isfile())
+    assert files == ["corpus.json", "logs/parallax-muon-s0.log", "parallax-muon-s0/run.json", "parallax-muon-s0/segment-00000.h5"]
+    monkeypatch.setattr(reproduction, "PACK_LIMIT_BYTES", 10)  # an archive too large to come back says so
+    assert reproduction.main(["pack", "--out", str(out), "--to", str(target)]) == 2
