@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# One device-tool call of the reproduction (docs/reproduction.md), from the repo root on one H200:
+#   bash benchmarks/tools/gpu_session_reproduction.sh               # the ten 8-layer arms
+#   bash benchmarks/tools/gpu_session_reproduction.sh --scale-only  # the four 16-layer arms
+# Call it again, at once, until its status line says every arm is done: runs/ is ignored by git,
+# so it stays on the machine between calls while the machine is held (checkpoints cannot leave
+# it: docs/reproduction.md, "Rerunning it"). Every call ends by packing what exists into
+# $OUT/repro.tar.gz (no checkpoints), so a machine taken back mid-session loses only the rest.
+# DEADLINE (seconds, default 520) bounds the training part; packing takes seconds.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu-session-repro}; mkdir -p "$OUT"
+python3 -m pip install -q --no-build-isolation --no-deps --no-index -e . >/tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
+nvidia-smi -L
+python3 benchmarks/reproduction.py train --out runs/repro --deadline "${DEADLINE:-520}" "$@" 2>&1 | tee -a "$OUT/train.log"
+python3 benchmarks/reproduction.py pack --out runs/repro --to "$OUT/repro.tar.gz"
