@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from results import add_result_args, write_result
 
-from parallax_probe.dashboards.serve import free_local_port, wait_until_serving
+from parallax_probe.dashboards.serve import serving
 from parallax_probe.store import RunWriter, head_means, open_run
 from parallax_probe.store import probe_tables as probe_schema
 
@@ -238,44 +238,36 @@ def measure_browser(folder: Path, first_visits: int = 3) -> dict:
     again (warm), and a switch to it from the sidebar of an open app (warm, no page reload)."""
     from playwright.sync_api import sync_playwright
 
-    port = free_local_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("parallax-probe")), "dashboard", str(folder), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    def command(port: int) -> list[str]:
+        return [str(Path(sys.executable).with_name("parallax-probe")), "dashboard", str(folder), "--port", str(port)]
+
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    url = f"http://127.0.0.1:{port}/"
     results = {}
     try:
-        wait_until_serving(url, server)
-        with sync_playwright() as p:
+        with serving(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as url, sync_playwright() as p:
             context = p.chromium.launch_persistent_context(
                 profile, executable_path="/usr/bin/chromium", headless=True, viewport={"width": 1600, "height": 1000},
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run"],
+                args=_CHROMIUM_ARGS,
             )
             page = context.new_page()
             # Every page but Runs draws charts; the Runs page (also the one without ?page=) draws none.
             page.add_init_script(
                 f"({_WATCH_JS})(); window.__bench.start(['Runs', null].includes(new URLSearchParams(location.search).get('page')) ? 0 : 1);"
             )
+            charts = {name: 0 if name == "Runs" else 1 for name in PAGES}  # the Runs page draws no chart
             for name in PAGES:
-                charts = 0 if name == "Runs" else 1
                 row = {}
                 for attempt in ("cold", "warm"):
                     row[attempt], row[f"{attempt} first"] = _timed_load(page, f"{url}?page={name.replace(' ', '+')}")
                 # Start on another page (Training: quick to draw), then click this one in the sidebar.
                 _timed_load(page, f"{url}?page={'Runs' if name == 'Training' else 'Training'}")
                 radio = page.locator('[data-testid="stSidebar"] [data-testid="stRadio"] label').filter(has_text=name).first
-                row["switch"] = _timed_click(page, radio, charts)
+                row["switch"] = _timed_click(page, radio, charts[name])
                 results[name] = row
             context.close()
             for name in PAGES:
-                charts = 0 if name == "Runs" else 1
-                results[name].update(_first_visits(p, f"{url}?page={name.replace(' ', '+')}", first_visits, charts))
+                results[name].update(_first_visits(p, f"{url}?page={name.replace(' ', '+')}", first_visits, charts[name]))
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         shutil.rmtree(profile, ignore_errors=True)
     return results
 
@@ -349,20 +341,13 @@ def measure_floor(first_visits: int) -> dict:
         for index, (name, sidebar) in enumerate(FLOOR_APPS.items()):
             app = folder / f"app{index}.py"
             app.write_text(FLOOR_APP.format(sidebar=sidebar))
-            port = free_local_port()
-            server = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port), "--server.headless", "true",
-                 "--browser.gatherUsageStats", "false"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-            url = f"http://127.0.0.1:{port}/"
-            try:
-                wait_until_serving(url, server)
-                with sync_playwright() as p:
-                    results[name] = _first_visits(p, url, first_visits, min_charts=1)
-            finally:
-                server.terminate()
-                server.wait(timeout=30)
+
+            def command(port: int, app: Path = app) -> list[str]:
+                return [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
+                        "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+
+            with serving(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as url, sync_playwright() as p:
+                results[name] = _first_visits(p, url, first_visits, min_charts=1)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return results

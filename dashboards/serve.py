@@ -15,11 +15,13 @@ files and STREAMLIT_* environment variables, so neither can quietly loosen them:
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 APP = Path(__file__).with_name("app.py")
@@ -107,6 +109,26 @@ def wait_until_serving(base_url: str, process: subprocess.Popen, timeout_s: floa
         if time.monotonic() > deadline:
             raise NotServing(f"the dashboard did not answer within {timeout_s:.0f} s")
         time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def serving(command_for_port: Callable[[int], list[str]], **popen_options) -> Iterator[str]:
+    """Start `command_for_port(port)` (a dashboard or any Streamlit app) on a free local port, wait
+    until it serves, and yield its base URL; the process is stopped when the block ends (for
+    scripts and tests that drive one). NotServing if it never answers."""
+    port = free_local_port()
+    process = subprocess.Popen(command_for_port(port), **popen_options)
+    base_url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_serving(base_url, process)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def serve(runs_dir: str, *, port: int, host: str) -> int:

@@ -52,42 +52,42 @@ DRAWN_JS = """() => {
 
 
 def draw(runs: Path, out: Path, views, names: list[str]) -> None:
+    from parallax_probe.dashboards.serve import NotServing, serving
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "parallax_probe", "dashboard", str(runs), "--port", str(port)]
+
+    try:
+        with serving(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as url:
+            shoot(url, out, views, names)
+    except NotServing as error:
+        raise SystemExit(str(error)) from None
+
+
+def shoot(url: str, out: Path, views, names: list[str]) -> None:
+    """Each view's screenshot from the dashboard at `url`."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    from parallax_probe.dashboards.serve import NotServing, free_local_port, wait_until_serving
-
-    port = free_local_port()
-    url = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen([sys.executable, "-m", "parallax_probe", "dashboard", str(runs), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            wait_until_serving(url, server)
-        except NotServing as error:
-            raise SystemExit(str(error)) from None
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-            try:
-                for query, file, height in views:
-                    page = browser.new_page(viewport={"width": 1400, "height": height})
-                    page.goto(f"{url}?page={query}" + "".join(f"&run={quote(name)}" for name in names))
-                    try:
-                        page.wait_for_function(DRAWN_JS, timeout=WAIT_MS)
-                    except PlaywrightTimeout:
-                        page.screenshot(path=str(out / f"undrawn-{file}"))
-                        raise SystemExit(f"the {query} page did not draw its charts within {WAIT_MS / 1000:.0f} s; "
-                                         f"not saving {file} (what it showed: {out / f'undrawn-{file}'})") from None
-                    if page.locator('[data-testid="stException"]').count():
-                        raise SystemExit(f"the {query} page shows an exception; not saving {file}")
-                    page.screenshot(path=str(out / file))
-                    page.close()
-                    print(out / file)
-            finally:
-                browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+            for query, file, height in views:
+                page = browser.new_page(viewport={"width": 1400, "height": height})
+                page.goto(f"{url}?page={query}" + "".join(f"&run={quote(name)}" for name in names))
+                try:
+                    page.wait_for_function(DRAWN_JS, timeout=WAIT_MS)
+                except PlaywrightTimeout:
+                    page.screenshot(path=str(out / f"undrawn-{file}"))
+                    raise SystemExit(f"the {query} page did not draw its charts within {WAIT_MS / 1000:.0f} s; "
+                                     f"not saving {file} (what it showed: {out / f'undrawn-{file}'})") from None
+                if page.locator('[data-testid="stException"]').count():
+                    raise SystemExit(f"the {query} page shows an exception; not saving {file}")
+                page.screenshot(path=str(out / file))
+                page.close()
+                print(out / file)
+        finally:
+            browser.close()
 
 
 def main() -> int:

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import urllib.parse
 import urllib.request
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 import test_dashboard_support as support
 
-from parallax_probe.dashboards.serve import NotServing, free_local_port, wait_until_serving
+from parallax_probe.dashboards.serve import NotServing, serving
 from parallax_probe.store import RunWriter, open_run
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,24 +50,14 @@ requires_chromium = pytest.mark.skipif(
 @contextlib.contextmanager
 def dashboard_server(runs_dir: Path) -> Iterator[str]:
     """`parallax-probe dashboard RUNS_DIR --port P` until the block ends; yields its URL."""
-    port = free_local_port()
-    log = open(runs_dir.parent / f"dashboard-{port}.log", "w")
-    server = subprocess.Popen([str(support.CLI), "dashboard", str(runs_dir), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
+    with tempfile.NamedTemporaryFile("w", dir=runs_dir.parent, prefix="dashboard-", suffix=".log", delete=False) as log:
+        log_path = Path(log.name)
         try:
-            wait_until_serving(url, server)
+            with serving(lambda port: [str(support.CLI), "dashboard", str(runs_dir), "--port", str(port)],
+                         stdout=log, stderr=subprocess.STDOUT) as url:
+                yield url
         except NotServing as error:
-            pytest.fail(f"{error}: {Path(log.name).read_text()}")
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+            pytest.fail(f"{error}: {log_path.read_text()}")
 
 
 @pytest.fixture(scope="module")
