@@ -95,8 +95,7 @@ def main() -> None:
             logging_step = (first - 2) // every * every
             timed_steps(probe, [logging_step, logging_step + 1])
 
-    configs = CONFIG_EVERY
-    results: dict[str, list[float]] = {name: [] for name in configs}
+    results: dict[str, list[float]] = {name: [] for name in CONFIG_EVERY}
     timed_steps(None, range(args.steps))  # warm-up
     # also warm up the statistics-mode kernel (compiled on its first call): a one-time cost, not overhead
     warm_probe = Probe(model, folder / "warm-up", every=1, spectra_every=1)
@@ -106,7 +105,7 @@ def main() -> None:
     timed = timed_step_numbers(args.rounds, args.steps)
     for round_index in range(args.rounds):
         first = timed[round_index * args.steps]
-        for name, every in configs.items():
+        for name, every in CONFIG_EVERY.items():
             probe = None
             if every is not None:
                 run_dir = folder / f"{name}-{round_index}"
@@ -122,16 +121,19 @@ def main() -> None:
                 probe.close()
     shutil.rmtree(folder, ignore_errors=True)
 
-    parameters = sum(p.numel() for p in model.parameters())
-    model_name = "fla ParallaxForCausalLM" if args.model == "fla" else f"preset {args.preset}"
-    print(
-        f"\nprobe overhead: {model_name} ({parameters / 1e6:.0f}M parameters), device {device}, "
-        f"compile {args.compile or 'off'}, batch {args.batch_size} x {args.seq_len}, "
-        f"{args.rounds} rounds x {args.steps} steps, torch {torch.__version__}, {torch.get_num_threads()} threads\n"
-    )
+    config = {**{k: v for k, v in vars(args).items() if k not in ("json", "benchmark", "report")},
+              "model_name": "fla ParallaxForCausalLM" if args.model == "fla" else f"preset {args.preset}",
+              "parameters": sum(p.numel() for p in model.parameters())}
+    print("\n" + header(config, f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads"))
     records = report(results, timed, args.steps, args.spectra_every)
-    write_result(args, records, config={**{k: v for k, v in vars(args).items() if k not in ("json", "benchmark", "report")},
-                                        "model_name": model_name, "parameters": parameters})
+    write_result(args, records, config=config)
+
+
+def header(config: dict, where: str) -> str:
+    """The first line of the report: model, setting, and where it ran."""
+    return (f"probe overhead: {config['model_name']} ({config['parameters'] / 1e6:.0f}M parameters), "
+            f"compile {config.get('compile') or 'off'}, batch {config['batch_size']} x {config['seq_len']}, "
+            f"{config['rounds']} rounds x {config['steps']} steps, {where}\n")
 
 
 def mean_interval(values: list[float]) -> tuple[float, float]:
@@ -156,17 +158,17 @@ def report(results: dict[str, list[float]], timed: list[int], steps: int, spectr
     print("| configuration | median step (ms) | mean step (ms) | overhead of the mean vs no probe | "
           "same, spectra steps left out | spectra steps (ms, each) |")
     print("|---|---|---|---|---|---|")
-    records = []
+    records = {}
     for name, times in results.items():
         median = statistics.median(times)
         without = statistics.fmean(times[i] for i in plain)
         at_spectra = ", ".join(f"{times[i] * 1e3:.0f}" for i in spectra)
         print(f"| {name} | {median * 1e3:.2f} | {statistics.fmean(times) * 1e3:.2f} | {100 * (statistics.fmean(times) / base - 1):+.1f}% | "
               f"{100 * (without / base_plain - 1):+.1f}% | {at_spectra} |")
-        records.append({"configuration": name, "median_step_ms": median * 1e3, "mean_step_ms": statistics.fmean(times) * 1e3,
-                        "overhead_pct": 100 * (statistics.fmean(times) / base - 1),
-                        "overhead_without_spectra_pct": 100 * (without / base_plain - 1),
-                        "spectra_step_ms": [times[i] * 1e3 for i in spectra], "step_ms": [t * 1e3 for t in times]})
+        records[name] = {"configuration": name, "median_step_ms": median * 1e3, "mean_step_ms": statistics.fmean(times) * 1e3,
+                         "overhead_pct": 100 * (statistics.fmean(times) / base - 1),
+                         "overhead_without_spectra_pct": 100 * (without / base_plain - 1),
+                         "spectra_step_ms": [times[i] * 1e3 for i in spectra], "step_ms": [t * 1e3 for t in times]}
 
     rounds = len(timed) // steps
     in_round = [range(r * steps, (r + 1) * steps) for r in range(rounds)]
@@ -190,12 +192,12 @@ def report(results: dict[str, list[float]], timed: list[int], steps: int, spectr
             mean_x, half_x = mean_interval(excess)
             cells += [f"{mean_x * 1e3:+.2f} ± {half_x * 1e3:.2f} (n={len(excess)})",
                       f"{100 * mean_x / every / base:+.2f}% ± {100 * half_x / every / base:.2f}"]
-            records[list(results).index(name)].update(logging_step_excess_ms=[mean_x * 1e3, half_x * 1e3])
+            records[name]["logging_step_excess_ms"] = [mean_x * 1e3, half_x * 1e3]
         else:
             cells += ["every step logs", ""]
-        records[list(results).index(name)].update(paired_overhead_pct=[100 * mean / base, 100 * half / base])
+        records[name]["paired_overhead_pct"] = [100 * mean / base, 100 * half / base]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    return records
+    return list(records.values())
 
 
 def report_saved(path: str) -> None:
@@ -204,10 +206,8 @@ def report_saved(path: str) -> None:
     config = saved["config"]
     results = {row["configuration"]: [t / 1e3 for t in row["step_ms"]] for row in saved["rows"]}
     timed = timed_step_numbers(config["rounds"], config["steps"])
-    print(f"probe overhead: {config.get('model_name')} ({config.get('parameters', 0) / 1e6:.0f}M parameters), "
-          f"device {saved.get('device')}, compile {config.get('compile') or 'off'}, batch {config['batch_size']} x "
-          f"{config['seq_len']}, {config['rounds']} rounds x {config['steps']} steps, torch {saved.get('torch')}; "
-          f"measured {saved['date']}, commit {saved.get('commit')}\n")
+    print(header(config, f"device {saved.get('device')}, torch {saved.get('torch')}; measured {saved['date']}, "
+                         f"commit {saved.get('commit')}"))
     report(results, timed, config["steps"], config["spectra_every"])
 
 

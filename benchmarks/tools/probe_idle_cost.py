@@ -16,7 +16,6 @@ difference in process CPU time per forward, with a 95% Student-t interval.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import tempfile
@@ -25,10 +24,11 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from scipy import stats as scipy_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # fla on the CPU, as the tests run it
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the overhead benchmark's interval
 from fla_on_cpu import fla_kernels_on_cpu, tiny_fla_model
+from probe_overhead import mean_interval
 
 from parallax_probe import Probe
 
@@ -63,8 +63,7 @@ def main() -> None:
                 per_call["probe, not a logging step" if with_probe else "no probe"].append(forwards(with_probe))
         probe.close()
     paired = [(a - b) * 1e6 for a, b in zip(per_call["probe, not a logging step"], per_call["no probe"])]
-    mean = statistics.fmean(paired)
-    half = scipy_stats.t.ppf(0.975, len(paired) - 1) * statistics.stdev(paired) / math.sqrt(len(paired))
+    mean, half = mean_interval(paired)
     print(f"fla ParallaxForCausalLM, {args.layers} layers, one token, torch {torch.__version__}, 1 thread, "
           f"{args.rounds} rounds x {args.calls} forwards per configuration")
     for name, times in per_call.items():
