@@ -105,8 +105,7 @@ def main() -> None:
                              "gflops_per_rank": flops / seconds / 1e9} for name, seconds in rows],
                      config={"preset": args.preset, "layers": args.layers, "repeats": args.repeats, "world": world,
                              "shapes": shapes, "collectives": collectives})
-    torch_dist.destroy_process_group()
-    exit_without_teardown(0)  # gloo's C++ teardown at exit can abort a finished worker
+    exit_without_teardown(0)  # closes the group; gloo's C++ teardown at exit can abort a finished worker
 
 
 if __name__ == "__main__":

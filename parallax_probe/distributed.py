@@ -58,7 +58,8 @@ def under_torchrun() -> bool:
 
 
 def exit_without_teardown(code: int) -> NoReturn:
-    """End a torchrun worker whose work is done: flush Python's streams and logging, then
+    """End a torchrun worker whose work is done: close the process group if it is still open
+    (accelerate and Lightning leave theirs open), flush Python's streams and logging, then
     `os._exit(code)`, skipping the interpreter's teardown of PyTorch's C++ objects.
 
     With gloo, a worker can abort in that teardown (SIGABRT, "terminate called without an
@@ -67,6 +68,8 @@ def exit_without_teardown(code: int) -> NoReturn:
     left. torchrun then reports a finished job as failed. Call it only once every file is
     closed: nothing registered with `atexit` runs after it.
     """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

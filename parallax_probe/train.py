@@ -226,7 +226,7 @@ def schedule_change_on_resume(cfg: TrainConfig, checkpoint: dict) -> str | None:
     step = checkpoint["step"]
     if not isinstance(saved.get("steps"), int) or not isinstance(saved.get("optimizer"), dict):
         return None  # a checkpoint without them was refused by check_resume or predates them
-    saved_schedule = {name: saved["optimizer"][name] for name in SCHEDULE_FIELDS if name in saved.get("optimizer", {})}
+    saved_schedule = {name: saved["optimizer"][name] for name in SCHEDULE_FIELDS if name in saved["optimizer"]}
     before = lr_multiplier(step, saved["steps"], dataclasses.replace(cfg.optimizer, **saved_schedule))
     after = lr_multiplier(step, cfg.steps, cfg.optimizer)
     if math.isclose(before, after, rel_tol=1e-9):

@@ -164,8 +164,7 @@ def main() -> None:
     }
     if dist.is_main:
         print(json.dumps(results))
-    dist.shutdown()
-    exit_without_teardown(0)  # gloo's C++ teardown at exit can abort a finished worker
+    exit_without_teardown(0)  # closes the group; gloo's C++ teardown at exit can abort a finished worker
 
 
 if __name__ == "__main__":

@@ -2,15 +2,12 @@
 
 import sys
 
-import torch.distributed as torch_dist
 from test_integration_hf import train_with_trainer
 
 from parallax_probe.distributed import exit_without_teardown
 
 if __name__ == "__main__":
     train_with_trainer(sys.argv[1], sys.argv[2], accumulate=1, processes=2)
-    # accelerate opens the process group and leaves it open; close it, then skip the C++ teardown
-    # at exit, where a gloo worker can still abort after its work is done (exit_without_teardown).
-    if torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+    # accelerate leaves its process group open: exit_without_teardown closes it, then skips the
+    # C++ teardown at exit, where a gloo worker can still abort after its work is done.
     exit_without_teardown(0)
