@@ -163,8 +163,8 @@ def train(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     """One line per arm: its step, and whether it is done. Exit 0 once every arm is."""
     out = Path(args.out)
-    done = 0
-    for arm in chosen_arms(args):
+    done, chosen = 0, chosen_arms(args)
+    for arm in chosen:
         folder = out / arm.name
         try:
             info = json.loads((folder / "run.json").read_text())
@@ -174,8 +174,8 @@ def status(args: argparse.Namespace) -> int:
         done += ok
         state = "done" if ok else (f"stopped at step {info['completed_steps']}" if "completed_steps" in info else "not started")
         print(f"{arm.name:20s} {state}")
-    print(f"{done}/{len(chosen_arms(args))} arms done")
-    return 0 if done == len(chosen_arms(args)) else 3
+    print(f"{done}/{len(chosen)} arms done")
+    return 0 if done == len(chosen) else 3
 
 
 # The paper's claims as secondary sources report them (the paper is not in this repository), and
