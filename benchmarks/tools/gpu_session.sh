@@ -4,8 +4,7 @@
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-session}; mkdir -p "$OUT"
-# The image has torch/triton/h5py but not this package: install it offline, without dependencies.
-python3 -m pip install -q --no-build-isolation --no-deps --no-index -e . >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+source benchmarks/tools/device_setup.sh
 nvidia-smi -L
 python3 benchmarks/spectra_time.py --preset qwen3-1.7b --device cuda 2>&1 | tee "$OUT/spectra.md"
 CUDA_VISIBLE_DEVICES=0 python3 benchmarks/throughput.py --preset small --batch-size 16 --seq-len 1024 --compile 2>&1 | tee "$OUT/throughput.md"

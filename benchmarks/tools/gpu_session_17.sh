@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One device-tool call for the kernel's packed sequences, eager host time and the official kernel
-# as a peer, on one H200 from the repo root, with fla-core and parallax-kernel importable through
-# PYTHONPATH (optional: the benchmark leaves out a peer it cannot import), and with
-# .triton-autotune.tar.gz carried where an earlier session left one (triton_autotune_cache.sh).
+# as a peer, on one H200 from the repo root, with .whl/ carried (fla-core, parallax-kernel, helion:
+# device_setup.sh installs them; the benchmark leaves out a peer it cannot import), and
+# .triton-autotune.tar.gz where an earlier session left one (triton_autotune_cache.sh).
 # A device call returns at most 8 files, so the steps' logs go into one. Writes under $OUT:
 #   session.log           every step's output: versions, tests, host time, the benchmark's progress
 #   bench.md, attention.json            benchmarks/attention.py at the two main shapes and a packed row
@@ -35,8 +35,7 @@ step() {  # step NAME LIMIT COMMAND...: run COMMAND under the limit, output to t
 }
 
 source benchmarks/tools/triton_autotune_cache.sh >>"$LOG" 2>&1
-# The image has torch and triton but not this package: install it offline, without dependencies.
-python3 -m pip install -q --no-build-isolation --no-deps --no-index -e . >/tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
+source benchmarks/tools/device_setup.sh
 {
   nvidia-smi -L
   python3 - <<'PY'

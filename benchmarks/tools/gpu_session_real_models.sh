@@ -9,9 +9,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-session}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
-export PYTHONPATH=/tmp/site
-python3 -m pip install -q --no-build-isolation --no-deps --no-index -e . >>"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+source benchmarks/tools/device_setup.sh
 source benchmarks/tools/triton_autotune_cache.sh
 nvidia-smi -L
 for part in "${@:-checks}"; do

@@ -10,7 +10,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-session-repro}; mkdir -p "$OUT"
-python3 -m pip install -q --no-build-isolation --no-deps --no-index -e . >/tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
+source benchmarks/tools/device_setup.sh
 nvidia-smi -L
 python3 benchmarks/reproduction.py train --out runs/repro --deadline "${DEADLINE:-520}" "$@" 2>&1 | tee -a "$OUT/train.log"
 python3 benchmarks/reproduction.py pack --out runs/repro --to "$OUT/repro.tar.gz"
