@@ -6,6 +6,7 @@ sequences (cu_seqlens) through ours, the official `parallax_varlen_func` and fla
 
     python benchmarks/attention.py [--shapes 8,16,1024,128 ...] [--passes fwd fwd+bwd] [--packed 3000,1,517,...]
         [--markdown FILE] [--json FILE]
+    python benchmarks/attention.py --report RESULT.json [...]   # one table from saved results
 
 Two times per kernel and pass, medians of triton.testing:
 - graph: do_bench_cudagraph, each call captured many times over in one CUDA graph and
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import sys
 import time
@@ -207,25 +209,82 @@ def ratio(ours, peer):
     return "-" if ours is None or peer is None else f"{ours / peer:.2f}x"
 
 
-def rows(label, mode, table, times, flops_args, records):
-    """The table's lines for one shape and pass; their values also go to `records`."""
-    lines = []
+def records_of(label, mode, table, times, flops_args):
+    """One flat record per kernel timed at this shape and pass: what the JSON result keeps."""
+    records = []
     for name, (graph, eager) in times.items():
         flops = table[name][2](*flops_args, mode)
         best = graph if graph is not None else eager
         records.append({"shape": label, "pass": mode, "kernel": name, "graph_ms": graph, "eager_ms": eager,
                         "tflops": flops / best / 1e9})
-        cells = []
-        for peer in PEERS:
-            if name.startswith("ours") and peer in times:
-                (pg, pe), ours = times[peer], times[name]
-                cells.append(f"{ratio(ours[0], pg)} / {ratio(ours[1], pe)}")
-            else:
-                cells.append("")
-        eager_over_graph = f"{eager / graph:.2f}x" if graph and eager else ""
-        lines.append(f"| {label} | {mode} | {name} | {fmt(graph)} | {fmt(eager)} | {eager_over_graph} | "
-                     f"{flops / best / 1e9:.0f} | " + " | ".join(cells) + " |")
+    return records
+
+
+TABLE_HEAD = ["| shape (B,H,T,D) | pass | kernel | graph ms | eager ms | eager/graph | TFLOP/s | ours/flash g / e "
+              "| ours/cudnn g / e | ours/fla g / e | ours/official g / e | ours/helion g / e |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def table_lines(records):
+    """The table's lines for records of one or more (shape, pass) groups, in their order: a ratio
+    cell compares an `ours` row with a peer's row of the same shape and pass."""
+    groups = {}
+    for record in records:
+        groups.setdefault((record["shape"], record["pass"]), {})[record["kernel"]] = record
+    lines = []
+    for (label, mode), by_kernel in groups.items():
+        for name, record in by_kernel.items():
+            graph, eager = record["graph_ms"], record["eager_ms"]
+            cells = []
+            for peer in PEERS:
+                if name.startswith("ours") and peer in by_kernel:
+                    other = by_kernel[peer]
+                    cells.append(f"{ratio(graph, other['graph_ms'])} / {ratio(eager, other['eager_ms'])}")
+                else:
+                    cells.append("")
+            eager_over_graph = f"{eager / graph:.2f}x" if graph and eager else ""
+            lines.append(f"| {label} | {mode} | {name} | {fmt(graph)} | {fmt(eager)} | {eager_over_graph} | "
+                         f"{record['tflops']:.0f} | " + " | ".join(cells) + " |")
     return lines
+
+
+def statistics_cost(records):
+    """The notes on what statistics mode costs over plain, per shape and pass (graph times)."""
+    graph = {(r["shape"], r["pass"], r["kernel"]): r["graph_ms"] for r in records}
+    notes = []
+    for (label, mode, kernel), plain in graph.items():
+        stats = graph.get((label, mode, "ours+stats"))
+        if kernel == "ours" and plain and stats:
+            notes.append(f"{label} {mode}: statistics mode costs {100 * (stats / plain - 1):+.1f}% over plain (graph)")
+    return notes
+
+
+def fail(message):
+    """Bad input: one line on stderr, exit status 2."""
+    print(f"attention.py: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def report_saved(paths):
+    """One table from saved results (this script's JSON), in the order given, each result's
+    provenance above it: the same lines the runs printed, merged."""
+    heads, records, results = [], [], []
+    for path in paths:  # every file checked before anything is printed
+        try:
+            with open(path) as f:
+                result = json.load(f)
+        except (OSError, ValueError) as exc:
+            fail(f"{path}: cannot read a result ({type(exc).__name__}: {exc})")
+        if not isinstance(result, dict) or result.get("benchmark") != "attention":
+            fail(f"{path}: not a result of benchmarks/attention.py")
+        results.append(result)
+    for result in results:
+        finished = "" if result["config"].get("finished", True) else " (cut before its end: the rows it had)"
+        heads.append(f"- {result['date'][:10]}, {result['device']}, torch {result['torch']}, triton "
+                     f"{result.get('triton', '?')}, commit {result.get('commit')}: `{result['command']}`{finished}")
+        records += result["rows"]
+    notes = statistics_cost(records)
+    print("\n".join(heads + ["", *TABLE_HEAD, *table_lines(records), ""] + [f"- {line}" for line in notes]))
 
 
 def main():
@@ -241,7 +300,12 @@ def main():
     parser.add_argument("--helion", action="store_true",
                         help="also the official package's Helion kernels (parallax.helion; needs the helion "
                              "package; autotunes on first call: set HELION_AUTOTUNE_EFFORT=quick within a device budget)")
+    parser.add_argument("--report", nargs="+", metavar="RESULT_JSON",
+                        help="print one table from saved results (their rows, in order); run nothing")
     args = parser.parse_args()
+    if args.report:
+        report_saved(args.report)
+        return
     shapes = [tuple(int(x) for x in s.split(",")) for s in args.shapes]
     parallel_parallax, official = load_peers()
     helion = None
@@ -257,39 +321,36 @@ def main():
     if helion is not None:
         versions += f"  Helion autotune effort {os.environ.get('HELION_AUTOTUNE_EFFORT', 'default (full)')}"
     header = f"{datetime.date.today()}  {torch.cuda.get_device_name()}  {versions}  command: python {' '.join(sys.argv)}"
-    lines = [header, "",
-             "| shape (B,H,T,D) | pass | kernel | graph ms | eager ms | eager/graph | TFLOP/s | ours/flash g / e "
-             "| ours/cudnn g / e | ours/fla g / e | ours/official g / e | ours/helion g / e |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    notes, records = [], []
+    records = []
+    config = {"shapes": args.shapes, "passes": args.passes, "packed": args.packed, "helion": args.helion,
+              "finished": False}
+
+    def timed(label, mode, table, flops_args):
+        new = records_of(label, mode, table, measure(table, mode, label), flops_args)
+        records.extend(new)
+        print("\n".join(table_lines(new)), flush=True)
+        # written after every shape and pass: a run cut by a time limit keeps what it measured
+        write_result(args, records, config={**config, "notes": statistics_cost(records)})
+
     for B, H, T, D in shapes:
         table = candidates(B, H, T, D, parallel_parallax, official, helion)
-        label = f"{B},{H},{T},{D}"
         for mode in args.passes:
-            times = measure(table, mode, label)
-            new = rows(label, mode, table, times, (B, H, T, D), records)
-            lines += new
-            print("\n".join(new), flush=True)
-            if "ours" in times and "ours+stats" in times and times["ours"][0] and times["ours+stats"][0]:
-                notes.append(f"{label} {mode}: statistics mode costs "
-                                f"{100 * (times['ours+stats'][0] / times['ours'][0] - 1):+.1f}% over plain (graph)")
+            timed(f"{B},{H},{T},{D}", mode, table, (B, H, T, D))
+    extra_notes = []
     if args.packed:
         lengths = [int(x) for x in args.packed.split(",")]
         table = packed_candidates(lengths, PACKED_HEADS, PACKED_HEAD_DIM, parallel_parallax, official, helion)
         label = f"packed {len(lengths)} seqs, {sum(lengths)} tokens, max {max(lengths)},{PACKED_HEADS},{PACKED_HEAD_DIM}"
         for mode in args.passes:
-            times = measure(table, mode, label)
-            new = rows(label, mode, table, times, (1, PACKED_HEADS, sum(lengths), PACKED_HEAD_DIM), records)
-            lines += new
-            print("\n".join(new), flush=True)
-        notes.append(f"packed lengths: {lengths}")
-    text = "\n".join(lines + [""] + [f"- {line}" for line in notes])
+            timed(label, mode, table, (1, PACKED_HEADS, sum(lengths), PACKED_HEAD_DIM))
+        extra_notes.append(f"packed lengths: {lengths}")
+    notes = statistics_cost(records) + extra_notes
+    text = "\n".join([header, "", *TABLE_HEAD, *table_lines(records), ""] + [f"- {line}" for line in notes])
     print("\n" + text)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(text + "\n")
-    write_result(args, records, config={"shapes": args.shapes, "passes": args.passes, "packed": args.packed,
-                                        "helion": args.helion, "notes": notes})
+    write_result(args, records, config={**config, "finished": True, "notes": notes})
 
 
 if __name__ == "__main__":

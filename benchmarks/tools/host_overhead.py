@@ -56,6 +56,7 @@ def main():
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--shape", default="1,2,64,128", help="B,H,T,D (the GPU default is host-bound)")
     parser.add_argument("--packed", action="store_true", help="pass cu_seqlens (two sequences) and max_seqlen")
+    parser.add_argument("--stats", action="store_true", help="statistics mode (return_stats=True), as the probe calls it")
     parser.add_argument("--profile-out", default=None, help="write torch.profiler's host-time table here")
     args = parser.parse_args()
     if args.device == "cpu":
@@ -74,14 +75,14 @@ def main():
         do = do.view(1, B * T, H, D)
 
     def fwd_bwd():
-        o = parallax_attention(q, r, k, v, backend="triton", **packing)
-        o.backward(do)
+        o = parallax_attention(q, r, k, v, backend="triton", return_stats=args.stats, **packing)
+        (o[0] if args.stats else o).backward(do)
         for t in (q, r, k, v):  # as optimizer.zero_grad(set_to_none=True) leaves them
             t.grad = None
 
     def fwd():
         with torch.no_grad():
-            parallax_attention(q, r, k, v, backend="triton", **packing)
+            parallax_attention(q, r, k, v, backend="triton", return_stats=args.stats, **packing)
 
     if args.device == "cpu":
         clock, sync, calls = time.process_time, lambda: None, 500
@@ -89,7 +90,8 @@ def main():
         clock, sync, calls = time.perf_counter, torch.cuda.synchronize, 200
     for _ in range(20):  # compile the kernels, warm the allocator
         fwd_bwd()
-    print(f"{args.device} B,H,T,D={args.shape}{' packed' if args.packed else ''}, torch {torch.__version__}")
+    mode = (" packed" if args.packed else "") + (" stats" if args.stats else "")
+    print(f"{args.device} B,H,T,D={args.shape}{mode}, torch {torch.__version__}")
     print(f"fwd+bwd: {best_of(fwd_bwd, 7, calls, clock, sync):.1f} us per call")
     print(f"fwd (no grad): {best_of(fwd, 7, calls, clock, sync):.1f} us per call")
     if args.profile_out:
