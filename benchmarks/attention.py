@@ -265,6 +265,10 @@ def fail(message):
     sys.exit(2)
 
 
+RESULT_KEYS = {"date", "device", "torch", "command", "config", "rows"}
+ROW_KEYS = {"shape", "pass", "kernel", "graph_ms", "eager_ms", "tflops"}
+
+
 def report_saved(paths):
     """One table from saved results (this script's JSON), in the order given, each result's
     provenance above it: the same lines the runs printed, merged."""
@@ -275,13 +279,18 @@ def report_saved(paths):
                 result = json.load(f)
         except (OSError, ValueError) as exc:
             fail(f"{path}: cannot read a result ({type(exc).__name__}: {exc})")
-        if not isinstance(result, dict) or result.get("benchmark") != "attention":
+        if not (isinstance(result, dict) and result.get("benchmark") == "attention"
+                and RESULT_KEYS <= result.keys() and isinstance(result["config"], dict)
+                and isinstance(result["rows"], list)
+                and all(isinstance(row, dict) and ROW_KEYS <= row.keys() for row in result["rows"])):
             fail(f"{path}: not a result of benchmarks/attention.py")
         results.append(result)
     for result in results:
-        finished = "" if result["config"].get("finished", True) else " (cut before its end: the rows it had)"
+        config = result["config"]
+        finished = "" if config.get("finished", True) else " (cut before its end: the rows it had)"
+        helion = f", Helion autotune effort {config['helion_autotune_effort']}" if config.get("helion_autotune_effort") else ""
         heads.append(f"- {result['date'][:10]}, {result['device']}, torch {result['torch']}, triton "
-                     f"{result.get('triton', '?')}, commit {result.get('commit')}: `{result['command']}`{finished}")
+                     f"{result.get('triton', '?')}{helion}, commit {result.get('commit')}: `{result['command']}`{finished}")
         records += result["rows"]
     notes = statistics_cost(records)
     print("\n".join(heads + ["", *TABLE_HEAD, *table_lines(records), ""] + [f"- {line}" for line in notes]))
@@ -318,12 +327,13 @@ def main():
     versions = f"torch {torch.__version__}  triton {triton.__version__}"
     if official is not None:
         versions += f"  parallax-kernel {getattr(official, '__version__', '?')}"
+    helion_effort = os.environ.get("HELION_AUTOTUNE_EFFORT", "default (full)") if helion is not None else None
     if helion is not None:
-        versions += f"  Helion autotune effort {os.environ.get('HELION_AUTOTUNE_EFFORT', 'default (full)')}"
+        versions += f"  Helion autotune effort {helion_effort}"
     header = f"{datetime.date.today()}  {torch.cuda.get_device_name()}  {versions}  command: python {' '.join(sys.argv)}"
     records = []
     config = {"shapes": args.shapes, "passes": args.passes, "packed": args.packed, "helion": args.helion,
-              "finished": False}
+              "helion_autotune_effort": helion_effort, "finished": False}
 
     def timed(label, mode, table, flops_args):
         new = records_of(label, mode, table, measure(table, mode, label), flops_args)

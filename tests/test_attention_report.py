@@ -19,10 +19,10 @@ def row(shape, kernel, graph, eager, tflops=100.0, mode="fwd+bwd"):
     return {"shape": shape, "pass": mode, "kernel": kernel, "graph_ms": graph, "eager_ms": eager, "tflops": tflops}
 
 
-def saved(path, rows, finished=True):
+def saved(path, rows, finished=True, **config):
     result = {"benchmark": "attention", "date": "2026-12-05T05:48:42+00:00", "command": "python benchmarks/attention.py",
               "device": "NVIDIA H200", "torch": "2.11.0", "triton": "3.6.0", "commit": "abc1234",
-              "config": {"finished": finished}, "rows": rows}
+              "config": {"finished": finished, **config}, "rows": rows}
     path.write_text(json.dumps(result))
     return str(path)
 
@@ -37,7 +37,8 @@ def test_ratios_pair_rows_of_the_same_shape_and_pass_across_files(tmp_path, caps
                                         row("8,16,1024,128", "official", 1.00, 1.20),
                                         row("8,16,1024,128", "official", 0.50, 0.60, mode="fwd")])
     second = saved(tmp_path / "b.json", [row("4,16,4096,128", "ours", 4.0, None),
-                                         row("4,16,4096,128", "sdpa-flash", 3.2, 3.4)], finished=False)
+                                         row("4,16,4096,128", "sdpa-flash", 3.2, 3.4)], finished=False,
+                   helion_autotune_effort="quick")
     attention.report_saved([first, second])
     out = capsys.readouterr().out
     lines = {tuple(cells(line)[:3]): cells(line) for line in out.splitlines() if line.startswith("| ") and "---" not in line}
@@ -52,9 +53,16 @@ def test_ratios_pair_rows_of_the_same_shape_and_pass_across_files(tmp_path, caps
     assert lines[("4,16,4096,128", "fwd+bwd", "ours")][head.index("ours/flash g / e")] == "1.25x / -"
     assert "8,16,1024,128 fwd+bwd: statistics mode costs +4.0% over plain (graph)" in out
     assert out.count("cut before its end") == 1 and "commit abc1234" in out
+    assert out.count("Helion autotune effort quick") == 1  # the effort its Helion rows ran with
 
 
-@pytest.mark.parametrize("content", ['{"benchmark": "throughput", "rows": []}', "[1, 2]", "{not json"])
+NOT_RESULTS = ['{"benchmark": "throughput", "rows": []}', "[1, 2]", "{not json",
+               '{"benchmark": "attention", "rows": []}',  # no provenance
+               '{"benchmark": "attention", "date": "d", "device": "x", "torch": "t", "command": "c", "config": {}, '
+               '"rows": [{"shape": "1,1,1,1"}]}']  # a row without its times
+
+
+@pytest.mark.parametrize("content", NOT_RESULTS)
 def test_a_file_that_is_not_an_attention_result_is_refused_in_one_line(tmp_path, capsys, content):
     good = saved(tmp_path / "good.json", [row("8,16,1024,128", "ours", 0.75, 0.90)])
     other = tmp_path / "other.json"
