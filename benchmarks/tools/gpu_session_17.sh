@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device-tool call for the kernel against its peers, on one H200 from the repo root, with .whl/
-# carried (benchmarks/tools/device_wheels.sh fills it: fla-core, parallax-kernel, helion and what
-# helion imports; device_setup.sh installs them; the benchmark leaves out a peer it cannot import)
+# carried (benchmarks/tools/device_wheels.sh fills it: fla-core, parallax-kernel, helion;
+# device_setup.sh installs them; the benchmark leaves out a peer it cannot import)
 # and .triton-autotune.tar.gz where an earlier session left one (triton_autotune_cache.sh).
 # A device call returns at most 8 files, so the steps' logs go into one. Writes under $OUT:
 #   session.log           every step's output: versions, tests, host time, the benchmark's progress
