@@ -16,6 +16,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, Literal, Protocol, TextIO
 
 import numpy as np
@@ -59,7 +60,8 @@ FORMATS = ("text", "json", "markdown")
 
 
 class RunLike(Protocol):
-    """What the report needs of a run: named arrays, their names, metadata and where it lives."""
+    """What the report needs of a run: named arrays, their names, metadata and where it lives.
+    A run may also carry `name`, the label the report shows (else its folder's name)."""
 
     meta: Mapping[str, Any]
     path: Any
@@ -170,8 +172,19 @@ def _json_safe(value):
 
 
 def _run_label(run: RunLike) -> str:
+    """A run by the name its reader gives it (`run.name`, where it has one: the dashboard passes
+    its own), else by its folder's name, as the dashboard lists a run (one segment file opened
+    alone: folder/file); without a path, by its run_id (32 hex digits, which no reader can place)."""
+    name = getattr(run, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    path = getattr(run, "path", None)
+    if path:
+        path = PurePath(path)
+        name = path.name or str(path)
+        return f"{path.parent.name}/{name}" if name.endswith(".h5") and path.parent.name else name
     run_id = run.meta.get("run_id") if isinstance(run.meta, Mapping) else None
-    return str(run_id) if run_id else str(getattr(run, "path", None) or "<unnamed run>")
+    return str(run_id) if run_id else "<unnamed run>"
 
 
 class _RunReader:
@@ -489,7 +502,7 @@ def build_report(
         label = _run_label(run)
         path = str(getattr(run, "path", ""))
         if label in labels_by_path.values():
-            # Two runs with one run_id: the path tells them apart in every message and table.
+            # Two runs whose folders share a name: the path tells them apart in every message and table.
             label = f"{label} ({path})"
         if path and path in labels_by_path:
             problems.append(Problem(run=label, message=f"given twice (same path as {labels_by_path[path]}); counted once"))

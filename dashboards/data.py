@@ -492,7 +492,7 @@ def load_scalars(path: Path) -> Scalars:
 
 class AnalysisRun:
     """A run as the analysis reads it (`analysis.report.RunLike`): the store's run under the
-    dashboard's name (the report labels runs by run_id), its group label under the grouping
+    dashboard's name (`name`, which the report labels it by), its group label under the grouping
     key, and tables longer than MAX_ANALYSIS_ROWS thinned by `reduce.peak_keeping_rows`.
 
     thinned: one line per thinned table, "attn (100,000 rows -> 428)".
@@ -500,8 +500,8 @@ class AnalysisRun:
 
     def __init__(self, path: Path, name: str, key: str, label: str) -> None:
         self._run = open_run(path)
-        self.path = path
-        self.meta = {**self._run.meta, key: label, "run_id": name}
+        self.path, self.name = path, name
+        self.meta = {**self._run.meta, key: label}
         self.thinned: list[str] = []
         self._rows: dict[str, np.ndarray] = {}
         self._columns: dict[str, np.ndarray] = {}
@@ -539,7 +539,7 @@ def collapse_report(members: Sequence[tuple[Path, str, str]], key: str) -> tuple
     (path, name, group label): the dashboard's groups, as they are (no further splitting)."""
     runs = [AnalysisRun(path, name, key, label) for path, name, label in members]
     report = build_report(runs, group_by=key, merge_configurations=True)
-    thinned = tuple(f"{run.meta['run_id']}: {', '.join(run.thinned)}" for run in runs if run.thinned)
+    thinned = tuple(f"{run.name}: {', '.join(run.thinned)}" for run in runs if run.thinned)
     return report, thinned
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -66,3 +67,16 @@ def test_a_missing_run_is_reported_and_the_rest_still_prints(demo_runs, tmp_path
     result = subprocess.run([*CLI, "analyze", str(demo_runs[0]), str(tmp_path / "nope")], capture_output=True, text=True, timeout=300)
     assert "nope" in result.stdout + result.stderr
     assert "muon" in result.stdout and "Final values per layer" in result.stdout
+
+
+@pytest.mark.slow
+def test_runs_are_named_by_their_folders_as_the_dashboard_names_them(demo_runs, tmp_path):
+    muon, adamw = demo_runs
+    copy = tmp_path / "elsewhere" / "muon"  # a second folder of the same name
+    shutil.copytree(muon, copy)
+    segment = adamw / "segment-00000.h5"  # one segment file opened alone
+    report = json.loads(analyze([muon, adamw, copy, segment], "json"))
+    assert [run["run"] for run in report["runs"]] == ["muon", "adamw", f"muon ({copy})", "adamw/segment-00000.h5"]
+    text = analyze([muon, adamw], "text")
+    assert "adamw: adamw; muon: muon." in text
+    assert open_run(muon).run_id not in text  # the 32-hex-digit id names nothing a reader can find
