@@ -5,7 +5,7 @@ and forward+backward, each graph-replayed and called eagerly, in one run; then p
 sequences (cu_seqlens) through ours, the official `parallax_varlen_func` and fla.
 
     python benchmarks/attention.py [--shapes 8,16,1024,128 ...] [--passes fwd fwd+bwd] [--packed 3000,1,517,...]
-        [--markdown FILE] [--json FILE]
+        [--kernels ours official ...] [--helion] [--markdown FILE] [--json FILE]
     python benchmarks/attention.py --report RESULT.json [...]   # one table from saved results
 
 Two times per kernel and pass, medians of triton.testing:
@@ -51,6 +51,7 @@ PACKED_LENGTHS = [3000, 1, 517, 2048, 4096, 1200, 777, 4745]
 PACKED_HEADS, PACKED_HEAD_DIM = 16, 128
 PASSES = ("fwd", "fwd+bwd")
 PEERS = ("sdpa-flash", "sdpa-cudnn", "fla", "official", "official-helion")
+KERNELS = ("ours", "ours+stats", *PEERS)
 
 
 def parallax_flops(B, H, T, D, mode):
@@ -309,6 +310,9 @@ def main():
     parser.add_argument("--helion", action="store_true",
                         help="also the official package's Helion kernels (parallax.helion; needs the helion "
                              "package; autotunes on first call: set HELION_AUTOTUNE_EFFORT=quick within a device budget)")
+    parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=None,
+                        help="time only these (default: every one that imports); a short device call may want "
+                             "ours beside one peer, whose ratios then come from this run alone")
     parser.add_argument("--report", nargs="+", metavar="RESULT_JSON",
                         help="print one table from saved results (their rows, in order); run nothing")
     args = parser.parse_args()
@@ -332,10 +336,11 @@ def main():
         versions += f"  Helion autotune effort {helion_effort}"
     header = f"{datetime.date.today()}  {torch.cuda.get_device_name()}  {versions}  command: python {' '.join(sys.argv)}"
     records = []
-    config = {"shapes": args.shapes, "passes": args.passes, "packed": args.packed, "helion": args.helion,
-              "helion_autotune_effort": helion_effort, "finished": False}
+    config = {"shapes": args.shapes, "passes": args.passes, "packed": args.packed, "kernels": args.kernels,
+              "helion": args.helion, "helion_autotune_effort": helion_effort, "finished": False}
 
     def timed(label, mode, table, flops_args):
+        table = {name: entry for name, entry in table.items() if args.kernels is None or name in args.kernels}
         new = records_of(label, mode, table, measure(table, mode, label), flops_args)
         records.extend(new)
         print("\n".join(table_lines(new)), flush=True)

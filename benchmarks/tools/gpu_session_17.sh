@@ -2,13 +2,14 @@
 # One device-tool call for the kernel against its peers, on one H200 from the repo root, with .whl/
 # carried (benchmarks/tools/device_wheels.sh fills it: fla-core, parallax-kernel, helion;
 # device_setup.sh installs them; the benchmark leaves out a peer it cannot import)
-# and .triton-autotune.tar.gz where an earlier session left one (triton_autotune_cache.sh).
+# and .triton-autotune.tar.gz, .helion-autotune.tar.gz where an earlier session left them
+# (triton_autotune_cache.sh).
 # A device call returns at most 8 files, so the steps' logs go into one. Writes under $OUT:
 #   session.log           every step's output: versions, tests, host time, the benchmark's progress
 #   attention_helion.json the official Helion kernels beside ours (quick autotuning) and the packed row
 #   attention_fwd.json    the forward at the two shapes whose forward lacks the eager columns
 #   host_profile_stats.txt  torch.profiler table of 50 eager fwd+bwd calls in statistics mode
-#   triton-autotune.tar.gz  the peers' autotuning results, for the next session
+#   triton-autotune.tar.gz, helion-autotune.tar.gz  the peers' autotuning results, for the next call or session
 # The steps run in order of importance under one deadline (DEADLINE seconds after the start; each
 # step also has its own limit), so a slow step (first-call compilation, a peer's autotuning)
 # costs only the steps after it. A cut step says so in the log; the benchmark writes its JSON
@@ -51,10 +52,13 @@ PY
 } 2>&1 | tee -a "$LOG"
 
 step "helion imports" 60 python3 -c "import helion; from parallax.helion import parallax_func, parallax_varlen_func; print('helion', helion.__version__)"
-# the official package's Helion kernels, autotuned with the quick effort a device session allows:
-# labelled as such in the table; the packed row brings its varlen kernel
+# the official package's Helion kernels beside ours alone (the other peers' rows exist), autotuned
+# with the quick effort a device session allows, labelled as such; the packed row brings its
+# varlen kernel. Their chosen configs are kept (helion-autotune.tar.gz), so a cut step's rerun
+# starts where it stopped
 HELION_AUTOTUNE_EFFORT=quick step "benchmark: Helion kernels, quick autotune" 300 \
-  python3 benchmarks/attention.py --helion --shapes 4,16,4096,128 --passes fwd+bwd --json "$OUT/attention_helion.json"
+  python3 benchmarks/attention.py --helion --kernels ours official-helion --shapes 4,16,4096,128 --passes fwd+bwd \
+  --json "$OUT/attention_helion.json"
 autotune_cache_save | tee -a "$LOG"  # now too, in case a later step runs into the call's limit
 step "benchmark: forward at the two shapes without eager columns" 120 \
   python3 benchmarks/attention.py --shapes 4,16,4096,128 4,16,4096,64 --passes fwd --packed '' --json "$OUT/attention_fwd.json"

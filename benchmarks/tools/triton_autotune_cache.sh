@@ -1,19 +1,28 @@
-# Sourced by the device session scripts, from the repo root: Triton's autotuning results persist
-# from one session to the next. On a bare machine the first calls of fla's and the official
-# kernel's autotuned kernels time every candidate config (the benchmark's first fwd+bwd shape did
-# not finish in 270 s of a session); with the results kept, each kernel compiles its chosen config
-# only. Our own kernels take fixed tiles and are not autotuned.
-#   in:  .triton-autotune.tar.gz at the repo root, from an earlier session (git ignores it; name
-#        it in the device call's carry)
-#   out: autotune_cache_save writes $OUT/triton-autotune.tar.gz; copy it to the repo root
-# The results are keyed by Triton's version, the GPU and each kernel's source, so a stale archive
-# is ignored, not misused.
-export TRITON_CACHE_DIR=/tmp/triton-cache TRITON_CACHE_AUTOTUNING=1
-mkdir -p "$TRITON_CACHE_DIR"
+# Sourced by the device session scripts, from the repo root: Triton's and Helion's autotuning
+# results persist from one session to the next. On a bare machine the first calls of fla's and
+# the official kernel's autotuned kernels time every candidate config (the benchmark's first
+# fwd+bwd shape did not finish in 270 s of a session), and the official package's Helion kernels
+# autotune too; with the results kept, each kernel compiles its chosen config only. Our own
+# kernels take fixed tiles and are not autotuned.
+#   in:  .triton-autotune.tar.gz and .helion-autotune.tar.gz at the repo root, from an earlier
+#        session (git ignores them; name them in the device call's carry)
+#   out: autotune_cache_save writes $OUT/triton-autotune.tar.gz and, where Helion tuned anything,
+#        $OUT/helion-autotune.tar.gz; copy them to the repo root with a leading dot
+# The results are keyed by the compiler's version, the GPU and each kernel's source (and shapes),
+# so a stale archive is ignored, not misused.
+export TRITON_CACHE_DIR=/tmp/triton-cache TRITON_CACHE_AUTOTUNING=1 HELION_CACHE_DIR=/tmp/helion-cache
+mkdir -p "$TRITON_CACHE_DIR" "$HELION_CACHE_DIR"
 if [ -f .triton-autotune.tar.gz ]; then
   tar xzf .triton-autotune.tar.gz -C "$TRITON_CACHE_DIR" && echo "autotune results restored: $(tar tzf .triton-autotune.tar.gz | grep -c autotune.json)"
+fi
+if [ -f .helion-autotune.tar.gz ]; then
+  tar xzf .helion-autotune.tar.gz -C "$HELION_CACHE_DIR" && echo "Helion configs restored: $(tar tzf .helion-autotune.tar.gz | grep -c best_config)"
 fi
 autotune_cache_save() {  # only the results (small JSON files), not the compiled kernels
   (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' -print0 | tar czf "$OUT/triton-autotune.tar.gz" --null -T -)
   echo "autotune results saved: $(tar tzf "$OUT/triton-autotune.tar.gz" | grep -c autotune.json) -> \$OUT/triton-autotune.tar.gz"
+  if compgen -G "$HELION_CACHE_DIR/*.best_config" >/dev/null; then  # Helion's chosen configs, one file per kernel and shape
+    (cd "$HELION_CACHE_DIR" && find . -maxdepth 1 -name '*.best_config' -print0 | tar czf "$OUT/helion-autotune.tar.gz" --null -T -)
+    echo "Helion configs saved: $(tar tzf "$OUT/helion-autotune.tar.gz" | grep -c best_config) -> \$OUT/helion-autotune.tar.gz"
+  fi
 }
