@@ -12,7 +12,8 @@
 #        $OUT/helion-autotune.tar.gz; copy them to the repo root with a leading dot
 # The results are keyed by the compiler's version, the GPU and each kernel's source (and shapes),
 # so a stale archive is ignored, not misused.
-export TRITON_CACHE_DIR=/tmp/triton-cache TRITON_CACHE_AUTOTUNING=1 HELION_CACHE_DIR=/tmp/helion-cache
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache} HELION_CACHE_DIR=${HELION_CACHE_DIR:-/tmp/helion-cache}
+export TRITON_CACHE_AUTOTUNING=1
 mkdir -p "$TRITON_CACHE_DIR" "$HELION_CACHE_DIR"
 for archive in benchmarks/tools/autotune/triton-h200.tar.gz .triton-autotune.tar.gz; do
   if [ -f "$archive" ]; then
