@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
@@ -39,7 +38,7 @@ import time
 import torch
 import torch.nn.functional as F
 import triton
-from results import add_result_args, write_result
+from results import add_result_args, read_result, write_result
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.testing import do_bench, do_bench_cudagraph
 
@@ -260,37 +259,19 @@ def statistics_cost(records):
     return notes
 
 
-def fail(message):
-    """Bad input: one line on stderr, exit status 2."""
-    print(f"attention.py: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-RESULT_KEYS = {"date", "device", "torch", "command", "config", "rows"}
-ROW_KEYS = {"shape", "pass", "kernel", "graph_ms", "eager_ms", "tflops"}
+ROW_KEYS = frozenset({"shape", "pass", "kernel", "graph_ms", "eager_ms", "tflops"})
 
 
 def report_saved(paths):
     """One table from saved results (this script's JSON), in the order given, each result's
     provenance above it: the same lines the runs printed, merged."""
-    heads, records, results = [], [], []
-    for path in paths:  # every file checked before anything is printed
-        try:
-            with open(path) as f:
-                result = json.load(f)
-        except (OSError, ValueError) as exc:
-            fail(f"{path}: cannot read a result ({type(exc).__name__}: {exc})")
-        if not (isinstance(result, dict) and result.get("benchmark") == "attention"
-                and RESULT_KEYS <= result.keys() and isinstance(result["config"], dict)
-                and isinstance(result["rows"], list)
-                and all(isinstance(row, dict) and ROW_KEYS <= row.keys() for row in result["rows"])):
-            fail(f"{path}: not a result of benchmarks/attention.py")
-        results.append(result)
+    results = [read_result(path, "attention", ROW_KEYS) for path in paths]  # all checked before printing
+    heads, records = [], []
     for result in results:
         config = result["config"]
         finished = "" if config.get("finished", True) else " (cut before its end: the rows it had)"
         helion = f", Helion autotune effort {config['helion_autotune_effort']}" if config.get("helion_autotune_effort") else ""
-        heads.append(f"- {result['date'][:10]}, {result['device']}, torch {result['torch']}, triton "
+        heads.append(f"- {result['date'][:10]}, {result.get('device')}, torch {result.get('torch')}, triton "
                      f"{result.get('triton', '?')}{helion}, commit {result.get('commit')}: `{result['command']}`{finished}")
         records += result["rows"]
     notes = statistics_cost(records)

@@ -23,7 +23,6 @@ resolve 1%):
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import statistics
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from results import add_result_args, write_result
+from results import add_result_args, read_result, write_result
 from scipy import stats as scipy_stats
 from training_setup import add_training_args, training_setup
 
@@ -202,7 +201,7 @@ def report(results: dict[str, list[float]], timed: list[int], steps: int, spectr
 
 def report_saved(path: str) -> None:
     """The report of a result this script wrote (its JSON: settings and every step's time)."""
-    saved = json.loads(Path(path).read_text())
+    saved = read_result(path, "probe_overhead", frozenset({"configuration", "step_ms"}))
     config = saved["config"]
     results = {row["configuration"]: [t / 1e3 for t in row["step_ms"]] for row in saved["rows"]}
     timed = timed_step_numbers(config["rounds"], config["steps"])

@@ -4,6 +4,7 @@
     add_result_args(parser, "attention")            # --json PATH (default benchmarks/results/attention.json)
     ...
     write_result(args, rows, config={"shapes": ...})
+    result = read_result(path, "attention")         # a saved result, checked (bad input: exit 2)
 
 A result is one JSON object: the benchmark's name, the UTC date, the device, the versions of
 Python, torch and triton where importable, the git commit, the command as typed, the
@@ -70,6 +71,26 @@ def write_result(args: argparse.Namespace, rows: list[dict[str, Any]], config: d
     path.write_text(json.dumps(result, indent=1, default=str) + "\n")
     print(f"result: {path}", file=sys.stderr)
     return path
+
+
+def read_result(path: str | Path, name: str, row_keys: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A result `write_result` wrote for benchmark `name`, each row holding `row_keys`; any other
+    file: one line on stderr and exit status 2 (a report reads every file before printing)."""
+
+    def refuse(why: str):
+        print(f"{name}: {path}: {why}", file=sys.stderr)
+        sys.exit(2)
+
+    try:
+        result = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        refuse(f"cannot read a result ({type(exc).__name__}: {exc})")
+    if not (isinstance(result, dict) and result.get("benchmark") == name
+            and {"date", "command", "config", "rows"} <= result.keys() and isinstance(result["config"], dict)
+            and isinstance(result["rows"], list)
+            and all(isinstance(row, dict) and row_keys <= row.keys() for row in result["rows"])):
+        refuse(f"not a result of benchmarks/{name}.py")
+    return result
 
 
 def _cpu_count() -> int | None:
