@@ -16,6 +16,10 @@ Two times per kernel and pass, medians of triton.testing:
   the GPU's work (the memset hides up to its own duration of it).
 A peer that cannot be captured in a CUDA graph (a host sync in its call) gets an eager time only.
 
+Before its times, every kernel of Parallax attention runs one forward on ours' inputs and is
+compared with ours (AGREEMENT_LIMIT below): the notes give each difference, and name any kernel
+that computed something else (a layout or scale the benchmark passed it wrongly).
+
 FLOPs as docs/definitions.md section 1 counts them, halved for causal attention with Lq = Lk:
 Parallax forward 8*B*H*T*T*D, backward 16*B*H*T*T*D; softmax attention forward
 4*B*H*T*T*D, backward 2.5x that; packed, the sum over the sequences. TFLOP/s from the graph
@@ -34,6 +38,8 @@ import datetime
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +57,28 @@ PACKED_HEADS, PACKED_HEAD_DIM = 16, 128
 PASSES = ("fwd", "fwd+bwd")
 PEERS = ("sdpa-flash", "sdpa-cudnn", "fla", "official", "official-helion")
 KERNELS = ("ours", "ours+stats", *PEERS)
+# Before timing, each kernel that computes Parallax attention runs one forward on the inputs ours
+# gets, and its output is compared with ours: max |output - ours| / max |ours|. Two bf16
+# implementations of the function differ by a few 1e-3 on such inputs (3.4e-3 between our Triton
+# kernel, interpreted, and the bf16 reference at B,T,H,D = 1,512,2,64 with ||r|| = 10, on a CPU);
+# a wrong layout or scale passed to a peer gives a difference of order 1, and that peer's times
+# would be of another computation.
+AGREEMENT_LIMIT = 0.05
+
+
+def same_layout(out):
+    return out
+
+
+def heads_first_to_ours(out):
+    return out.transpose(1, 2)  # (B, H, T, D) -> ours' (B, T, H, D)
+
+
+class Candidate(NamedTuple):
+    run: Callable  # one forward on `tensors`
+    tensors: tuple
+    flops: Callable  # (B, H, T, D, pass) -> FLOPs
+    to_ours: Callable | None = same_layout  # its output in ours' layout; None: another function (softmax)
 
 
 def parallax_flops(B, H, T, D, mode):
@@ -103,7 +131,7 @@ def candidates(B, H, T, D, parallel_parallax, official, helion=None):
             out = parallax_attention(q, r, k, v, scale=scale, return_stats=stats, backend="triton")
             return out[0] if stats else out
 
-        return run, (q, r, k, v), parallax_flops
+        return Candidate(run, (q, r, k, v), parallax_flops)
 
     def sdpa(backend):
         def run(q, k, v):
@@ -114,7 +142,7 @@ def candidates(B, H, T, D, parallel_parallax, official, helion=None):
                 )
             return out.transpose(1, 2)
 
-        return run, (q, k, v), softmax_flops
+        return Candidate(run, (q, k, v), softmax_flops, to_ours=None)
 
     table = {
         "ours": ours(False),
@@ -123,14 +151,15 @@ def candidates(B, H, T, D, parallel_parallax, official, helion=None):
         "sdpa-cudnn": sdpa(SDPBackend.CUDNN_ATTENTION),
     }
     if parallel_parallax is not None:
-        table["fla"] = (lambda q, r, k, v: parallel_parallax(q, r, k, v, scale=scale), (q, r, k, v), parallax_flops)
+        table["fla"] = Candidate(lambda q, r, k, v: parallel_parallax(q, r, k, v, scale=scale), (q, r, k, v),
+                                 parallax_flops)
     if official is not None:
         heads_first = tuple(t.transpose(1, 2).contiguous() for t in (q, r, k, v))  # its (B, H, T, D)
-        table["official"] = (lambda q, r, k, v: official.parallax_func(q, r, k, v, qk_scale=scale),
-                             heads_first, parallax_flops)
+        table["official"] = Candidate(lambda q, r, k, v: official.parallax_func(q, r, k, v, qk_scale=scale),
+                                      heads_first, parallax_flops, heads_first_to_ours)
     if helion is not None:
-        table["official-helion"] = (lambda q, r, k, v: helion.parallax_func(q, r, k, v, qk_scale=scale),
-                                    table["official"][1], parallax_flops)
+        table["official-helion"] = Candidate(lambda q, r, k, v: helion.parallax_func(q, r, k, v, qk_scale=scale),
+                                             heads_first, parallax_flops, heads_first_to_ours)
     return table
 
 
@@ -148,20 +177,45 @@ def packed_candidates(lengths, H, D, parallel_parallax, official, helion=None):
     def ours(q, r, k, v):
         return parallax_attention(q, r, k, v, scale=scale, cu_seqlens=cu_seqlens, max_seqlen=longest, backend="triton")
 
-    table = {"ours": (ours, (q, r, k, v), flops)}
+    table = {"ours": Candidate(ours, (q, r, k, v), flops)}
     if parallel_parallax is not None:
         cu_long = cu_seqlens.long()  # fla's signature asks for a LongTensor
-        table["fla"] = (lambda q, r, k, v: parallel_parallax(q, r, k, v, scale=scale, cu_seqlens=cu_long),
-                        (q, r, k, v), flops)
+        table["fla"] = Candidate(lambda q, r, k, v: parallel_parallax(q, r, k, v, scale=scale, cu_seqlens=cu_long),
+                                 (q, r, k, v), flops)
     if official is not None:
-        table["official"] = (lambda q, r, k, v: official.parallax_varlen_func(q, r, k, v, qk_scale=scale,
-                                                                             cu_seqlens=cu_seqlens),
-                             (q, r, k, v), flops)
+        table["official"] = Candidate(lambda q, r, k, v: official.parallax_varlen_func(q, r, k, v, qk_scale=scale,
+                                                                                      cu_seqlens=cu_seqlens),
+                                      (q, r, k, v), flops)
     if helion is not None:
-        table["official-helion"] = (lambda q, r, k, v: helion.parallax_varlen_func(q, r, k, v, qk_scale=scale,
-                                                                                  cu_seqlens=cu_seqlens),
-                                    (q, r, k, v), flops)
+        table["official-helion"] = Candidate(
+            lambda q, r, k, v: helion.parallax_varlen_func(q, r, k, v, qk_scale=scale, cu_seqlens=cu_seqlens),
+            (q, r, k, v), flops)
     return table
+
+
+def differences_from_ours(table):
+    """name -> max |its forward output - ours| / max |ours|, for every kernel in `table` but ours
+    that computes Parallax attention; a kernel whose forward fails is reported and left out (its
+    timing reports the failure again)."""
+    if "ours" not in table:
+        return {}
+    with torch.no_grad():
+        ours = table["ours"]
+        expected = ours.run(*ours.tensors).float()
+        differences = {}
+        for name, candidate in table.items():
+            if name == "ours" or candidate.to_ours is None:
+                continue
+            try:
+                got = candidate.to_ours(candidate.run(*candidate.tensors)).float()
+            except Exception as exc:
+                print(f"{name} forward failed before timing: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
+                continue
+            if got.shape != expected.shape:
+                differences[name] = float("inf")
+            else:
+                differences[name] = ((got - expected).abs().max() / expected.abs().max()).item()
+    return differences
 
 
 def time_one(run, tensors, mode, graph):
@@ -182,7 +236,7 @@ def time_one(run, tensors, mode, graph):
 def measure(table, mode, label):
     """name -> (graph ms or None, eager ms or None); failures are reported, not fatal."""
     times = {}
-    for name, (run, tensors, _) in table.items():
+    for name, (run, tensors, *_) in table.items():
         got, started = {}, time.perf_counter()
         # eager first: it runs any autotuning outside a capture, and a failed capture (a host
         # sync inside the call) cannot spoil the eager time
@@ -209,14 +263,18 @@ def ratio(ours, peer):
     return "-" if ours is None or peer is None else f"{ours / peer:.2f}x"
 
 
-def records_of(label, mode, table, times, flops_args):
-    """One flat record per kernel timed at this shape and pass: what the JSON result keeps."""
+def records_of(label, mode, table, times, flops_args, differences):
+    """One flat record per kernel timed at this shape and pass: what the JSON result keeps, with
+    its output's difference from ours where one was measured (differences_from_ours)."""
     records = []
     for name, (graph, eager) in times.items():
-        flops = table[name][2](*flops_args, mode)
+        flops = table[name].flops(*flops_args, mode)
         best = graph if graph is not None else eager
-        records.append({"shape": label, "pass": mode, "kernel": name, "graph_ms": graph, "eager_ms": eager,
-                        "tflops": flops / best / 1e9})
+        record = {"shape": label, "pass": mode, "kernel": name, "graph_ms": graph, "eager_ms": eager,
+                  "tflops": flops / best / 1e9}
+        if name in differences:
+            record["max_diff_vs_ours"] = differences[name]
+        records.append(record)
     return records
 
 
@@ -259,6 +317,24 @@ def statistics_cost(records):
     return notes
 
 
+def agreement_notes(records):
+    """One note per shape: each kernel's forward output against ours (records that carry it)."""
+    by_shape = {}
+    for record in records:
+        if "max_diff_vs_ours" in record:
+            by_shape.setdefault(record["shape"], {})[record["kernel"]] = record["max_diff_vs_ours"]
+    notes = []
+    for label, differences in by_shape.items():
+        cells = ", ".join(f"{name} {difference:.1e}" for name, difference in differences.items())
+        note = f"{label}: forward output against ours, max |difference| / max |ours|: {cells}"
+        differing = [name for name, difference in differences.items() if not difference <= AGREEMENT_LIMIT]
+        if differing:
+            note += (f"; above {AGREEMENT_LIMIT}: {', '.join(differing)} computed something else here, "
+                     "so those times are not comparable")
+        notes.append(note)
+    return notes
+
+
 ROW_KEYS = frozenset({"shape", "pass", "kernel", "graph_ms", "eager_ms", "tflops"})
 
 
@@ -274,7 +350,7 @@ def report_saved(paths):
         heads.append(f"- {result['date'][:10]}, {result.get('device')}, torch {result.get('torch')}, triton "
                      f"{result.get('triton', '?')}{helion}, commit {result.get('commit')}: `{result['command']}`{finished}")
         records += result["rows"]
-    notes = statistics_cost(records)
+    notes = statistics_cost(records) + agreement_notes(records)
     print("\n".join(heads + ["", *TABLE_HEAD, *table_lines(records), ""] + [f"- {line}" for line in notes]))
 
 
@@ -320,27 +396,31 @@ def main():
     config = {"shapes": args.shapes, "passes": args.passes, "packed": args.packed, "kernels": args.kernels,
               "helion": args.helion, "helion_autotune_effort": helion_effort, "finished": False}
 
-    def timed(label, mode, table, flops_args):
-        table = {name: entry for name, entry in table.items() if args.kernels is None or name in args.kernels}
-        new = records_of(label, mode, table, measure(table, mode, label), flops_args)
-        records.extend(new)
-        print("\n".join(table_lines(new)), flush=True)
-        # written after every shape and pass: a run cut by a time limit keeps what it measured
-        write_result(args, records, config={**config, "notes": statistics_cost(records)})
+    def notes_so_far():
+        return statistics_cost(records) + agreement_notes(records)
+
+    def timed(label, table, flops_args):
+        # ours stays in the comparison of outputs even where --kernels leaves it out of the timing
+        chosen = {name: entry for name, entry in table.items() if args.kernels is None or name in args.kernels}
+        differences = differences_from_ours({"ours": table["ours"], **chosen})
+        table = chosen
+        for mode in args.passes:
+            new = records_of(label, mode, table, measure(table, mode, label), flops_args, differences)
+            records.extend(new)
+            print("\n".join(table_lines(new)), flush=True)
+            # written after every shape and pass: a run cut by a time limit keeps what it measured
+            write_result(args, records, config={**config, "notes": notes_so_far()})
 
     for B, H, T, D in shapes:
-        table = candidates(B, H, T, D, parallel_parallax, official, helion)
-        for mode in args.passes:
-            timed(f"{B},{H},{T},{D}", mode, table, (B, H, T, D))
+        timed(f"{B},{H},{T},{D}", candidates(B, H, T, D, parallel_parallax, official, helion), (B, H, T, D))
     extra_notes = []
     if args.packed:
         lengths = [int(x) for x in args.packed.split(",")]
         table = packed_candidates(lengths, PACKED_HEADS, PACKED_HEAD_DIM, parallel_parallax, official, helion)
         label = f"packed {len(lengths)} seqs, {sum(lengths)} tokens, max {max(lengths)},{PACKED_HEADS},{PACKED_HEAD_DIM}"
-        for mode in args.passes:
-            timed(label, mode, table, (1, PACKED_HEADS, sum(lengths), PACKED_HEAD_DIM))
+        timed(label, table, (1, PACKED_HEADS, sum(lengths), PACKED_HEAD_DIM))
         extra_notes.append(f"packed lengths: {lengths}")
-    notes = statistics_cost(records) + extra_notes
+    notes = notes_so_far() + extra_notes
     text = "\n".join([header, "", *TABLE_HEAD, *table_lines(records), ""] + [f"- {line}" for line in notes])
     print("\n" + text)
     if args.markdown:

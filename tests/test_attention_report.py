@@ -82,3 +82,44 @@ def test_the_saved_h200_results_give_the_table_in_results_md(capsys):
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line][1:]
     results_md = (BENCHMARKS / "RESULTS.md").read_text()
     assert all(line in results_md for line in table)
+
+
+def test_each_peer_output_is_compared_with_ours_in_ours_layout_and_a_wrong_call_stands_out():
+    import torch
+
+    from parallax_probe.kernels import parallax_attention
+
+    generator = torch.Generator().manual_seed(0)
+    q, r, k, v = (torch.randn(2, 33, 4, 16, generator=generator) for _ in range(4))  # ours' (B, T, H, D)
+
+    def reference(scale):
+        return lambda q, r, k, v: parallax_attention(q, r, k, v, scale=scale, backend="reference")
+
+    def heads_first_peer(q, r, k, v):  # a peer taking and returning (B, H, T, D)
+        return reference(16**-0.5)(*(t.transpose(1, 2) for t in (q, r, k, v))).transpose(1, 2)
+
+    heads_first = tuple(t.transpose(1, 2).contiguous() for t in (q, r, k, v))
+    table = {
+        "ours": attention.Candidate(reference(16**-0.5), (q, r, k, v), attention.parallax_flops),
+        "official": attention.Candidate(heads_first_peer, heads_first, attention.parallax_flops,
+                                        attention.heads_first_to_ours),
+        "fla": attention.Candidate(reference(1.0), (q, r, k, v), attention.parallax_flops),  # a wrong scale
+        "sdpa-flash": attention.Candidate(lambda q, k, v: q, (q, k, v), attention.softmax_flops, to_ours=None),
+        "official-helion": attention.Candidate(heads_first_peer, heads_first, attention.parallax_flops),  # layout not undone
+    }
+    differences = attention.differences_from_ours(table)
+    assert set(differences) == {"official", "fla", "official-helion"}  # softmax computes another function
+    assert differences["official"] < 1e-6
+    assert differences["fla"] > attention.AGREEMENT_LIMIT
+    assert differences["official-helion"] == float("inf")  # (B, H, T, D) against (B, T, H, D): no comparison
+
+
+def test_the_report_gives_each_output_difference_and_names_a_kernel_that_computed_something_else(tmp_path, capsys):
+    rows = [row("8,16,1024,128", "ours", 0.75, 0.90), {**row("8,16,1024,128", "official", 1.0, 1.2), "max_diff_vs_ours": 3.2e-3},
+            {**row("8,16,1024,128", "official", 0.5, 0.6, mode="fwd"), "max_diff_vs_ours": 3.2e-3},
+            {**row("4,16,4096,128", "fla", 9.0, 9.5), "max_diff_vs_ours": 0.8}]
+    attention.report_saved([saved(tmp_path / "a.json", rows)])
+    notes = [line for line in capsys.readouterr().out.splitlines() if "forward output against ours" in line]
+    assert notes == ["- 8,16,1024,128: forward output against ours, max |difference| / max |ours|: official 3.2e-03",
+                     "- 4,16,4096,128: forward output against ours, max |difference| / max |ours|: fla 8.0e-01; above 0.05: "
+                     "fla computed something else here, so those times are not comparable"]
