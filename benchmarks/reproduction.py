@@ -152,6 +152,8 @@ def train(args: argparse.Namespace) -> int:
             if proc.poll() is not None:
                 del running[name]
                 print(f"[{time.monotonic() - start:6.0f} s] {name}: exit {proc.returncode}", flush=True)
+        if stopping and not running:
+            break  # every arm stopped: waiting out the deadline would only hold the machine idle
         if stopping and left <= 0:
             for proc in running.values():
                 proc.kill()  # loses what came after its last checkpoint, which the next call redoes

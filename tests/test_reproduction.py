@@ -1,5 +1,6 @@
-"""The reproduction's claims table (benchmarks/reproduction.py): its verdicts follow the rules
-docs/reproduction.md states, on in-memory runs with planted final values.
+"""The reproduction script (benchmarks/reproduction.py): the claims table's verdicts follow the
+rules docs/reproduction.md states, on in-memory runs with planted final values; `pack` brings
+back what a device call may carry; `train` gives the machine back as soon as it has nothing to run.
 
 Runs are `StoredRun`s (tests/stored_run.py), held in memory.
 Seeds: each run's noise comes from numpy's default_rng(seed + 100 for Muon).
@@ -93,3 +94,18 @@ def test_pack_brings_back_everything_but_checkpoints_and_the_corpus(tmp_path, mo
     assert files == ["corpus.json", "logs/parallax-muon-s0.log", "parallax-muon-s0/run.json", "parallax-muon-s0/segment-00000.h5"]
     monkeypatch.setattr(reproduction, "PACK_LIMIT_BYTES", 10)  # an archive too large to come back says so
     assert reproduction.main(["pack", "--out", str(out), "--to", str(target)]) == 2
+
+
+def test_a_train_call_that_can_start_no_arm_returns_at_once_not_at_its_deadline(tmp_path, monkeypatch):
+    """A device call's time is budgeted: once nothing runs and nothing can start (here every arm
+    needs more time than is left), the call ends instead of holding the machine to its deadline.
+    The clock is the module's own, advanced by each of its sleeps."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(reproduction.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(reproduction.time, "sleep", lambda seconds: clock.__setitem__("now", clock["now"] + seconds))
+    monkeypatch.setattr(reproduction, "write_corpus", lambda out: out / "corpus.txt")  # the stdlib's text is not needed
+    deadline = reproduction.STOP_GRACE_S + 30  # too little left to start an arm
+    code = reproduction.main(["train", "--out", str(tmp_path / "repro"), "--deadline", str(deadline), "--device", "cpu"])
+    assert code == 3  # not every arm is done
+    assert clock["now"] < deadline / 10
+    assert not any(p.is_dir() for p in (tmp_path / "repro").iterdir() if p.name != "logs")  # no arm started
