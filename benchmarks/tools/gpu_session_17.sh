@@ -5,7 +5,8 @@
 # and .triton-autotune.tar.gz, .helion-autotune.tar.gz where an earlier session left them
 # (triton_autotune_cache.sh).
 # A device call returns at most 8 files, so the steps' logs go into one. Writes under $OUT:
-#   session.log           every step's output: versions, tests, host time, the benchmark's progress
+#   session.log           every step's output: versions, tests, host time, eager_order.py's rounds,
+#                         the benchmark's progress
 #   attention_helion.json the official Helion kernels beside ours (quick autotuning) and the packed row
 #   attention_fwd.json    the forward at the two shapes whose forward lacks the eager columns
 #   host_profile_stats.txt  torch.profiler table of 50 eager fwd+bwd calls in statistics mode
@@ -60,6 +61,12 @@ HELION_AUTOTUNE_EFFORT=quick step "benchmark: Helion kernels, quick autotune" 30
   python3 benchmarks/attention.py --helion --kernels ours official-helion --shapes 4,16,4096,128 --passes fwd+bwd \
   --json "$OUT/attention_helion.json"
 autotune_cache_save | tee -a "$LOG"  # now too, in case a later step runs into the call's limit
+# plain ours came out 7-8% faster eager than graph-replayed at the long shapes, statistics mode
+# not: whether that is the order of measurement (plain eager is timed first, after compilation)
+step "ours plain and statistics, alternating order, with the SM clock" 90 \
+  python3 benchmarks/tools/eager_order.py --shape 4,16,4096,128 --rounds 4
+step "the same at (8,16,1024,128), where statistics mode was 1.18x eager/graph" 60 \
+  python3 benchmarks/tools/eager_order.py --shape 8,16,1024,128 --rounds 4
 step "benchmark: forward at the two shapes without eager columns" 120 \
   python3 benchmarks/attention.py --shapes 4,16,4096,128 4,16,4096,64 --passes fwd --packed '' --json "$OUT/attention_fwd.json"
 # statistics mode at the shape where its eager time was 1.18x its graph time, beside plain
