@@ -51,7 +51,7 @@ OPTIMIZERS = ("muon", "adamw")
 SEEDS = (0, 1, 2)
 DEEP_LAYERS, DEEP_SEEDS = 16, (0, 1)
 PROBE_EVERY, SPECTRA_EVERY, CHECKPOINT_EVERY = 50, 250, 250
-STOP_GRACE_S = 90  # from SIGTERM to the end of a step, the checkpoint and the run folder's close
+STOP_GRACE_S = 60  # from SIGTERM to the end of a step, the checkpoint and the run folder's close (6-8 s in a CPU try)
 
 
 @dataclass

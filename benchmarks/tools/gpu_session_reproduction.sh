@@ -6,11 +6,12 @@
 # so it stays on the machine between calls while the machine is held (checkpoints cannot leave
 # it: docs/reproduction.md, "Rerunning it"). Every call ends by packing what exists into
 # $OUT/repro.tar.gz (no checkpoints), so a machine taken back mid-session loses only the rest.
-# DEADLINE (seconds, default 520) bounds the training part; packing takes seconds.
+# DEADLINE (seconds, default 560) bounds the training part; setup and packing take seconds, inside a
+# call's 600. Lower it to what the session has left, less a minute.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-session-repro}; mkdir -p "$OUT"
 source benchmarks/tools/device_setup.sh
 nvidia-smi -L
-python3 benchmarks/reproduction.py train --out runs/repro --deadline "${DEADLINE:-520}" "$@" 2>&1 | tee -a "$OUT/train.log"
+python3 benchmarks/reproduction.py train --out runs/repro --deadline "${DEADLINE:-560}" "$@" 2>&1 | tee -a "$OUT/train.log"
 python3 benchmarks/reproduction.py pack --out runs/repro --to "$OUT/repro.tar.gz"
