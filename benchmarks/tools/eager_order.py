@@ -1,7 +1,9 @@
 """Does the order of measurement move the attention benchmark's times? Ours, plain and in
 statistics mode, timed as benchmarks/attention.py times them (same inputs, same `time_one`),
 eager and graph-replayed, in rounds of alternating order, each time with the GPU's SM clock,
-temperature and power read right after it.
+temperature and power sampled while it ran (nvidia-smi every 100 ms). A third time per mode, "eager, no flush": calls
+launched back to back with no L2 flush between them (the benchmark's eager time flushes L2
+before each call; graph replay does not), so a cold-cache cost shows apart from the order.
 
     python benchmarks/tools/eager_order.py [--shape 4,16,4096,128] [--rounds 4] [--pass fwd+bwd]
 
@@ -10,7 +12,9 @@ than graph-replayed at the long shapes, while its statistics mode, SDPA, fla and
 kernel stayed within 3% of their graph times; so statistics mode cost 8% over plain eager and
 0.3-2.2% graph-replayed. Host time cannot make 8% of a 4-7 ms call. Plain ours is the first
 kernel each shape measures, its eager time first of all, right after compilation has left the
-GPU idle. If that is the cause, round 0 here shows it and the later rounds do not.
+GPU idle. If that is the cause, round 0 here shows it and the later rounds do not. If
+statistics mode stays slower eager in every round but not without the flush, the cause is how
+its kernels meet a cold L2.
 """
 
 from __future__ import annotations
@@ -23,15 +27,69 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for attention.py and results.py
 
 import attention  # benchmarks/attention.py: its inputs and its timing
+import torch
+
+BACK_TO_BACK_CALLS = 50
 
 
-def gpu_state() -> str:
-    """SM clock, temperature and power now, as nvidia-smi reports them ('?' where it cannot)."""
-    query = ["nvidia-smi", "--query-gpu=clocks.sm,temperature.gpu,power.draw", "--format=csv,noheader"]
-    try:
-        return subprocess.run(query, capture_output=True, text=True, timeout=10).stdout.strip() or "?"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
+class GpuSamples:
+    """nvidia-smi's SM clock (MHz), temperature (C) and power (W) every 100 ms while the block
+    runs; `summary` after it. Without nvidia-smi, or with no sample, the summary says so."""
+
+    QUERY = ["nvidia-smi", "--query-gpu=clocks.sm,temperature.gpu,power.draw", "--format=csv,noheader,nounits",
+             "-lms", "100"]
+
+    def __enter__(self):
+        try:
+            self.process = subprocess.Popen(self.QUERY, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        except OSError:
+            self.process = None
+        return self
+
+    def __exit__(self, *exc):
+        self.rows = []
+        if self.process is not None:
+            self.process.terminate()
+            out, _ = self.process.communicate(timeout=10)
+            for line in out.splitlines():
+                try:
+                    self.rows.append([float(x) for x in line.split(",")[:3]])
+                except ValueError:  # a field nvidia-smi cannot read here ("[N/A]")
+                    pass
+
+    def summary(self) -> str:
+        if not self.rows:
+            return "no GPU samples"
+        clocks, temperatures, powers = zip(*self.rows)
+        return (f"SM clock {min(clocks):.0f}-{max(clocks):.0f} MHz, {max(temperatures):.0f} C, "
+                f"{min(powers):.0f}-{max(powers):.0f} W, {len(self.rows)} samples")
+
+
+def back_to_back_ms(candidate, mode: str) -> float:
+    """ms per call over BACK_TO_BACK_CALLS calls launched one after another (after 5 unmeasured
+    ones), nothing between them but resetting the gradients: eager, without the L2 flush."""
+    if mode == "fwd":
+        def step():
+            with torch.no_grad():
+                candidate.run(*candidate.tensors)
+    else:
+        leaves = [t.detach().clone().requires_grad_() for t in candidate.tensors]
+        do = torch.randn_like(candidate.run(*leaves))
+
+        def step():
+            for leaf in leaves:
+                leaf.grad = None
+            candidate.run(*leaves).backward(do)
+    for _ in range(5):
+        step()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(BACK_TO_BACK_CALLS):
+        step()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / BACK_TO_BACK_CALLS
 
 
 def main():
@@ -43,14 +101,17 @@ def main():
     B, H, T, D = (int(x) for x in args.shape.split(","))
     table = attention.candidates(B, H, T, D, parallel_parallax=None, official=None)
     names = ["ours", "ours+stats"]
-    print(f"{args.shape} {args.mode}; before round 0: {gpu_state()}", flush=True)
+    print(f"{args.shape} {args.mode}", flush=True)
     for round_ in range(args.rounds):
         for name in names if round_ % 2 == 0 else names[::-1]:
-            for graph in (False, True):
-                candidate = table[name]
-                ms = attention.time_one(candidate.run, candidate.tensors, args.mode, graph)
-                print(f"round {round_}  {name:10s} {'graph' if graph else 'eager'}  {ms:.3f} ms  "
-                      f"(SM clock, temperature, power: {gpu_state()})", flush=True)
+            candidate = table[name]
+            for how in ("eager", "graph", "eager, no flush"):
+                with GpuSamples() as gpu:
+                    if how == "eager, no flush":
+                        ms = back_to_back_ms(candidate, args.mode)
+                    else:
+                        ms = attention.time_one(candidate.run, candidate.tensors, args.mode, graph=how == "graph")
+                print(f"round {round_}  {name:10s} {how:15s}  {ms:.3f} ms  ({gpu.summary()})", flush=True)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ HELION_AUTOTUNE_EFFORT=quick step "benchmark: Helion kernels, quick autotune" 30
 autotune_cache_save | tee -a "$LOG"  # now too, in case a later step runs into the call's limit
 # plain ours came out 7-8% faster eager than graph-replayed at the long shapes, statistics mode
 # not: whether that is the order of measurement (plain eager is timed first, after compilation)
+# or the L2 flush before each eager call (benchmarks/RESULTS.md, "Eager against graph replay")
 step "ours plain and statistics, alternating order, with the SM clock" 90 \
   python3 benchmarks/tools/eager_order.py --shape 4,16,4096,128 --rounds 4
 step "the same at (8,16,1024,128), where statistics mode was 1.18x eager/graph" 60 \
