@@ -125,6 +125,17 @@ def command(arm: Arm, out: Path, corpus: Path, args: argparse.Namespace) -> list
     return cmd + arm.extra
 
 
+def arm_environment(n_arms: int) -> dict[str, str]:
+    """The environment each arm runs in: this one, with the CPU's threads shared among the arms
+    that run at once (as torchrun does for its processes), unless OMP_NUM_THREADS is set. Left
+    alone, every arm's torch would start a thread per core for its CPU ops, and ten arms' idle
+    threads would compete with the one thread per arm that launches its kernels."""
+    env = dict(os.environ)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // max(1, n_arms))))
+    return env
+
+
 def train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     corpus = write_corpus(out)
@@ -132,6 +143,7 @@ def train(args: argparse.Namespace) -> int:
     start = time.monotonic()
     running: dict[str, subprocess.Popen] = {}
     pending = [arm for arm in chosen_arms(args) if not finished(out / arm.name, args.steps)]
+    env = arm_environment(len(pending))
     stopping = False
     while pending or running:
         left = args.deadline - (time.monotonic() - start)
@@ -142,7 +154,8 @@ def train(args: argparse.Namespace) -> int:
                     log = open(out / "logs" / f"{arm.name}.log", "a")
                     log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command(arm, out, corpus, args))}\n")
                     log.flush()
-                    running[arm.name] = subprocess.Popen(command(arm, out, corpus, args), stdout=log, stderr=subprocess.STDOUT)
+                    running[arm.name] = subprocess.Popen(command(arm, out, corpus, args), stdout=log, stderr=subprocess.STDOUT,
+                                                      env=env)
                     pending.remove(arm)
             if left <= STOP_GRACE_S or (not running and pending):
                 stopping = True  # out of time, or the only arms left wait on one that cannot run now

@@ -109,3 +109,13 @@ def test_a_train_call_that_can_start_no_arm_returns_at_once_not_at_its_deadline(
     assert code == 3  # not every arm is done
     assert clock["now"] < deadline / 10
     assert not any(p.is_dir() for p in (tmp_path / "repro").iterdir() if p.name != "logs")  # no arm started
+
+
+def test_arms_share_the_cpu_threads_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(reproduction.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(reproduction.os, "cpu_count", lambda: 16)
+    assert reproduction.arm_environment(10)["OMP_NUM_THREADS"] == "1"
+    assert reproduction.arm_environment(4)["OMP_NUM_THREADS"] == "4"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert reproduction.arm_environment(10)["OMP_NUM_THREADS"] == "3"
