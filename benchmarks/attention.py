@@ -38,6 +38,7 @@ import datetime
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -340,16 +341,22 @@ ROW_KEYS = frozenset({"shape", "pass", "kernel", "graph_ms", "eager_ms", "tflops
 
 def report_saved(paths):
     """One table from saved results (this script's JSON), in the order given, each result's
-    provenance above it: the same lines the runs printed, merged."""
+    provenance above it, numbered: the same lines the runs printed, merged. Ratios never pair
+    rows of two results (another run, perhaps another device)."""
     results = [read_result(path, "attention", ROW_KEYS) for path in paths]  # all checked before printing
+    # A shape and pass that more than one result measured gets each result's number beside its
+    # label, so that every ratio and note pairs rows of one run: one process on one device.
+    measured_by = Counter(key for result in results for key in {(row["shape"], row["pass"]) for row in result["rows"]})
     heads, records = [], []
-    for result in results:
+    for number, result in enumerate(results, start=1):
         config = result["config"]
         finished = "" if config.get("finished", True) else " (cut before its end: the rows it had)"
         helion = f", Helion autotune effort {config['helion_autotune_effort']}" if config.get("helion_autotune_effort") else ""
-        heads.append(f"- {result['date'][:10]}, {result.get('device')}, torch {result.get('torch')}, triton "
+        heads.append(f"- [{number}] {result['date'][:10]}, {result.get('device')}, torch {result.get('torch')}, triton "
                      f"{result.get('triton', '?')}{helion}, commit {result.get('commit')}: `{result['command']}`{finished}")
-        records += result["rows"]
+        for row in result["rows"]:
+            shared = measured_by[row["shape"], row["pass"]] > 1
+            records.append({**row, "shape": f"{row['shape']} [{number}]"} if shared else row)
     notes = statistics_cost(records) + agreement_notes(records)
     print("\n".join(heads + ["", *TABLE_HEAD, *table_lines(records), ""] + [f"- {line}" for line in notes]))
 

@@ -123,3 +123,21 @@ def test_the_report_gives_each_output_difference_and_names_a_kernel_that_compute
     assert notes == ["- 8,16,1024,128: forward output against ours, max |difference| / max |ours|: official 3.2e-03",
                      "- 4,16,4096,128: forward output against ours, max |difference| / max |ours|: fla 8.0e-01; above 0.05: "
                      "fla computed something else here, so those times are not comparable"]
+
+
+def test_rows_of_one_shape_from_two_runs_are_kept_apart_and_paired_within_their_run(tmp_path, capsys):
+    h200 = saved(tmp_path / "h200.json", [row("4,16,4096,128", "ours", 4.0, 3.8), row("4,16,4096,128", "official", 5.0, 5.0),
+                                          row("8,16,1024,128", "ours", 0.75, 0.75)])
+    other = json.loads(Path(h200).read_text())
+    other.update(device="NVIDIA H100", rows=[row("4,16,4096,128", "ours", 6.0, 6.0), row("4,16,4096,128", "official-helion", 5.0, 5.0)])
+    h100 = tmp_path / "h100.json"
+    h100.write_text(json.dumps(other))
+    attention.report_saved([h200, str(h100)])
+    out = capsys.readouterr().out
+    head = cells(attention.TABLE_HEAD[0])
+    lines = {tuple(cells(line)[:3]): cells(line) for line in out.splitlines() if line.startswith("| ") and "---" not in line}
+    first, second = lines[("4,16,4096,128 [1]", "fwd+bwd", "ours")], lines[("4,16,4096,128 [2]", "fwd+bwd", "ours")]
+    assert first[head.index("ours/official g / e")] == "0.80x / 0.76x" and first[head.index("ours/helion g / e")] == ""
+    assert second[head.index("ours/helion g / e")] == "1.20x / 1.20x" and second[head.index("ours/official g / e")] == ""
+    assert ("8,16,1024,128", "fwd+bwd", "ours") in lines  # measured by one run only: its label stays as it was
+    assert "- [1] 2026-12-05, NVIDIA H200" in out and "- [2] 2026-12-05, NVIDIA H100" in out
