@@ -50,7 +50,11 @@ class GpuSamples:
         self.rows = []
         if self.process is not None:
             self.process.terminate()
-            out, _ = self.process.communicate(timeout=10)
+            try:
+                out, _ = self.process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                out, _ = self.process.communicate()
             for line in out.splitlines():
                 try:
                     self.rows.append([float(x) for x in line.split(",")[:3]])
