@@ -99,13 +99,33 @@ def write_corpus(out: Path) -> Path:
     return corpus
 
 
+def run_info(folder: Path) -> dict:
+    """The run folder's run.json ({} before it has one)."""
+    try:
+        return json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def finished(folder: Path, steps: int) -> bool:
     """Whether the run in `folder` trained all its steps (its run.json says so)."""
-    try:
-        info = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError):
-        return False
+    info = run_info(folder)
     return info.get("completed_steps", 0) >= steps and not info.get("stopped_by")
+
+
+def steps_trained(out: Path, chosen: list[Arm]) -> int:
+    """The steps the arms have trained so far, summed."""
+    return sum(run_info(out / arm.name).get("completed_steps", 0) for arm in chosen)
+
+
+def call_summary(trained: int, seconds: float, steps_left: int) -> str:
+    """What one call trained and, at that rate, what the rest would take: the figure that says
+    how many more device calls the arms need."""
+    if trained <= 0:
+        return f"this call: no step trained in {seconds:.0f} s; {steps_left} steps left"
+    rate = trained / seconds
+    done = f"this call: {trained} steps over all arms in {seconds:.0f} s, {rate:.1f} steps/s counting the arms' start and stop"
+    return f"{done}; {steps_left} steps left, about {steps_left / rate:.0f} s at this rate" if steps_left > 0 else f"{done}; none left"
 
 
 def command(arm: Arm, out: Path, corpus: Path, args: argparse.Namespace) -> list[str]:
@@ -141,6 +161,7 @@ def train(args: argparse.Namespace) -> int:
     corpus = write_corpus(out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
+    trained_before = steps_trained(out, chosen_arms(args))
     running: dict[str, subprocess.Popen] = {}
     pending = [arm for arm in chosen_arms(args) if not finished(out / arm.name, args.steps)]
     env = arm_environment(len(pending))
@@ -151,11 +172,11 @@ def train(args: argparse.Namespace) -> int:
             for arm in list(pending):
                 ready = arm.init_from is None or finished(out / arm.init_from, args.steps)
                 if ready and left > STOP_GRACE_S + 60:
-                    log = open(out / "logs" / f"{arm.name}.log", "a")
-                    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command(arm, out, corpus, args))}\n")
-                    log.flush()
-                    running[arm.name] = subprocess.Popen(command(arm, out, corpus, args), stdout=log, stderr=subprocess.STDOUT,
-                                                      env=env)
+                    with open(out / "logs" / f"{arm.name}.log", "a") as log:  # the child keeps its own handle
+                        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command(arm, out, corpus, args))}\n")
+                        log.flush()
+                        running[arm.name] = subprocess.Popen(command(arm, out, corpus, args), stdout=log,
+                                                          stderr=subprocess.STDOUT, env=env)
                     pending.remove(arm)
             if left <= STOP_GRACE_S or (not running and pending):
                 stopping = True  # out of time, or the only arms left wait on one that cannot run now
@@ -172,6 +193,9 @@ def train(args: argparse.Namespace) -> int:
                 proc.kill()  # loses what came after its last checkpoint, which the next call redoes
             break
         time.sleep(2)
+    trained = steps_trained(out, chosen_arms(args))
+    print(call_summary(trained - trained_before, time.monotonic() - start, len(chosen_arms(args)) * args.steps - trained),
+          flush=True)
     return status(args)
 
 
@@ -181,10 +205,7 @@ def status(args: argparse.Namespace) -> int:
     done, chosen = 0, chosen_arms(args)
     for arm in chosen:
         folder = out / arm.name
-        try:
-            info = json.loads((folder / "run.json").read_text())
-        except (OSError, ValueError):
-            info = {}
+        info = run_info(folder)
         ok = finished(folder, args.steps)
         done += ok
         state = "done" if ok else (f"stopped at step {info['completed_steps']}" if "completed_steps" in info else "not started")

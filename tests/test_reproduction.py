@@ -7,6 +7,7 @@ Seeds: each run's noise comes from numpy's default_rng(seed + 100 for Muon).
 """
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def test_pack_brings_back_everything_but_checkpoints_and_the_corpus(tmp_path, mo
     assert reproduction.main(["pack", "--out", str(out), "--to", str(target)]) == 2
 
 
-def test_a_train_call_that_can_start_no_arm_returns_at_once_not_at_its_deadline(tmp_path, monkeypatch):
+def test_a_train_call_that_can_start_no_arm_returns_at_once_not_at_its_deadline(tmp_path, monkeypatch, capsys):
     """A device call's time is budgeted: once nothing runs and nothing can start (here every arm
     needs more time than is left), the call ends instead of holding the machine to its deadline.
     The clock is the module's own, advanced by each of its sleeps."""
@@ -108,6 +109,7 @@ def test_a_train_call_that_can_start_no_arm_returns_at_once_not_at_its_deadline(
     code = reproduction.main(["train", "--out", str(tmp_path / "repro"), "--deadline", str(deadline), "--device", "cpu"])
     assert code == 3  # not every arm is done
     assert clock["now"] < deadline / 10
+    assert "this call: no step trained" in capsys.readouterr().out
     assert not any(p.is_dir() for p in (tmp_path / "repro").iterdir() if p.name != "logs")  # no arm started
 
 
@@ -119,3 +121,16 @@ def test_arms_share_the_cpu_threads_unless_the_user_chose(monkeypatch):
     assert reproduction.arm_environment(4)["OMP_NUM_THREADS"] == "4"
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert reproduction.arm_environment(10)["OMP_NUM_THREADS"] == "3"
+
+
+def test_a_call_says_what_it_trained_and_what_the_rest_would_take_at_that_rate(tmp_path):
+    out = tmp_path / "repro"
+    chosen = reproduction.arms()
+    for name, steps in {"parallax-muon-s0": 3000, "softmax-adamw": 1200}.items():  # the others not started
+        (out / name).mkdir(parents=True)
+        (out / name / "run.json").write_text(json.dumps({"completed_steps": steps}))
+    assert reproduction.steps_trained(out, chosen) == 4200
+    line = reproduction.call_summary(trained=2400, seconds=480, steps_left=len(chosen) * 3000 - 4200)
+    assert "2400 steps over all arms in 480 s, 5.0 steps/s" in line and "25800 steps left, about 5160 s" in line
+    assert "no step trained in 90 s" in reproduction.call_summary(trained=0, seconds=90, steps_left=30000)
+    assert reproduction.call_summary(trained=900, seconds=60, steps_left=0).endswith("; none left")
