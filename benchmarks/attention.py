@@ -65,6 +65,9 @@ KERNELS = ("ours", "ours+stats", *PEERS)
 # a wrong layout or scale passed to a peer gives a difference of order 1, and that peer's times
 # would be of another computation.
 AGREEMENT_LIMIT = 0.05
+# Where the inputs live. Only tests/test_attention_report.py changes it, to "cpu", to run the
+# script end to end through Triton's interpreter with the timing swapped out.
+DEVICE = "cuda"
 
 
 def same_layout(out):
@@ -116,8 +119,8 @@ def load_peers():
 
 
 def random_inputs(B, T, H, D, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    q, r, k, v = (torch.randn(B, T, H, D, device="cuda", generator=g).bfloat16() for _ in range(4))
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    q, r, k, v = (torch.randn(B, T, H, D, device=DEVICE, generator=g).bfloat16() for _ in range(4))
     r = (r.float() / r.float().norm(dim=-1, keepdim=True) * 10).bfloat16()  # ||r|| = 10
     return q, r, k, v
 
@@ -169,7 +172,7 @@ def packed_candidates(lengths, H, D, parallel_parallax, official, helion=None):
     q, r, k, v = random_inputs(1, sum(lengths), H, D)
     scale = D**-0.5
     offsets = [0, *torch.tensor(lengths).cumsum(0).tolist()]
-    cu_seqlens = torch.tensor(offsets, dtype=torch.int32, device="cuda")
+    cu_seqlens = torch.tensor(offsets, dtype=torch.int32, device=DEVICE)
     longest = max(lengths)
 
     def flops(B, H_, T, D_, mode):  # the sum over the sequences
@@ -398,7 +401,8 @@ def main():
     helion_effort = os.environ.get("HELION_AUTOTUNE_EFFORT", "default (full)") if helion is not None else None
     if helion is not None:
         versions += f"  Helion autotune effort {helion_effort}"
-    header = f"{datetime.date.today()}  {torch.cuda.get_device_name()}  {versions}  command: python {' '.join(sys.argv)}"
+    device = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
+    header = f"{datetime.date.today()}  {device}  {versions}  command: python {' '.join(sys.argv)}"
     records = []
     config = {"shapes": args.shapes, "passes": args.passes, "packed": args.packed, "kernels": args.kernels,
               "helion": args.helion, "helion_autotune_effort": helion_effort, "finished": False}

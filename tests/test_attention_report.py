@@ -1,5 +1,6 @@
-"""The attention benchmark's table from saved results (benchmarks/attention.py --report): ratio
-cells compare an `ours` row with a peer's row of the same shape and pass, across merged files."""
+"""The attention benchmark (benchmarks/attention.py): its table from saved results (--report),
+whose ratio cells compare an `ours` row with a peer's row of the same shape, pass and run; the
+check of each kernel's output against ours; and a whole run on the CPU, the timing swapped out."""
 
 import importlib.util
 import json
@@ -141,3 +142,36 @@ def test_rows_of_one_shape_from_two_runs_are_kept_apart_and_paired_within_their_
     assert second[head.index("ours/helion g / e")] == "1.20x / 1.20x" and second[head.index("ours/official g / e")] == ""
     assert ("8,16,1024,128", "fwd+bwd", "ours") in lines  # measured by one run only: its label stays as it was
     assert "- [1] 2026-12-05, NVIDIA H200" in out and "- [2] 2026-12-05, NVIDIA H100" in out
+
+
+def test_a_whole_run_on_the_cpu_compares_times_and_saves_every_kernel_that_runs(tmp_path, monkeypatch, capsys):
+    """benchmarks/attention.py end to end on this machine: ours through Triton's interpreter, SDPA's
+    CPU kernels, a packed row. What cannot run here is swapped out: the timing (CUDA events and
+    graphs), whose stand-in still makes each call, and the peers' packages (their kernels need a
+    GPU). SDPA's cuDNN backend has no CPU kernel: its failures are reported, its rows left out."""
+    monkeypatch.setattr(attention, "DEVICE", "cpu")
+    monkeypatch.setattr(attention, "load_peers", lambda: (None, None))
+    asked = []
+
+    def time_one(run, tensors, mode, graph):
+        run(*tensors)  # raises for a kernel that cannot run here, as the real timing would
+        asked.append(mode)
+        return 2.0 if graph else 2.5
+
+    monkeypatch.setattr(attention, "time_one", time_one)
+    result = tmp_path / "attention.json"
+    monkeypatch.setattr(sys, "argv", ["attention.py", "--shapes", "1,2,40,64", "--packed", "3,1,20", "--json", str(result)])
+    attention.main()
+    captured = capsys.readouterr()
+    saved_result = json.loads(result.read_text())
+    assert saved_result["config"]["finished"] is True
+    rows = {(r["shape"], r["pass"], r["kernel"]): r for r in saved_result["rows"]}
+    dense = [("1,2,40,64", mode, kernel) for mode in ("fwd", "fwd+bwd")
+             for kernel in ("ours", "ours+stats", "sdpa-flash")]
+    packed = [(label, mode, "ours") for (label, mode, _) in rows if label.startswith("packed 3 seqs, 24 tokens")]
+    assert sorted(rows) == sorted(dense + packed) and len(packed) == 2
+    assert rows[("1,2,40,64", "fwd", "ours+stats")]["max_diff_vs_ours"] < 1e-6  # the same output, with statistics
+    assert "sdpa" not in str(saved_result["config"]["notes"])  # softmax: another function, not compared
+    assert asked.count("fwd") == asked.count("fwd+bwd") == 2 * 3 + 2  # graph and eager of each kernel that ran
+    assert captured.err.count("sdpa-cudnn fwd eager at 1,2,40,64 failed") == 1
+    assert "| 1,2,40,64 | fwd+bwd | ours | 2.000 | 2.500 | 1.25x |" in captured.out
