@@ -222,18 +222,25 @@ def differences_from_ours(table):
     return differences
 
 
-def time_one(run, tensors, mode, graph):
-    """Median ms of one forward (no grad) or one forward+backward."""
-    bench = do_bench_cudagraph if graph else do_bench
-    if mode == "fwd":
-        with torch.no_grad():
-            return bench(lambda: run(*tensors), rep=100, return_mode="median")
+def training_step(run, tensors):
+    """(step, leaves): one forward+backward of `run` on copies of `tensors` that require grad,
+    against a fixed random dO. The caller resets the leaves' grads between steps."""
     leaves = [t.detach().clone().requires_grad_() for t in tensors]
     do = torch.randn_like(run(*leaves))
 
     def step():
         run(*leaves).backward(do)
 
+    return step, leaves
+
+
+def time_one(run, tensors, mode, graph):
+    """Median ms of one forward (no grad) or one forward+backward."""
+    bench = do_bench_cudagraph if graph else do_bench
+    if mode == "fwd":
+        with torch.no_grad():
+            return bench(lambda: run(*tensors), rep=100, return_mode="median")
+    step, leaves = training_step(run, tensors)
     return bench(step, rep=100, grad_to_none=leaves, return_mode="median")
 
 
@@ -339,6 +346,16 @@ def agreement_notes(records):
     return notes
 
 
+def notes_of(records):
+    """Every note the records give: statistics mode's cost, the kernels' outputs against ours."""
+    return statistics_cost(records) + agreement_notes(records)
+
+
+def table_text(head_lines, records, notes):
+    """The printed result: its head lines, the table of `records`, then the notes."""
+    return "\n".join([*head_lines, "", *TABLE_HEAD, *table_lines(records), ""] + [f"- {line}" for line in notes])
+
+
 ROW_KEYS = frozenset({"shape", "pass", "kernel", "graph_ms", "eager_ms", "tflops"})
 
 
@@ -360,8 +377,7 @@ def report_saved(paths):
         for row in result["rows"]:
             shared = measured_by[row["shape"], row["pass"]] > 1
             records.append({**row, "shape": f"{row['shape']} [{number}]"} if shared else row)
-    notes = statistics_cost(records) + agreement_notes(records)
-    print("\n".join(heads + ["", *TABLE_HEAD, *table_lines(records), ""] + [f"- {line}" for line in notes]))
+    print(table_text(heads, records, notes_of(records)))
 
 
 def main():
@@ -407,9 +423,6 @@ def main():
     config = {"shapes": args.shapes, "passes": args.passes, "packed": args.packed, "kernels": args.kernels,
               "helion": args.helion, "helion_autotune_effort": helion_effort, "finished": False}
 
-    def notes_so_far():
-        return statistics_cost(records) + agreement_notes(records)
-
     def timed(label, table, flops_args):
         # ours stays in the comparison of outputs even where --kernels leaves it out of the timing
         chosen = {name: entry for name, entry in table.items() if args.kernels is None or name in args.kernels}
@@ -420,7 +433,7 @@ def main():
             records.extend(new)
             print("\n".join(table_lines(new)), flush=True)
             # written after every shape and pass: a run cut by a time limit keeps what it measured
-            write_result(args, records, config={**config, "notes": notes_so_far()})
+            write_result(args, records, config={**config, "notes": notes_of(records)})
 
     for B, H, T, D in shapes:
         timed(f"{B},{H},{T},{D}", candidates(B, H, T, D, parallel_parallax, official, helion), (B, H, T, D))
@@ -431,8 +444,8 @@ def main():
         label = f"packed {len(lengths)} seqs, {sum(lengths)} tokens, max {max(lengths)},{PACKED_HEADS},{PACKED_HEAD_DIM}"
         timed(label, table, (1, PACKED_HEADS, sum(lengths), PACKED_HEAD_DIM))
         extra_notes.append(f"packed lengths: {lengths}")
-    notes = notes_so_far() + extra_notes
-    text = "\n".join([header, "", *TABLE_HEAD, *table_lines(records), ""] + [f"- {line}" for line in notes])
+    notes = notes_of(records) + extra_notes
+    text = table_text([header], records, notes)
     print("\n" + text)
     if args.markdown:
         with open(args.markdown, "w") as f:
