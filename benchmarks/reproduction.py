@@ -161,9 +161,10 @@ def train(args: argparse.Namespace) -> int:
     corpus = write_corpus(out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    trained_before = steps_trained(out, chosen_arms(args))
+    chosen = chosen_arms(args)
+    trained_before = steps_trained(out, chosen)
     running: dict[str, subprocess.Popen] = {}
-    pending = [arm for arm in chosen_arms(args) if not finished(out / arm.name, args.steps)]
+    pending = [arm for arm in chosen if not finished(out / arm.name, args.steps)]
     env = arm_environment(len(pending))
     stopping = False
     while pending or running:
@@ -172,11 +173,11 @@ def train(args: argparse.Namespace) -> int:
             for arm in list(pending):
                 ready = arm.init_from is None or finished(out / arm.init_from, args.steps)
                 if ready and left > STOP_GRACE_S + 60:
+                    argv = command(arm, out, corpus, args)
                     with open(out / "logs" / f"{arm.name}.log", "a") as log:  # the child keeps its own handle
-                        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command(arm, out, corpus, args))}\n")
+                        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n")
                         log.flush()
-                        running[arm.name] = subprocess.Popen(command(arm, out, corpus, args), stdout=log,
-                                                          stderr=subprocess.STDOUT, env=env)
+                        running[arm.name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
                     pending.remove(arm)
             if left <= STOP_GRACE_S or (not running and pending):
                 stopping = True  # out of time, or the only arms left wait on one that cannot run now
@@ -193,9 +194,8 @@ def train(args: argparse.Namespace) -> int:
                 proc.kill()  # loses what came after its last checkpoint, which the next call redoes
             break
         time.sleep(2)
-    trained = steps_trained(out, chosen_arms(args))
-    print(call_summary(trained - trained_before, time.monotonic() - start, len(chosen_arms(args)) * args.steps - trained),
-          flush=True)
+    trained = steps_trained(out, chosen)
+    print(call_summary(trained - trained_before, time.monotonic() - start, len(chosen) * args.steps - trained), flush=True)
     return status(args)
 
 
