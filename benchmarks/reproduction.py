@@ -8,16 +8,15 @@ docs/reproduction.md, rerunnable with the project's own commands.
     .venv/bin/python benchmarks/reproduction.py screenshots --out runs/repro  # docs/reproduction-*.png
 
 Arms, every one `parallax-probe train --preset small` on the same byte-level text, sequence
-length 1024, batch 16, --steps steps (default 3,000), all on the one GPU at once:
+length 1024, batch 16, --steps steps (default 3,000), all on the one GPU at once, in three sets
+(`--sets`, default all; one set fits one session of a lent GPU):
 
-    parallax-{muon,adamw}-s{0,1,2}   Parallax, seeds 0-2; probe every 50 steps, W_R spectra every 250
-    softmax-{muon,adamw}             the softmax baseline, seed 0
-    retrofit-{muon,adamw}            Parallax started from softmax-{optimizer}'s final checkpoint
-                                     (`--init-from`: r exactly 0 at step 0), seed 0, same schedule
-
-and with --scale, the scale step (same batch, sequence length and steps, so the same tokens):
-
-    deep-{muon,adamw}-s{0,1}         Parallax with 16 layers instead of 8 (`--model n_layers=16`)
+  seeds      parallax-{muon,adamw}-s{0,1,2}  Parallax, seeds 0-2; probe every 50 steps, W_R spectra every 250
+  baselines  softmax-{muon,adamw}            the softmax baseline, seed 0
+             retrofit-{muon,adamw}           Parallax started from softmax-{optimizer}'s final checkpoint
+                                             (`--init-from`: r exactly 0 at step 0), seed 0, same schedule
+  scale      deep-{muon,adamw}-s{0,1}        Parallax with 16 layers instead of 8 (`--model n_layers=16`),
+                                             the same batch, sequence length and steps, so the same tokens
 
 The text: the .py files of the running interpreter's standard library (its test suites,
 site-packages and caches left out), concatenated in path order into OUT/corpus.txt. It ships
@@ -57,6 +56,7 @@ STOP_GRACE_S = 60  # from SIGTERM to the end of a step, the checkpoint and the r
 @dataclass
 class Arm:
     name: str
+    set: str  # the set of arms it belongs to (SETS)
     optimizer: str
     seed: int
     attention: str = "parallax"
@@ -64,20 +64,32 @@ class Arm:
     extra: list[str] = field(default_factory=list)
 
 
-def arms(scale: bool = False, scale_only: bool = False) -> list[Arm]:
-    """The ten 8-layer arms, with `scale` also the deep arms, with `scale_only` the deep arms alone."""
+# The sets of arms, each small enough for one session of a lent GPU (docs/reproduction.md, "Rerunning
+# it"): a retrofit needs its softmax baseline's checkpoint, which stays on the machine that wrote it,
+# so the two are one set.
+SETS = {
+    "seeds": "Parallax, 3 seeds per optimizer",
+    "baselines": "the softmax baselines, then the retrofits from them",
+    "scale": f"Parallax with {DEEP_LAYERS} layers, {len(DEEP_SEEDS)} seeds per optimizer",
+}
+
+
+def arms(sets=tuple(SETS)) -> list[Arm]:
+    """The arms of the named sets (all of them by default), in the order of SETS."""
     found = []
-    if not scale_only:
-        found += [Arm(f"parallax-{o}-s{s}", o, s) for o in OPTIMIZERS for s in SEEDS]
-        found += [Arm(f"softmax-{o}", o, 0, attention="softmax") for o in OPTIMIZERS]
-        found += [Arm(f"retrofit-{o}", o, 0, init_from=f"softmax-{o}") for o in OPTIMIZERS]
-    if scale or scale_only:
-        found += [Arm(f"deep-{o}-s{s}", o, s, extra=["--model", f"n_layers={DEEP_LAYERS}"]) for o in OPTIMIZERS for s in DEEP_SEEDS]
+    if "seeds" in sets:
+        found += [Arm(f"parallax-{o}-s{s}", "seeds", o, s) for o in OPTIMIZERS for s in SEEDS]
+    if "baselines" in sets:
+        found += [Arm(f"softmax-{o}", "baselines", o, 0, attention="softmax") for o in OPTIMIZERS]
+        found += [Arm(f"retrofit-{o}", "baselines", o, 0, init_from=f"softmax-{o}") for o in OPTIMIZERS]
+    if "scale" in sets:
+        found += [Arm(f"deep-{o}-s{s}", "scale", o, s, extra=["--model", f"n_layers={DEEP_LAYERS}"])
+                  for o in OPTIMIZERS for s in DEEP_SEEDS]
     return found
 
 
 def chosen_arms(args: argparse.Namespace) -> list[Arm]:
-    return arms(args.scale, args.scale_only)
+    return arms(args.sets)
 
 
 def write_corpus(out: Path) -> Path:
@@ -347,11 +359,11 @@ def report(args: argparse.Namespace) -> int:
     from parallax_probe.store import open_run
 
     out = Path(args.out)
-    sections = [f"## Held-out loss of every arm\n\n{held_out_table(out, [arm.name for arm in arms(scale=True)])}"]
+    sections = [f"## Held-out loss of every arm\n\n{held_out_table(out, [arm.name for arm in arms()])}"]
     sets = [("Parallax arms, 3 seeds per optimizer", "parallax-"), ("Retrofit arms", "retrofit-"),
             (f"Scale step: {DEEP_LAYERS} layers, 2 seeds per optimizer", "deep-")]
     for title, prefix in sets:
-        folders = [out / a.name for a in arms(scale=True) if a.name.startswith(prefix) and (out / a.name).exists()]
+        folders = [out / a.name for a in arms() if a.name.startswith(prefix) and (out / a.name).exists()]
         if not folders:
             continue
         try:
@@ -369,7 +381,7 @@ def report(args: argparse.Namespace) -> int:
 
 def screenshots(args: argparse.Namespace) -> int:
     """docs/reproduction-*.png: the dashboard on OUT, showing the Parallax arms alone."""
-    names = [arm.name for arm in arms() if arm.name.startswith("parallax-") and (Path(args.out) / arm.name).is_dir()]
+    names = [arm.name for arm in arms(["seeds"]) if (Path(args.out) / arm.name).is_dir()]
     script = Path(__file__).resolve().parents[1] / "scripts" / "dashboard_screenshots.py"
     command = [sys.executable, str(script), "--runs", args.out, "--views", "reproduction", *(f"--run={name}" for name in names)]
     return subprocess.run(command).returncode
@@ -416,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--to", required=True, help="the .tar.gz to write")
             continue
         p.add_argument("--steps", type=int, default=3000)
-        p.add_argument("--scale", action="store_true", help=f"also the {DEEP_LAYERS}-layer arms (the scale step)")
-        p.add_argument("--scale-only", action="store_true", help=f"only the {DEEP_LAYERS}-layer arms (a session of their own)")
+        p.add_argument("--sets", nargs="+", choices=tuple(SETS), default=list(SETS), metavar="SET",
+                       help="the sets of arms (default: all): " + "; ".join(f"{k}: {v}" for k, v in SETS.items()))
         if name == "train":
             p.add_argument("--deadline", type=float, default=540, help="seconds this call may take")
             p.add_argument("--batch-size", type=int, default=16)

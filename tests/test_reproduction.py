@@ -125,7 +125,7 @@ def test_arms_share_the_cpu_threads_unless_the_user_chose(monkeypatch):
 
 def test_a_call_says_what_it_trained_and_what_the_rest_would_take_at_that_rate(tmp_path):
     out = tmp_path / "repro"
-    chosen = reproduction.arms()
+    chosen = reproduction.arms(["seeds", "baselines"])
     for name, steps in {"parallax-muon-s0": 3000, "softmax-adamw": 1200}.items():  # the others not started
         (out / name).mkdir(parents=True)
         (out / name / "run.json").write_text(json.dumps({"completed_steps": steps}))
@@ -134,3 +134,26 @@ def test_a_call_says_what_it_trained_and_what_the_rest_would_take_at_that_rate(t
     assert "2400 steps over all arms in 480 s, 5.0 steps/s" in line and "25800 steps left, about 5160 s" in line
     assert "no step trained in 90 s" in reproduction.call_summary(trained=0, seconds=90, steps_left=30000)
     assert reproduction.call_summary(trained=900, seconds=60, steps_left=0).endswith("; none left")
+
+
+def test_each_set_of_arms_is_trained_and_reported_on_its_own(tmp_path, capsys):
+    """A session of a lent GPU trains one set; a retrofit is in the set of the softmax baseline
+    whose checkpoint it starts from, since checkpoints stay on the machine that wrote them."""
+    by_set = {name: [arm.name for arm in reproduction.arms([name])] for name in reproduction.SETS}
+    assert by_set["seeds"] == [f"parallax-{o}-s{s}" for o in ("muon", "adamw") for s in (0, 1, 2)]
+    assert sorted(by_set["baselines"]) == ["retrofit-adamw", "retrofit-muon", "softmax-adamw", "softmax-muon"]
+    assert by_set["scale"] == [f"deep-{o}-s{s}" for o in ("muon", "adamw") for s in (0, 1)]
+    every = reproduction.arms()
+    assert [arm.name for arm in every] == [name for names in by_set.values() for name in names]
+    for arm in every:
+        if arm.init_from:
+            assert arm.init_from in by_set[arm.set], arm.name
+    out = tmp_path / "repro"
+    (out / "softmax-muon").mkdir(parents=True)
+    (out / "softmax-muon" / "run.json").write_text(json.dumps({"completed_steps": 3000}))
+    assert reproduction.main(["status", "--out", str(out), "--sets", "baselines"]) == 3
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == by_set["baselines"]
+    assert lines[-1] == "1/4 arms done"
+    with pytest.raises(SystemExit):
+        reproduction.main(["status", "--out", str(out), "--sets", "deep"])  # not a set
