@@ -65,6 +65,12 @@ KERNELS = ("ours", "ours+stats", *PEERS)
 # a wrong layout or scale passed to a peer gives a difference of order 1, and that peer's times
 # would be of another computation.
 AGREEMENT_LIMIT = 0.05
+# Seconds of back-to-back calls before each kernel's timing. A GPU that has idled (while a kernel
+# compiles or autotunes) runs its next ~100 ms faster than under sustained load: on the H200 the
+# first eager time after compilation came out 8% below every later one of the same kernel
+# (benchmarks/RESULTS.md, "Eager against graph replay"), so whichever kernel was timed first
+# looked faster. Heating each kernel's own calls first times every kernel in the same state.
+HEAT_S = 1.0
 # Where the inputs live. Only tests/test_attention_report.py changes it, to "cpu", to run the
 # script end to end through Triton's interpreter with the timing swapped out.
 DEVICE = "cuda"
@@ -232,6 +238,28 @@ def training_step(run, tensors):
     return step, leaves
 
 
+def heat(run, tensors, mode, seconds=None):
+    """Call the kernel back to back (at least once) until `seconds` (HEAT_S) have passed: its
+    first call compiles or autotunes, and the rest bring the GPU to the state it is timed in."""
+    seconds = HEAT_S if seconds is None else seconds
+    if mode == "fwd":
+        def step():
+            with torch.no_grad():
+                run(*tensors)
+        leaves = []
+    else:
+        step, leaves = training_step(run, tensors)
+    start = time.perf_counter()
+    while True:
+        step()
+        for leaf in leaves:
+            leaf.grad = None
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+        if time.perf_counter() - start >= seconds:
+            return
+
+
 def time_one(run, tensors, mode, graph):
     """Median ms of one forward (no grad) or one forward+backward."""
     bench = do_bench_cudagraph if graph else do_bench
@@ -247,10 +275,12 @@ def measure(table, mode, label):
     times = {}
     for name, (run, tensors, *_) in table.items():
         got, started = {}, time.perf_counter()
-        # eager first: it runs any autotuning outside a capture, and a failed capture (a host
-        # sync inside the call) cannot spoil the eager time
+        # eager first, after the heating (which runs any autotuning outside a capture); a failed
+        # capture (a host sync inside the call) cannot spoil the eager time
         for graph in (False, True):
             try:
+                if not graph:
+                    heat(run, tensors, mode)
                 got[graph] = time_one(run, tensors, mode, graph)
             except Exception as exc:  # a peer that does not run (or capture) here is reported
                 got[graph] = None

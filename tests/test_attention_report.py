@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling results.py
@@ -151,6 +152,7 @@ def test_a_whole_run_on_the_cpu_compares_times_and_saves_every_kernel_that_runs(
     GPU). SDPA's cuDNN backend has no CPU kernel: its failures are reported, its rows left out."""
     monkeypatch.setattr(attention, "DEVICE", "cpu")
     monkeypatch.setattr(attention, "load_peers", lambda: (None, None))
+    monkeypatch.setattr(attention, "HEAT_S", 0.0)  # one heating call per kernel: the interpreter is slow
     asked = []
 
     def time_one(run, tensors, mode, graph):
@@ -181,3 +183,28 @@ def test_a_whole_run_on_the_cpu_compares_times_and_saves_every_kernel_that_runs(
     assert asked.count("fwd") == asked.count("fwd+bwd") == 2 * 3 + 2  # graph and eager of each kernel that ran
     assert captured.err.count("sdpa-cudnn fwd eager at 1,2,40,64 failed") == 1
     assert "| 1,2,40,64 | fwd+bwd | ours | 2.000 | 2.500 | 1.25x |" in captured.out
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+def test_each_kernel_is_heated_by_its_own_calls_before_it_is_timed(monkeypatch, mode):
+    """Its calls run back to back for HEAT_S seconds, at least once (the first one compiles), so
+    no kernel is timed on a GPU that has just idled. The clock is the module's, advanced 0.3 s per
+    call; the calls are real, on the CPU."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(attention.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(attention, "DEVICE", "cpu")
+    calls = []
+
+    def run(q, k):
+        calls.append(torch.is_grad_enabled())
+        clock["now"] += 0.3
+        return q * k
+
+    tensors = (torch.ones(3), torch.full((3,), 2.0))
+    attention.heat(run, tensors, mode, seconds=1.0)
+    backward = mode == "fwd+bwd"
+    assert len(calls) == 4 + backward  # 0.3 s each until 1.0 s; the training step's dO costs one more
+    assert all(calls) == backward  # the forward heats without grad, as it is timed
+    calls.clear()
+    attention.heat(run, tensors, mode, seconds=0)
+    assert len(calls) == 1 + backward
