@@ -7,8 +7,8 @@ Serves `parallax-probe dashboard RUNS` on a free local port and saves each view 
 through Debian's chromium, driven by Playwright (which never downloads a browser here):
 `readme` saves docs/dashboard-cor.png, docs/dashboard-cor-layers.png and docs/dashboard-wr.png
 (`scripts/readme_demo.py --train --runs DIR` makes such a folder and the README's numbers from
-it; docs/dashboard.md, "Tests"); `reproduction` saves docs/reproduction-cor-layers.png,
-docs/reproduction-wr.png and docs/reproduction-collapse.png (`benchmarks/reproduction.py
+it; docs/dashboard.md, "Tests"); `reproduction` saves docs/reproduction-cor-layer-step.png,
+docs/reproduction-cor-layers.png, docs/reproduction-wr.png and docs/reproduction-collapse.png (`benchmarks/reproduction.py
 screenshots` calls it with `--run` for each Parallax arm). Without `--run`, every run in RUNS
 is shown.
 """
@@ -32,7 +32,8 @@ VIEW_SETS = {
         ("W_R+rank", "dashboard-wr.png", 1500),
     ),
     "reproduction": (
-        ("COR&cor-view=Per+layer", "reproduction-cor-layers.png", 900),
+        ("COR&cor-view=Layer+x+step", "reproduction-cor-layer-step.png", 850),
+        ("COR&cor-view=Per+layer", "reproduction-cor-layers.png", 1100),
         ("W_R+rank", "reproduction-wr.png", 1500),
         ("Rank+collapse", "reproduction-collapse.png", 2400),
     ),
