@@ -14,7 +14,8 @@ kernel stayed within 3% of their graph times; so statistics mode cost 8% over pl
 kernel each shape measures, its eager time first of all, right after compilation has left the
 GPU idle. If that is the cause, round 0 here shows it and the later rounds do not. If
 statistics mode stays slower eager in every round but not without the flush, the cause is how
-its kernels meet a cold L2.
+its kernels meet a cold L2. What it showed on the H200 (RESULTS.md): the order. Round 0's plain
+eager time was 8% below every later time; the flush moved them by 0-2%.
 """
 
 from __future__ import annotations
