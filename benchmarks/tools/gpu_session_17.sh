@@ -2,28 +2,31 @@
 # One device-tool call for the kernel against its peers, on one H200 from the repo root, with .whl/
 # carried (benchmarks/tools/device_wheels.sh fills it: fla-core, parallax-kernel, helion;
 # device_setup.sh installs them; the benchmark leaves out a peer it cannot import)
-# and .triton-autotune.tar.gz, .helion-autotune.tar.gz where an earlier session left them
-# (triton_autotune_cache.sh).
-# A device call returns at most 8 files, so the steps' logs go into one. Writes under $OUT:
-#   session.log           every step's output: versions, tests, host time, eager_order.py's rounds,
-#                         the benchmark's progress
-#   attention_helion.json the official Helion kernels beside ours (quick autotuning) and the packed row
-#   attention_fwd.json    the forward at the two shapes whose forward lacks the eager columns
-#   host_profile_stats.txt  torch.profiler table of 50 eager fwd+bwd calls in statistics mode
-#   triton-autotune.tar.gz, helion-autotune.tar.gz  the peers' autotuning results, for the next call or session
-# The steps run in order of importance under one deadline (DEADLINE seconds after the start; each
-# step also has its own limit), so a slow step (first-call compilation, a peer's autotuning)
-# costs only the steps after it. A cut step says so in the log; the benchmark writes its JSON
-# after every shape and pass, so a cut run keeps the rows it measured.
-# History (benchmarks/RESULTS.md has the numbers): 2026-12-05, first run: the tests passed but for
-# two comparisons since corrected; the fwd+bwd rows did not finish (the peers autotuned for over
-# 270 s). Second run, four calls: every shape's fwd+bwd and the packed row, 44 kernel tests
-# passed; helion 1.5.1 did not import with torch 2.11. This version runs what was left.
+# and .triton-autotune.tar.gz, .helion-autotune.tar.gz where an earlier call left them
+# (triton_autotune_cache.sh). What is left to measure, one call each, in this order:
+#   bash benchmarks/tools/gpu_session_17.sh helion          # the official Helion kernels' fwd+bwd at (4,16,4096,128)
+#   bash benchmarks/tools/gpu_session_17.sh helion-packed   # their varlen kernel on the packed row
+#   bash benchmarks/tools/gpu_session_17.sh table [B,H,T,D ...]  # the whole table again, each kernel
+#                                                           # heated before its timing; then the kernel tests
+# Writes under $OUT: session.log (every step's output), attention_STEP.json (the benchmark's rows,
+# written after every shape and pass, so a cut run keeps what it measured), and
+# triton-autotune.tar.gz, helion-autotune.tar.gz (the peers' autotuning results, for the next
+# call: copy them to the repo root with a leading dot and carry them).
+# The steps share one deadline (DEADLINE seconds after the start, default 540; lower it to what
+# the session has left, less a minute), and each has its own limit, so a slow step (a peer's
+# autotuning) costs only the steps after it. A cut step says so in the log.
+# History (benchmarks/RESULTS.md has the numbers): 2026-12-05, three sessions. Every shape's
+# fwd+bwd, the packed row and the long shapes' forward against SDPA, fla and the official
+# kernel; eager_order.py showed that the kernel timed first looked up to 8% faster eager (so
+# the benchmark now heats each kernel first: `table` reruns it). helion 1.5.1 did not import
+# with torch 2.11; 1.5.0 did, and its quick autotuning of the forward took 225 s (the config is
+# kept in benchmarks/tools/autotune/helion-h200.tar.gz), its backward's was cut.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
+STEP=${1:?"which step: helion, helion-packed or table"}; shift
 OUT=${OUT:-/tmp/gpu-session-17}; mkdir -p "$OUT"
 LOG="$OUT/session.log"
-DEADLINE=${DEADLINE:-540}  # seconds; lower it when less device time is left
+DEADLINE=${DEADLINE:-540}
 limit() {  # the smaller of the step's own limit and what is left before the deadline
   local left=$((DEADLINE - SECONDS))
   echo $(( left < $1 ? left : $1 ))
@@ -44,7 +47,7 @@ source benchmarks/tools/device_setup.sh
   python3 - <<'PY'
 import importlib.metadata as md, torch, triton
 print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name())
-for dist in ("fla-core", "flash-linear-attention", "parallax-kernel"):
+for dist in ("fla-core", "flash-linear-attention", "parallax-kernel", "helion"):
     try:
         print(dist, md.version(dist))
     except md.PackageNotFoundError:
@@ -52,29 +55,23 @@ for dist in ("fla-core", "flash-linear-attention", "parallax-kernel"):
 PY
 } 2>&1 | tee -a "$LOG"
 
-step "helion imports" 60 python3 -c "import helion; from parallax.helion import parallax_func, parallax_varlen_func; print('helion', helion.__version__)"
-# the official package's Helion kernels beside ours alone (the other peers' rows exist), autotuned
-# with the quick effort a device session allows, labelled as such; the packed row brings its
-# varlen kernel. Their chosen configs are kept (helion-autotune.tar.gz), so a cut step's rerun
-# starts where it stopped
-HELION_AUTOTUNE_EFFORT=quick step "benchmark: Helion kernels, quick autotune" 300 \
-  python3 benchmarks/attention.py --helion --kernels ours official-helion --shapes 4,16,4096,128 --passes fwd+bwd \
-  --json "$OUT/attention_helion.json"
-autotune_cache_save | tee -a "$LOG"  # now too, in case a later step runs into the call's limit
-# plain ours came out 7-8% faster eager than graph-replayed at the long shapes, statistics mode
-# not: whether that is the order of measurement (plain eager is timed first, after compilation)
-# or the L2 flush before each eager call (benchmarks/RESULTS.md, "Eager against graph replay")
-step "ours plain and statistics, alternating order, with the SM clock" 90 \
-  python3 benchmarks/tools/eager_order.py --shape 4,16,4096,128 --rounds 4
-step "the same at (8,16,1024,128), where statistics mode was 1.18x eager/graph" 60 \
-  python3 benchmarks/tools/eager_order.py --shape 8,16,1024,128 --rounds 4
-step "benchmark: forward at the two shapes without eager columns" 120 \
-  python3 benchmarks/attention.py --shapes 4,16,4096,128 4,16,4096,64 --passes fwd --packed '' --json "$OUT/attention_fwd.json"
-# statistics mode at the shape where its eager time was 1.18x its graph time, beside plain
-step "host time, (8,16,1024,128), plain" 40 python3 benchmarks/tools/host_overhead.py --device cuda --shape 8,16,1024,128
-step "host time, (8,16,1024,128), statistics" 40 \
-  python3 benchmarks/tools/host_overhead.py --device cuda --shape 8,16,1024,128 --stats --profile-out "$OUT/host_profile_stats.txt"
-step "kernel tests" 150 python3 -m pytest tests/test_kernel_triton.py -q -rfEs -p no:cacheprovider
-python3 benchmarks/attention.py --report "$OUT"/attention_*.json 2>&1 | tee -a "$LOG"
+# Helion's kernels beside ours alone (the other peers' rows exist), autotuned with the quick
+# effort a device session allows, labelled as such; their chosen configs are saved after the
+# step, so a cut step's rerun starts where it stopped
+export HELION_AUTOTUNE_EFFORT=quick
+case "$STEP" in
+  helion)
+    step "benchmark: Helion kernels, fwd+bwd" 500 python3 benchmarks/attention.py --helion --kernels ours official-helion \
+      --shapes 4,16,4096,128 --passes fwd+bwd --packed '' --json "$OUT/attention_helion.json" ;;
+  helion-packed)
+    step "benchmark: Helion varlen kernel, packed row" 500 python3 benchmarks/attention.py --helion --kernels ours official-helion \
+      --shapes --passes fwd+bwd --json "$OUT/attention_helion-packed.json" ;;
+  table)
+    step "benchmark: every kernel, heated before timing" 420 python3 benchmarks/attention.py ${1:+--shapes "$@"} \
+      --json "$OUT/attention_table.json"
+    step "kernel tests" 150 python3 -m pytest tests/test_kernel_triton.py -q -rfEs -p no:cacheprovider ;;
+  *) echo "unknown step: $STEP (helion, helion-packed or table)" >&2; exit 2 ;;
+esac
 autotune_cache_save | tee -a "$LOG"
+python3 benchmarks/attention.py --report "$OUT"/attention_*.json 2>&1 | tee -a "$LOG"
 echo "total: ${SECONDS}s" | tee -a "$LOG"

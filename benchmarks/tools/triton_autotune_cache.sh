@@ -5,7 +5,8 @@
 # autotune too; with the results kept, each kernel compiles its chosen config only. Our own
 # kernels take fixed tiles and are not autotuned.
 #   in:  benchmarks/tools/autotune/triton-h200.tar.gz (kept in git: the peers' results on the H200
-#        at the benchmark's shapes, 2026-12-05), then .triton-autotune.tar.gz and
+#        at the benchmark's shapes, 2026-12-05) and helion-h200.tar.gz (kept in git: the Helion
+#        kernels' configs chosen so far on the H200), then .triton-autotune.tar.gz and
 #        .helion-autotune.tar.gz at the repo root where an earlier call left newer ones (git ignores
 #        them; name them in the device call's carry)
 #   out: autotune_cache_save writes $OUT/triton-autotune.tar.gz and, where Helion tuned anything,
@@ -20,9 +21,11 @@ for archive in benchmarks/tools/autotune/triton-h200.tar.gz .triton-autotune.tar
     tar xzf "$archive" -C "$TRITON_CACHE_DIR" && echo "autotune results restored from $archive: $(tar tzf "$archive" | grep -c autotune.json)"
   fi
 done
-if [ -f .helion-autotune.tar.gz ]; then
-  tar xzf .helion-autotune.tar.gz -C "$HELION_CACHE_DIR" && echo "Helion configs restored: $(tar tzf .helion-autotune.tar.gz | grep -c best_config)"
-fi
+for archive in benchmarks/tools/autotune/helion-h200.tar.gz .helion-autotune.tar.gz; do
+  if [ -f "$archive" ]; then
+    tar xzf "$archive" -C "$HELION_CACHE_DIR" && echo "Helion configs restored from $archive: $(tar tzf "$archive" | grep -c best_config)"
+  fi
+done
 autotune_cache_save() {  # only the results (small JSON files), not the compiled kernels
   (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' -print0 | tar czf "$OUT/triton-autotune.tar.gz" --null -T -)
   echo "autotune results saved: $(tar tzf "$OUT/triton-autotune.tar.gz" | grep -c autotune.json) -> \$OUT/triton-autotune.tar.gz"
