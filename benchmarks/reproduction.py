@@ -328,26 +328,28 @@ def _max_rank(run) -> int:
 
 def held_out_table(out: Path, names: list[str]) -> str:
     """Per arm: the last held-out evaluation (loss, accuracy, at which step), so the softmax
-    baselines, the retrofits and the Parallax arms can be set side by side."""
+    baselines, the retrofits and the Parallax arms can be set side by side; and the lowest
+    held-out loss with its step, which says whether the last one is past it (memorisation)."""
     import numpy as np
 
     from parallax_probe.store import SCALARS_STEP, open_run
 
-    lines = ["| arm | evaluated at step | held-out loss | held-out accuracy |", "|---|---|---|---|"]
+    lines = ["| arm | evaluated at step | held-out loss | held-out accuracy | lowest held-out loss (step) |",
+             "|---|---|---|---|---|"]
     for name in names:
         if not (out / name).is_dir():
             continue
         run = open_run(out / name)
-        if "scalars/eval_loss" not in run.names():
-            lines.append(f"| {name} | not evaluated yet | | |")
+        evaluated = np.array([], dtype=int)
+        if "scalars/eval_loss" in run.names():
+            steps, loss, accuracy = run[SCALARS_STEP], run["scalars/eval_loss"], run["scalars/eval_accuracy"]
+            evaluated = np.flatnonzero(np.isfinite(loss))
+        if evaluated.size == 0:
+            lines.append(f"| {name} | not evaluated yet | | | |")
             continue
-        steps, loss, accuracy = run[SCALARS_STEP], run["scalars/eval_loss"], run["scalars/eval_accuracy"]
-        last = np.flatnonzero(np.isfinite(loss))
-        if last.size == 0:
-            lines.append(f"| {name} | not evaluated yet | | |")
-            continue
-        i = last[-1]
-        lines.append(f"| {name} | {int(steps[i])} | {loss[i]:.4f} | {accuracy[i]:.4f} |")
+        last, lowest = evaluated[-1], evaluated[np.argmin(loss[evaluated])]
+        lines.append(f"| {name} | {int(steps[last])} | {loss[last]:.4f} | {accuracy[last]:.4f} | "
+                     f"{loss[lowest]:.4f} ({int(steps[lowest])}) |")
     return "\n".join(lines) + "\n"
 
 

@@ -157,3 +157,23 @@ def test_each_set_of_arms_is_trained_and_reported_on_its_own(tmp_path, capsys):
     assert lines[-1] == "1/4 arms done"
     with pytest.raises(SystemExit):
         reproduction.main(["status", "--out", str(out), "--sets", "deep"])  # not a set
+
+
+def test_the_held_out_table_gives_each_arm_s_last_and_lowest_loss(tmp_path):
+    """Real run folders: one evaluated every 3 steps whose held-out loss turns up after step 6
+    (the last is past the lowest: memorisation), one never evaluated; an arm not started is
+    left out."""
+    from parallax_probe.store import RunWriter
+
+    losses = {0: 2.0, 3: 1.5, 6: 1.25, 9: 1.375}
+    writer = RunWriter(tmp_path / "parallax-muon-s0", tables={}, meta={}, start_step=0, fsync_every_s=None)
+    for step in range(10):
+        evaluation = {"eval_loss": losses[step], "eval_accuracy": 0.5 + step / 100} if step in losses else {}
+        writer.append("scalars", step, loss=1.0, **evaluation)
+    writer.close()
+    writer = RunWriter(tmp_path / "softmax-muon", tables={}, meta={}, start_step=0, fsync_every_s=None)
+    writer.append("scalars", 0, loss=1.0)
+    writer.close()
+    table = reproduction.held_out_table(tmp_path, ["parallax-muon-s0", "softmax-muon", "softmax-adamw"])
+    rows = table.splitlines()[2:]
+    assert rows == ["| parallax-muon-s0 | 9 | 1.3750 | 0.5900 | 1.2500 (6) |", "| softmax-muon | not evaluated yet | | | |"]
