@@ -238,22 +238,31 @@ def training_step(run, tensors):
     return step, leaves
 
 
+def one_call(run, tensors, mode):
+    """A callable making one call of `run` in `mode` as it is timed: the forward without grad, or
+    a forward+backward (training_step) with the leaves' grads reset first."""
+    if mode == "fwd":
+        def call():
+            with torch.no_grad():
+                run(*tensors)
+        return call
+    step, leaves = training_step(run, tensors)
+
+    def call():
+        for leaf in leaves:
+            leaf.grad = None
+        step()
+    return call
+
+
 def heat(run, tensors, mode, seconds=None):
     """Call the kernel back to back (at least once) until `seconds` (HEAT_S) have passed: its
     first call compiles or autotunes, and the rest bring the GPU to the state it is timed in."""
     seconds = HEAT_S if seconds is None else seconds
-    if mode == "fwd":
-        def step():
-            with torch.no_grad():
-                run(*tensors)
-        leaves = []
-    else:
-        step, leaves = training_step(run, tensors)
+    call = one_call(run, tensors, mode)
     start = time.perf_counter()
     while True:
-        step()
-        for leaf in leaves:
-            leaf.grad = None
+        call()
         if DEVICE == "cuda":
             torch.cuda.synchronize()
         if time.perf_counter() - start >= seconds:

@@ -21,7 +21,6 @@ eager time was 8% below every later time; the flush moved them by 0-2%.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -75,26 +74,16 @@ def back_to_back_ms(candidate, mode: str) -> float:
     """ms per call over BACK_TO_BACK_CALLS calls launched one after another (after 5 unmeasured
     ones), nothing between them but resetting the gradients: eager, without the L2 flush. The
     calls are the ones `attention.time_one` times."""
-    if mode == "fwd":
-        step, leaves, grad = (lambda: candidate.run(*candidate.tensors)), [], torch.no_grad()
-    else:
-        (step, leaves), grad = attention.training_step(candidate.run, candidate.tensors), contextlib.nullcontext()
-
-    def call():
-        for leaf in leaves:
-            leaf.grad = None
-        step()
-
-    with grad:
-        for _ in range(5):
-            call()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        for _ in range(BACK_TO_BACK_CALLS):
-            call()
-        end.record()
-        torch.cuda.synchronize()
+    call = attention.one_call(candidate.run, candidate.tensors, mode)
+    for _ in range(5):
+        call()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(BACK_TO_BACK_CALLS):
+        call()
+    end.record()
+    torch.cuda.synchronize()
     return start.elapsed_time(end) / BACK_TO_BACK_CALLS
 
 
