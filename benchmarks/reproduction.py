@@ -56,7 +56,6 @@ STOP_GRACE_S = 60  # from SIGTERM to the end of a step, the checkpoint and the r
 @dataclass
 class Arm:
     name: str
-    set: str  # the set of arms it belongs to (SETS)
     optimizer: str
     seed: int
     attention: str = "parallax"
@@ -78,12 +77,12 @@ def arms(sets=tuple(SETS)) -> list[Arm]:
     """The arms of the named sets (all of them by default), in the order of SETS."""
     found = []
     if "seeds" in sets:
-        found += [Arm(f"parallax-{o}-s{s}", "seeds", o, s) for o in OPTIMIZERS for s in SEEDS]
+        found += [Arm(f"parallax-{o}-s{s}", o, s) for o in OPTIMIZERS for s in SEEDS]
     if "baselines" in sets:
-        found += [Arm(f"softmax-{o}", "baselines", o, 0, attention="softmax") for o in OPTIMIZERS]
-        found += [Arm(f"retrofit-{o}", "baselines", o, 0, init_from=f"softmax-{o}") for o in OPTIMIZERS]
+        found += [Arm(f"softmax-{o}", o, 0, attention="softmax") for o in OPTIMIZERS]
+        found += [Arm(f"retrofit-{o}", o, 0, init_from=f"softmax-{o}") for o in OPTIMIZERS]
     if "scale" in sets:
-        found += [Arm(f"deep-{o}-s{s}", "scale", o, s, extra=["--model", f"n_layers={DEEP_LAYERS}"])
+        found += [Arm(f"deep-{o}-s{s}", o, s, extra=["--model", f"n_layers={DEEP_LAYERS}"])
                   for o in OPTIMIZERS for s in DEEP_SEEDS]
     return found
 
@@ -362,10 +361,12 @@ def report(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     sections = [f"## Held-out loss of every arm\n\n{held_out_table(out, [arm.name for arm in arms()])}"]
-    sets = [("Parallax arms, 3 seeds per optimizer", "parallax-"), ("Retrofit arms", "retrofit-"),
-            (f"Scale step: {DEEP_LAYERS} layers, 2 seeds per optimizer", "deep-")]
-    for title, prefix in sets:
-        folders = [out / a.name for a in arms() if a.name.startswith(prefix) and (out / a.name).exists()]
+    # (title, arms, with the claims table): the softmax baselines have no correction branch to analyse
+    sections_of = [("Parallax arms, 3 seeds per optimizer", arms(["seeds"]), True),
+                   ("Retrofit arms", [a for a in arms(["baselines"]) if a.init_from], False),
+                   (f"Scale step: {DEEP_LAYERS} layers, {len(DEEP_SEEDS)} seeds per optimizer", arms(["scale"]), True)]
+    for title, chosen, with_claims in sections_of:
+        folders = [out / a.name for a in chosen if (out / a.name).exists()]
         if not folders:
             continue
         try:
@@ -374,7 +375,7 @@ def report(args: argparse.Namespace) -> int:
             sections.append(f"## {title}\n\nnot analysed: {' '.join(str(error).split())}\n")
             continue
         analysis = build_report(runs, group_by="optimizer")
-        claims = f"### Claims\n\n{claims_markdown(analysis, _max_rank(runs[0]))}\n### analyze\n\n" if prefix != "retrofit-" else ""
+        claims = f"### Claims\n\n{claims_markdown(analysis, _max_rank(runs[0]))}\n### analyze\n\n" if with_claims else ""
         sections.append(f"## {title}\n\n{claims}{render_markdown(analysis)}")
     (out / "report.md").write_text("\n".join(sections))
     print(out / "report.md")
