@@ -16,16 +16,16 @@
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache} HELION_CACHE_DIR=${HELION_CACHE_DIR:-/tmp/helion-cache}
 export TRITON_CACHE_AUTOTUNING=1
 mkdir -p "$TRITON_CACHE_DIR" "$HELION_CACHE_DIR"
-for archive in benchmarks/tools/autotune/triton-h200.tar.gz .triton-autotune.tar.gz; do
-  if [ -f "$archive" ]; then
-    tar xzf "$archive" -C "$TRITON_CACHE_DIR" && echo "autotune results restored from $archive: $(tar tzf "$archive" | grep -c autotune.json)"
-  fi
-done
-for archive in benchmarks/tools/autotune/helion-h200.tar.gz .helion-autotune.tar.gz; do
-  if [ -f "$archive" ]; then
-    tar xzf "$archive" -C "$HELION_CACHE_DIR" && echo "Helion configs restored from $archive: $(tar tzf "$archive" | grep -c best_config)"
-  fi
-done
+autotune_restore() {  # DIR PATTERN WHAT ARCHIVE...: unpack each archive there is into DIR, counting its PATTERN files
+  local dir=$1 pattern=$2 what=$3 archive; shift 3
+  for archive in "$@"; do
+    if [ -f "$archive" ]; then
+      tar xzf "$archive" -C "$dir" && echo "$what restored from $archive: $(tar tzf "$archive" | grep -c "$pattern")"
+    fi
+  done
+}
+autotune_restore "$TRITON_CACHE_DIR" autotune.json "autotune results" benchmarks/tools/autotune/triton-h200.tar.gz .triton-autotune.tar.gz
+autotune_restore "$HELION_CACHE_DIR" best_config "Helion configs" benchmarks/tools/autotune/helion-h200.tar.gz .helion-autotune.tar.gz
 autotune_cache_save() {  # only the results (small JSON files), not the compiled kernels
   (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' -print0 | tar czf "$OUT/triton-autotune.tar.gz" --null -T -)
   echo "autotune results saved: $(tar tzf "$OUT/triton-autotune.tar.gz" | grep -c autotune.json) -> \$OUT/triton-autotune.tar.gz"
