@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import CheckpointError, load_model_weights
-from .train import CHECKPOINT_NAME, RUN_INFO_NAME
+from .run_folder import CHECKPOINT_NAME, RUN_INFO_NAME, run_info_of
 
 
 class ModelLoadError(ValueError):
@@ -48,9 +48,7 @@ def _load_our_checkpoint(checkpoint: Path) -> nn.Module:
     from .config import ModelConfig
     from .model import ParallaxLM
 
-    # beside it, or one folder up for the weights `train --keep-checkpoints` keeps in checkpoints/
-    run_info = next((folder / RUN_INFO_NAME for folder in (checkpoint.parent, checkpoint.parent.parent)
-                     if (folder / RUN_INFO_NAME).is_file()), None)
+    run_info = run_info_of(checkpoint)
     if run_info is None:
         raise ModelLoadError(f"{checkpoint}: no {RUN_INFO_NAME} beside it (or in the folder above), so the model's "
                              "configuration is unknown")

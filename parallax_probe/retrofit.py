@@ -35,8 +35,7 @@ import torch.nn as nn
 
 from .checkpoint import CheckpointError, load_model_weights
 from .config import ModelConfig, resolve_model_config
-
-RUN_INFO_NAME = "run.json"
+from .run_folder import CHECKPOINT_NAME, RUN_INFO_NAME, run_info_of
 
 
 class RetrofitError(ValueError):
@@ -89,7 +88,7 @@ def softmax_source(path: str | Path) -> SoftmaxSource:
     path = Path(path)
     if path.is_dir() and (path / "config.json").is_file():
         return _qwen3_folder(path)
-    checkpoint = path / "checkpoint.pt" if path.is_dir() else path
+    checkpoint = path / CHECKPOINT_NAME if path.is_dir() else path
     if not checkpoint.is_file():
         raise RetrofitError(f"--init-from {path}: expected a softmax run folder (checkpoint.pt and run.json), its "
                             "checkpoint.pt, or a Hugging Face Qwen3 folder (config.json and *.safetensors)")
@@ -97,7 +96,10 @@ def softmax_source(path: str | Path) -> SoftmaxSource:
 
 
 def _our_checkpoint(checkpoint: Path) -> SoftmaxSource:
-    run_info = checkpoint.parent / RUN_INFO_NAME
+    run_info = run_info_of(checkpoint)
+    if run_info is None:
+        raise RetrofitError(f"--init-from {checkpoint}: no {RUN_INFO_NAME} beside it (or in the folder above), so the "
+                            "model's configuration is unknown")
     try:
         config = ModelConfig(**json.loads(run_info.read_text())["model_config"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .run_folder import KEPT_CHECKPOINTS, run_info_of
+
 STEP_NAME = re.compile(r"^(?:step|checkpoint)-(\d+)(?:\.pt)?$")
-KEPT = "checkpoints"
 
 
 class ScanInputError(ValueError):
@@ -55,10 +56,10 @@ def find_checkpoints(paths: list[str]) -> list[Checkpoint]:
             if match is None:
                 raise ScanInputError(f"{path}: a Hugging Face folder's step comes from its name; name it step-N or checkpoint-N")
             found.append(Checkpoint(path, int(match.group(1))))
-        elif path.is_dir() and (path / KEPT).is_dir():
-            kept = [p for p in (path / KEPT).glob("*.pt") if STEP_NAME.match(p.name)]
+        elif path.is_dir() and (path / KEPT_CHECKPOINTS).is_dir():
+            kept = [p for p in (path / KEPT_CHECKPOINTS).glob("*.pt") if STEP_NAME.match(p.name)]
             if not kept:
-                raise ScanInputError(f"{path}: its {KEPT}/ folder holds no step-N.pt files")
+                raise ScanInputError(f"{path}: its {KEPT_CHECKPOINTS}/ folder holds no step-N.pt files")
             found += [Checkpoint(p, int(STEP_NAME.match(p.name).group(1))) for p in kept]
         elif path.is_file() and path.suffix == ".pt":
             match = STEP_NAME.match(path.name)
@@ -74,7 +75,7 @@ def find_checkpoints(paths: list[str]) -> list[Checkpoint]:
             found.append(Checkpoint(path, state["step"]))
         else:
             raise ScanInputError(f"{path}: not a checkpoint: expected a step-N.pt or checkpoint.pt, a run folder with "
-                                 f"{KEPT}/ (train --keep-checkpoints), or a Hugging Face folder named step-N")
+                                 f"{KEPT_CHECKPOINTS}/ (train --keep-checkpoints), or a Hugging Face folder named step-N")
     found.sort(key=lambda c: c.step)
     steps = [c.step for c in found]
     repeated = sorted({s for s in steps if steps.count(s) > 1})
@@ -114,13 +115,11 @@ def read_eval(spec: str, *, batch_size: int, seed: int) -> np.ndarray:
 
 
 def _run_info(checkpoint: Path) -> dict:
-    for folder in (checkpoint.parent, checkpoint.parent.parent):
-        if (folder / "run.json").is_file():
-            try:
-                return json.loads((folder / "run.json").read_text())
-            except json.JSONDecodeError:
-                return {}
-    return {}
+    run_info = run_info_of(checkpoint)
+    try:
+        return json.loads(run_info.read_text()) if run_info else {}
+    except json.JSONDecodeError:
+        return {}
 
 
 def _scanned(out: Path, eval_spec: str) -> list[int]:

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from .run_folder import CHECKPOINT_NAME, run_info_of
+
 TRACE_KIND = "token-trace"
 MAX_TOKENS = 8192
 # --maps auto stores every (layer, head) map while they hold at most this many weights per
@@ -141,8 +143,8 @@ class TokenText:
                 return cls("tokenizer.json", Tokenizer.from_file(str(folder / "tokenizer.json")))
             except Exception as error:
                 raise TraceInputError(f"{folder / 'tokenizer.json'}: not a tokenizer the tokenizers library reads ({error})") from None
-        run_info = next((f / "run.json" for f in (folder, folder.parent) if (f / "run.json").is_file()), folder / "run.json")
-        if run_info.is_file():  # beside the checkpoint, or one folder up for a kept checkpoints/step-N.pt
+        run_info = run_info_of(folder / CHECKPOINT_NAME)
+        if run_info:
             try:
                 task = json.loads(run_info.read_text()).get("task", {})
             except (json.JSONDecodeError, AttributeError):

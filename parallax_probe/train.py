@@ -35,10 +35,9 @@ from .distributed import all_reduce_mean, full_state, load_optimizer_state, repl
 from .model import ParallaxLM
 from .optim import build_optimizers, lr_multiplier, set_learning_rates
 from .provenance import code_version, device_description, package_versions
+from .run_folder import CHECKPOINT_NAME, KEPT_CHECKPOINTS, RUN_INFO_NAME
 from .store import SCALARS_TABLE, SEGMENT_RE, STORE_FILE_RE, RunExistsError, RunInUseError, live_writer_of
 
-CHECKPOINT_NAME = "checkpoint.pt"
-RUN_INFO_NAME = "run.json"
 # What the loop logs through probe.log_scalars (eval_* only at evaluation steps, NaN elsewhere).
 TRAINING_SCALARS = ("loss", "lr_multiplier", "grad_norm", "tokens_per_second", "eval_loss", "eval_accuracy")
 
@@ -413,8 +412,6 @@ def full_disk_stops_cleanly(out: Path, model: ParallaxLM, optimizers: list):
             + ("continue with --resume" if (out / CHECKPOINT_NAME).exists() else "start again with --overwrite (no checkpoint yet)")
         ) from error
 
-
-KEPT_CHECKPOINTS = "checkpoints"
 
 
 def keep_checkpoint(model: ParallaxLM, step: int, out: Path) -> None:

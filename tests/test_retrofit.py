@@ -29,7 +29,7 @@ def softmax_run(tmp_path_factory):
     (folder / "text.txt").write_text(TEXT)
     training.train(training.TrainConfig(
         preset="tiny", model_overrides={"attention": "softmax"}, task=f"text:{folder / 'text.txt'}", seq_len=32, batch_size=4,
-        steps=3, log_every=1, eval_every=1000, checkpoint_every=3, progress=False, device="cpu", out=str(folder / "softmax"), seed=SEED,
+        steps=3, log_every=1, eval_every=1000, checkpoint_every=3, keep_checkpoints=3, progress=False, device="cpu", out=str(folder / "softmax"), seed=SEED,
     ))
     return folder / "softmax"
 
@@ -49,6 +49,18 @@ def test_our_softmax_run_converts_to_a_parallax_model_with_the_same_logits(softm
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
     for attention in parallax.attention_modules():
         assert torch.count_nonzero(attention.r_norm.weight) == 0 and attention.r_proj.weight.abs().min() > 0
+
+
+def test_a_kept_checkpoint_converts_and_one_without_run_json_is_refused(softmax_run, tmp_path):
+    kept = softmax_run / "checkpoints" / "step-3.pt"  # its run.json is one folder up
+    parallax = softmax_source(kept).parallax_model(seed=SEED, attention_backend="reference")
+    x = batch(256)
+    with torch.no_grad():
+        np.testing.assert_allclose(parallax(x).numpy(), load_model(kept)(x).numpy(), rtol=1e-5, atol=1e-5)
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    alone = shutil.copy(kept, tmp_path / "deep" / "er" / "step-3.pt")
+    with pytest.raises(RetrofitError, match=r"no run\.json beside it \(or in the folder above\)"):
+        softmax_source(alone)
 
 
 def qwen3_folder(folder, **changes):
