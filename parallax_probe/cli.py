@@ -140,9 +140,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def add_trajectory_arguments(p: argparse.ArgumentParser) -> None:
     """train's retrofit and checkpoint-trajectory flags."""
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
-                   help="start from a softmax model: a parallax-probe softmax run (its checkpoint.pt, or a kept checkpoints/step-N.pt) or a "
-                        "local Hugging Face Qwen3 folder, whose shape replaces --preset; r starts at exactly 0 (its norm's gain is zeroed) "
-                        "and grows as the gain learns")
+                   help="start from a softmax model: a parallax-probe softmax run (its checkpoint.pt, or a kept "
+                        "checkpoints/step-N.pt) or a local Hugging Face Qwen3 folder, whose shape replaces --preset; r starts at "
+                        "exactly 0 (its norm's gain is zeroed) and grows as the gain learns")
     p.add_argument("--keep-checkpoints", type=_non_negative_int, default=0, metavar="EVERY",
                    help="also keep the weights every EVERY steps in checkpoints/step-N.pt, for `parallax-probe scan` (0: none)")
 

@@ -29,7 +29,8 @@ def softmax_run(tmp_path_factory):
     (folder / "text.txt").write_text(TEXT)
     training.train(training.TrainConfig(
         preset="tiny", model_overrides={"attention": "softmax"}, task=f"text:{folder / 'text.txt'}", seq_len=32, batch_size=4,
-        steps=3, log_every=1, eval_every=1000, checkpoint_every=3, keep_checkpoints=3, progress=False, device="cpu", out=str(folder / "softmax"), seed=SEED,
+        steps=3, log_every=1, eval_every=1000, checkpoint_every=3, keep_checkpoints=3, progress=False, device="cpu",
+        out=str(folder / "softmax"), seed=SEED,
     ))
     return folder / "softmax"
 
