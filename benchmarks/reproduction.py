@@ -382,12 +382,27 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+# The dashboard's views (scripts/dashboard_screenshots.py, VIEW_SETS) for each set's Parallax arms;
+# the softmax baselines have no probe to show.
+SCREENSHOT_VIEWS = {"seeds": "reproduction", "baselines": "retrofit"}
+
+
+def screenshot_runs(out: Path) -> dict[str, list[str]]:
+    """{view set: the runs it shows}: each set's Parallax arms that OUT holds, for the sets that have any."""
+    shown = {views: [arm.name for arm in arms([set_name]) if arm.attention == "parallax" and (out / arm.name).is_dir()]
+             for set_name, views in SCREENSHOT_VIEWS.items()}
+    return {views: names for views, names in shown.items() if names}
+
+
 def screenshots(args: argparse.Namespace) -> int:
-    """docs/reproduction-*.png: the dashboard on OUT, showing the Parallax arms alone."""
-    names = [arm.name for arm in arms(["seeds"]) if (Path(args.out) / arm.name).is_dir()]
+    """docs/reproduction-*.png: the dashboard on OUT, once per set that has run, showing that set's
+    Parallax arms alone."""
     script = Path(__file__).resolve().parents[1] / "scripts" / "dashboard_screenshots.py"
-    command = [sys.executable, str(script), "--runs", args.out, "--views", "reproduction", *(f"--run={name}" for name in names)]
-    return subprocess.run(command).returncode
+    for views, names in screenshot_runs(Path(args.out)).items():
+        command = [sys.executable, str(script), "--runs", args.out, "--views", views, *(f"--run={name}" for name in names)]
+        if code := subprocess.run(command).returncode:
+            return code
+    return 0
 
 
 # What `pack` leaves out: the checkpoints (a `small` arm's weights and optimiser state, hundreds of

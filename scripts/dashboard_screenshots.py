@@ -8,9 +8,10 @@ through Debian's chromium, driven by Playwright (which never downloads a browser
 `readme` saves docs/dashboard-cor.png, docs/dashboard-cor-layers.png and docs/dashboard-wr.png
 (`scripts/readme_demo.py --train --runs DIR` makes such a folder and the README's numbers from
 it; docs/dashboard.md, "Tests"); `reproduction` saves docs/reproduction-cor-layer-step.png,
-docs/reproduction-cor-layers.png, docs/reproduction-wr.png and docs/reproduction-collapse.png (`benchmarks/reproduction.py
-screenshots` calls it with `--run` for each Parallax arm). Without `--run`, every run in RUNS
-is shown.
+docs/reproduction-cor-layers.png, docs/reproduction-wr.png and docs/reproduction-collapse.png, and
+`retrofit` docs/reproduction-retrofit-cor.png, docs/reproduction-retrofit-gain.png and
+docs/reproduction-retrofit-wr.png (`benchmarks/reproduction.py screenshots` calls it with `--run`
+for each Parallax arm, then for each retrofit arm). Without `--run`, every run in RUNS is shown.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ VIEW_SETS = {
         ("COR&cor-view=Per+layer", "reproduction-cor-layers.png", 1100),
         ("W_R+rank", "reproduction-wr.png", 1500),
         ("Rank+collapse", "reproduction-collapse.png", 2400),
+    ),
+    "retrofit": (
+        ("COR&cor-view=Per+layer", "reproduction-retrofit-cor.png", 1100),
+        ("Probe+norms&probe-view=r-norm+gain", "reproduction-retrofit-gain.png", 900),
+        ("W_R+rank", "reproduction-retrofit-wr.png", 1500),
     ),
 }
 WAIT_MS = 90_000

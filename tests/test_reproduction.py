@@ -176,3 +176,18 @@ def test_the_held_out_table_gives_each_arm_s_last_and_lowest_loss(tmp_path):
     table = reproduction.held_out_table(tmp_path, ["parallax-muon-s0", "softmax-muon", "softmax-adamw"])
     rows = table.splitlines()[2:]
     assert rows == ["| parallax-muon-s0 | 9 | 1.3750 | 0.5900 | 1.2500 (6) |", "| softmax-muon | not evaluated yet | | | |"]
+
+
+def test_screenshots_show_each_set_s_parallax_arms_in_its_own_views(tmp_path):
+    script = Path(__file__).parents[1] / "scripts" / "dashboard_screenshots.py"
+    spec = importlib.util.spec_from_file_location("dashboard_screenshots", script)
+    shots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shots)
+    assert reproduction.screenshot_runs(tmp_path) == {}  # nothing has run: no dashboard to start
+    for name in ("parallax-muon-s0", "parallax-adamw-s1", "softmax-muon", "retrofit-muon", "softmax-adamw", "retrofit-adamw"):
+        (tmp_path / name).mkdir()
+    shown = reproduction.screenshot_runs(tmp_path)
+    assert shown == {"reproduction": ["parallax-muon-s0", "parallax-adamw-s1"], "retrofit": ["retrofit-muon", "retrofit-adamw"]}
+    assert set(shown) <= set(shots.VIEW_SETS)  # the softmax baselines have no probe to show
+    files = [file for views in shots.VIEW_SETS.values() for _, file, _ in views]
+    assert len(files) == len(set(files))  # no view set overwrites another's pictures
