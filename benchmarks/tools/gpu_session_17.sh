@@ -3,9 +3,12 @@
 # carried (benchmarks/tools/device_wheels.sh fills it: fla-core, parallax-kernel, helion;
 # device_setup.sh installs them; the benchmark leaves out a peer it cannot import)
 # and .triton-autotune.tar.gz, .helion-autotune.tar.gz where an earlier call left them
-# (triton_autotune_cache.sh). What is left to measure, one call each, in this order:
+# (triton_autotune_cache.sh). What is left to measure, in this order:
 #   bash benchmarks/tools/gpu_session_17.sh helion          # the official Helion kernels' fwd+bwd at (4,16,4096,128)
-#   bash benchmarks/tools/gpu_session_17.sh helion-packed   # their varlen kernel on the packed row
+#   bash benchmarks/tools/gpu_session_17.sh helion-packed   # their varlen kernels on the packed row
+# The Helion steps autotune each kernel the first time (minutes each; see History) and keep each
+# finished kernel's config, so call a step again, carrying what the last call brought back, until
+# its row is in attention_STEP.json. Give it a whole call: DEADLINE=585 with the call's 600 s.
 #   bash benchmarks/tools/gpu_session_17.sh table [B,H,T,D ...]  # the whole table again, each kernel
 #                                                           # heated before its timing; then the kernel tests
 # Writes under $OUT: session.log (every step's output), attention_STEP.json (the benchmark's rows,
@@ -19,8 +22,10 @@
 # fwd+bwd, the packed row and the long shapes' forward against SDPA, fla and the official
 # kernel; eager_order.py showed that the kernel timed first looked up to 8% faster eager (so
 # the benchmark now heats each kernel first: `table` reruns it). helion 1.5.1 did not import
-# with torch 2.11; 1.5.0 did, and its quick autotuning of the forward took 225 s (the config is
-# kept in benchmarks/tools/autotune/helion-h200.tar.gz), its backward's was cut.
+# with torch 2.11; 1.5.0 did. Its quick autotuning of the training forward took 225 s, of the
+# backward's _bwd_rq 438 s (both configs are kept in benchmarks/tools/autotune/helion-h200.tar.gz);
+# _bwd_kv's was cut by the call's limit. The varlen kernels (forward, _varlen_dqr, _varlen_dkv)
+# have not been tuned yet.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 STEP=${1:?"which step: helion, helion-packed or table"}; shift
@@ -61,10 +66,10 @@ PY
 export HELION_AUTOTUNE_EFFORT=quick
 case "$STEP" in
   helion)
-    step "benchmark: Helion kernels, fwd+bwd" 500 python3 benchmarks/attention.py --helion --kernels ours official-helion \
+    step "benchmark: Helion kernels, fwd+bwd" 575 python3 benchmarks/attention.py --helion --kernels ours official-helion \
       --shapes 4,16,4096,128 --passes fwd+bwd --packed '' --json "$OUT/attention_helion.json" ;;
   helion-packed)
-    step "benchmark: Helion varlen kernel, packed row" 500 python3 benchmarks/attention.py --helion --kernels ours official-helion \
+    step "benchmark: Helion varlen kernels, packed row" 575 python3 benchmarks/attention.py --helion --kernels ours official-helion \
       --shapes --passes fwd+bwd --json "$OUT/attention_helion-packed.json" ;;
   table)
     step "benchmark: every kernel, heated before timing" 420 python3 benchmarks/attention.py ${1:+--shapes "$@"} \
