@@ -325,20 +325,22 @@ def _max_rank(run) -> int:
     return min(model["n_heads"] * model["head_dim"], model["d_model"]) if model else 1
 
 
-def held_out_table(out: Path, names: list[str]) -> str:
-    """Per arm: the last held-out evaluation (loss, accuracy, at which step), so the softmax
-    baselines, the retrofits and the Parallax arms can be set side by side; and the lowest
+def held_out_table(out: Path, chosen: list[Arm]) -> str:
+    """Per arm: what it starts from (a retrofit continues its baseline's training, so it has seen
+    the text more often), the last held-out evaluation (loss, accuracy, at which step), so the
+    softmax baselines, the retrofits and the Parallax arms can be set side by side; and the lowest
     held-out loss with its step, which says whether the last one is past it (memorisation)."""
     import numpy as np
 
     from parallax_probe.store import SCALARS_STEP, open_run
 
-    lines = ["| arm | evaluated at step | held-out loss | held-out accuracy | lowest held-out loss (step) |",
-             "|---|---|---|---|---|"]
-    for name in names:
-        if not (out / name).is_dir():
+    lines = ["| arm | starts from | evaluated at step | held-out loss | held-out accuracy | lowest held-out loss (step) |",
+             "|---|---|---|---|---|---|"]
+    for arm in chosen:
+        if not (out / arm.name).is_dir():
             continue
-        run = open_run(out / name)
+        name = f"{arm.name} | " + (f"{arm.init_from}'s last weights" if arm.init_from else "random weights")
+        run = open_run(out / arm.name)
         evaluated = np.array([], dtype=int)
         if "scalars/eval_loss" in run.names():
             steps, loss, accuracy = run[SCALARS_STEP], run["scalars/eval_loss"], run["scalars/eval_accuracy"]
@@ -360,7 +362,7 @@ def report(args: argparse.Namespace) -> int:
     from parallax_probe.store import open_run
 
     out = Path(args.out)
-    sections = [f"## Held-out loss of every arm\n\n{held_out_table(out, [arm.name for arm in arms()])}"]
+    sections = [f"## Held-out loss of every arm\n\n{held_out_table(out, arms())}"]
     # (title, arms, with the claims table): the softmax baselines have no correction branch to analyse
     sections_of = [("Parallax arms, 3 seeds per optimizer", arms(["seeds"]), True),
                    ("Retrofit arms", [a for a in arms(["baselines"]) if a.init_from], False),

@@ -160,8 +160,8 @@ def test_each_set_of_arms_is_trained_and_reported_on_its_own(tmp_path, capsys):
 
 def test_the_held_out_table_gives_each_arm_s_last_and_lowest_loss(tmp_path):
     """Real run folders: one evaluated every 3 steps whose held-out loss turns up after step 6
-    (the last is past the lowest: memorisation), one never evaluated; an arm not started is
-    left out."""
+    (the last is past the lowest: memorisation), a retrofit never evaluated (it says what it
+    starts from); an arm not started is left out."""
     from parallax_probe.store import RunWriter
 
     losses = {0: 2.0, 3: 1.5, 6: 1.25, 9: 1.375}
@@ -170,12 +170,14 @@ def test_the_held_out_table_gives_each_arm_s_last_and_lowest_loss(tmp_path):
         evaluation = {"eval_loss": losses[step], "eval_accuracy": 0.5 + step / 100} if step in losses else {}
         writer.append("scalars", step, loss=1.0, **evaluation)
     writer.close()
-    writer = RunWriter(tmp_path / "softmax-muon", tables={}, meta={}, start_step=0, fsync_every_s=None)
+    writer = RunWriter(tmp_path / "retrofit-muon", tables={}, meta={}, start_step=0, fsync_every_s=None)
     writer.append("scalars", 0, loss=1.0)
     writer.close()
-    table = reproduction.held_out_table(tmp_path, ["parallax-muon-s0", "softmax-muon", "softmax-adamw"])
+    by_name = {arm.name: arm for arm in reproduction.arms()}
+    table = reproduction.held_out_table(tmp_path, [by_name[name] for name in ("parallax-muon-s0", "retrofit-muon", "softmax-muon")])
     rows = table.splitlines()[2:]
-    assert rows == ["| parallax-muon-s0 | 9 | 1.3750 | 0.5900 | 1.2500 (6) |", "| softmax-muon | not evaluated yet | | | |"]
+    assert rows == ["| parallax-muon-s0 | random weights | 9 | 1.3750 | 0.5900 | 1.2500 (6) |",
+                    "| retrofit-muon | softmax-muon's last weights | not evaluated yet | | | |"]
 
 
 def test_screenshots_show_each_set_s_parallax_arms_in_its_own_views(tmp_path):
