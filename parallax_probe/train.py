@@ -413,7 +413,6 @@ def full_disk_stops_cleanly(out: Path, model: ParallaxLM, optimizers: list):
         ) from error
 
 
-
 def keep_checkpoint(model: ParallaxLM, step: int, out: Path) -> None:
     """checkpoints/step-{step}.pt: the weights entering `step` (after `step` optimiser updates), for
     `parallax-probe scan`; the model alone, which is all a scan reads."""
