@@ -46,6 +46,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parallax_probe.run_folder import CHECKPOINT_NAME, RUN_INFO_NAME
+
 OPTIMIZERS = ("muon", "adamw")
 SEEDS = (0, 1, 2)
 DEEP_LAYERS, DEEP_SEEDS = 16, (0, 1)
@@ -113,7 +115,7 @@ def write_corpus(out: Path) -> Path:
 def run_info(folder: Path) -> dict:
     """The run folder's run.json ({} before it has one)."""
     try:
-        return json.loads((folder / "run.json").read_text())
+        return json.loads((folder / RUN_INFO_NAME).read_text())
     except (OSError, ValueError):
         return {}
 
@@ -149,7 +151,7 @@ def command(arm: Arm, out: Path, corpus: Path, args: argparse.Namespace) -> list
            "--no-progress", "--out", str(folder)]
     if arm.init_from:
         cmd += ["--init-from", str(out / arm.init_from)]
-    if (folder / "checkpoint.pt").exists():
+    if (folder / CHECKPOINT_NAME).exists():
         cmd.append("--resume")
     elif folder.exists():
         cmd.append("--overwrite")  # stopped before its first checkpoint: nothing to resume
