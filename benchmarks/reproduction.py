@@ -388,7 +388,7 @@ def report(args: argparse.Namespace) -> int:
 
 # The dashboard's views (scripts/dashboard_screenshots.py, VIEW_SETS) for each set's Parallax arms;
 # the softmax baselines have no probe to show.
-SCREENSHOT_VIEWS = {"seeds": "reproduction", "baselines": "retrofit"}
+SCREENSHOT_VIEWS = {"seeds": "reproduction", "baselines": "retrofit", "scale": "scale"}
 
 
 def screenshot_runs(out: Path) -> dict[str, list[str]]:

@@ -10,8 +10,9 @@ through Debian's chromium, driven by Playwright (which never downloads a browser
 it; docs/dashboard.md, "Tests"); `reproduction` saves docs/reproduction-cor-layer-step.png,
 docs/reproduction-cor-layers.png, docs/reproduction-wr.png and docs/reproduction-collapse.png, and
 `retrofit` docs/reproduction-retrofit-cor.png, docs/reproduction-retrofit-gain.png and
-docs/reproduction-retrofit-wr.png (`benchmarks/reproduction.py screenshots` calls it with `--run`
-for each Parallax arm, then for each retrofit arm). Without `--run`, every run in RUNS is shown.
+docs/reproduction-retrofit-wr.png, and `scale` docs/reproduction-scale-cor-layer-step.png and
+docs/reproduction-scale-wr.png (`benchmarks/reproduction.py screenshots` calls it with `--run`
+for each Parallax arm of a set, set by set). Without `--run`, every run in RUNS is shown.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ VIEW_SETS = {
         ("COR&cor-view=Per+layer", "reproduction-retrofit-cor.png", 1100),
         ("Probe+norms&probe-view=r-norm+gain", "reproduction-retrofit-gain.png", 900),
         ("W_R+rank", "reproduction-retrofit-wr.png", 1500),
+    ),
+    "scale": (
+        ("COR&cor-view=Layer+x+step", "reproduction-scale-cor-layer-step.png", 850),
+        ("W_R+rank", "reproduction-scale-wr.png", 1500),
     ),
 }
 WAIT_MS = 90_000

@@ -188,8 +188,10 @@ def test_screenshots_show_each_set_s_parallax_arms_in_its_own_views(tmp_path):
     assert reproduction.screenshot_runs(tmp_path) == {}  # nothing has run: no dashboard to start
     for name in ("parallax-muon-s0", "parallax-adamw-s1", "softmax-muon", "retrofit-muon", "softmax-adamw", "retrofit-adamw"):
         (tmp_path / name).mkdir()
-    shown = reproduction.screenshot_runs(tmp_path)
+    shown = reproduction.screenshot_runs(tmp_path)  # the scale set has not run: no views of it
     assert shown == {"reproduction": ["parallax-muon-s0", "parallax-adamw-s1"], "retrofit": ["retrofit-muon", "retrofit-adamw"]}
+    (tmp_path / "deep-adamw-s1").mkdir()
+    assert reproduction.screenshot_runs(tmp_path)["scale"] == ["deep-adamw-s1"]
     assert set(shown) <= set(shots.VIEW_SETS)  # the softmax baselines have no probe to show
     files = [file for views in shots.VIEW_SETS.values() for _, file, _ in views]
     assert len(files) == len(set(files))  # no view set overwrites another's pictures
