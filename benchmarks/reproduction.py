@@ -89,10 +89,6 @@ def arms(sets=tuple(SETS)) -> list[Arm]:
     return found
 
 
-def chosen_arms(args: argparse.Namespace) -> list[Arm]:
-    return arms(args.sets)
-
-
 def write_corpus(out: Path) -> Path:
     """OUT/corpus.txt from the standard library's sources (once), and OUT/corpus.json."""
     corpus = out / "corpus.txt"
@@ -174,7 +170,7 @@ def train(args: argparse.Namespace) -> int:
     corpus = write_corpus(out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    chosen = chosen_arms(args)
+    chosen = arms(args.sets)
     trained_before = steps_trained(out, chosen)
     running: dict[str, subprocess.Popen] = {}
     pending = [arm for arm in chosen if not finished(out / arm.name, args.steps)]
@@ -215,7 +211,7 @@ def train(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     """One line per arm: its step, and whether it is done. Exit 0 once every arm is."""
     out = Path(args.out)
-    done, chosen = 0, chosen_arms(args)
+    done, chosen = 0, arms(args.sets)
     for arm in chosen:
         folder = out / arm.name
         info = run_info(folder)
@@ -341,17 +337,17 @@ def held_out_table(out: Path, chosen: list[Arm]) -> str:
     for arm in chosen:
         if not (out / arm.name).is_dir():
             continue
-        name = f"{arm.name} | " + (f"{arm.init_from}'s last weights" if arm.init_from else "random weights")
+        arm_cells = f"{arm.name} | " + (f"{arm.init_from}'s last weights" if arm.init_from else "random weights")
         run = open_run(out / arm.name)
         evaluated = np.array([], dtype=int)
         if "scalars/eval_loss" in run.names():
             steps, loss, accuracy = run[SCALARS_STEP], run["scalars/eval_loss"], run["scalars/eval_accuracy"]
             evaluated = np.flatnonzero(np.isfinite(loss))
         if evaluated.size == 0:
-            lines.append(f"| {name} | not evaluated yet | | | |")
+            lines.append(f"| {arm_cells} | not evaluated yet | | | |")
             continue
         last, lowest = evaluated[-1], evaluated[np.argmin(loss[evaluated])]
-        lines.append(f"| {name} | {int(steps[last])} | {loss[last]:.4f} | {accuracy[last]:.4f} | "
+        lines.append(f"| {arm_cells} | {int(steps[last])} | {loss[last]:.4f} | {accuracy[last]:.4f} | "
                      f"{loss[lowest]:.4f} ({int(steps[lowest])}) |")
     return "\n".join(lines) + "\n"
 
