@@ -29,6 +29,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 STEP=${1:?"which step: helion, helion-packed or table"}; shift
+case "$STEP" in helion|helion-packed|table) ;; *) echo "unknown step: $STEP (helion, helion-packed or table)" >&2; exit 2 ;; esac
 OUT=${OUT:-/tmp/gpu-session-17}; mkdir -p "$OUT"
 LOG="$OUT/session.log"
 DEADLINE=${DEADLINE:-540}
@@ -75,7 +76,6 @@ case "$STEP" in
     step "benchmark: every kernel, heated before timing" 420 python3 benchmarks/attention.py ${1:+--shapes "$@"} \
       --json "$OUT/attention_table.json"
     step "kernel tests" 150 python3 -m pytest tests/test_kernel_triton.py -q -rfEs -p no:cacheprovider ;;
-  *) echo "unknown step: $STEP (helion, helion-packed or table)" >&2; exit 2 ;;
 esac
 autotune_cache_save | tee -a "$LOG"
 python3 benchmarks/attention.py --report "$OUT"/attention_*.json 2>&1 | tee -a "$LOG"
