@@ -58,10 +58,20 @@ def parallax_attention_reference(
     window: int | None = None,
     cu_seqlens: torch.Tensor | None = None,
     return_stats: bool = False,
+    operand_dtype: torch.dtype | None = None,
 ):
-    """Parallax attention by materialising the [B, HQ, Tq, Tk] score matrices."""
+    """Parallax attention by materialising the [B, HQ, Tq, Tk] score matrices.
+
+    operand_dtype: also round, to this dtype, the score-sized operands that a tensor-core
+    kernel rounds before its products (the weights p and p (s2 - tbar) that multiply v, and
+    the score gradients dS1, dS2 that multiply k, q and r); None rounds only the output. The
+    kernel tests measure the rounding a fast path may add against this, not only the output's.
+    """
     if cu_seqlens is not None:
-        return _packed(q, r, k, v, scale=scale, causal=causal, window=window, cu_seqlens=cu_seqlens, return_stats=return_stats)
+        return _packed(
+            q, r, k, v, scale=scale, causal=causal, window=window, cu_seqlens=cu_seqlens,
+            return_stats=return_stats, operand_dtype=operand_dtype,
+        )
     B, T, HQ, D = q.shape
     HK = k.shape[2]
     compute_dtype = torch.promote_types(q.dtype, torch.float32)
@@ -73,6 +83,8 @@ def parallax_attention_reference(
 
     s1 = torch.einsum("bihd,bjhd->bhij", q_, k_) * scale  # (B, HQ, Tq, Tk)
     s2 = torch.einsum("bihd,bjhd->bhij", r_, k_)  # (B, HQ, Tq, Tk)
+    if operand_dtype is not None:
+        s1, s2 = (_RoundGradient.apply(s, operand_dtype) for s in (s1, s2))
     allowed = allowed_keys_mask(T, causal=causal, window=window, device=q.device, key_length=k.shape[1])
     if allowed is not None:
         s1 = s1.masked_fill(~allowed, float("-inf"))
@@ -81,9 +93,12 @@ def parallax_attention_reference(
         # keeps 0 * (masked s2) out of the sums below
         s2 = s2.masked_fill(~allowed, 0.0)
 
-    o_sm = torch.einsum("bhij,bjhd->bihd", p, v_)  # (B, T, HQ, D)
     tbar = (p * s2).sum(-1, keepdim=True)  # (B, HQ, T, 1)
-    c = -torch.einsum("bhij,bjhd->bihd", p * (s2 - tbar), v_)  # (B, T, HQ, D)
+    weights_sm, weights_c = p, p * (s2 - tbar)
+    if operand_dtype is not None:
+        weights_sm, weights_c = (_round_value(w, operand_dtype) for w in (weights_sm, weights_c))
+    o_sm = torch.einsum("bhij,bjhd->bihd", weights_sm, v_)  # (B, T, HQ, D)
+    c = -torch.einsum("bhij,bjhd->bihd", weights_c, v_)  # (B, T, HQ, D)
     o = (o_sm + c).to(q.dtype)
     if not return_stats:
         return o
@@ -96,12 +111,31 @@ def parallax_attention_reference(
     return o, stats
 
 
-def _packed(q, r, k, v, *, scale, causal, window, cu_seqlens, return_stats):
+def _round_value(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x rounded to dtype and back, with the gradient of x itself (rounding is flat almost everywhere)."""
+    return x + (x.to(dtype).to(x.dtype) - x).detach()
+
+
+class _RoundGradient(torch.autograd.Function):
+    """The identity forward; backward, the incoming gradient rounded to `dtype` and back."""
+
+    @staticmethod
+    def forward(ctx, x, dtype):
+        ctx.dtype = dtype
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.to(ctx.dtype).to(grad.dtype), None
+
+
+def _packed(q, r, k, v, *, scale, causal, window, cu_seqlens, return_stats, operand_dtype):
     """Packed sequences ([1, total, H, D], boundaries `cu_seqlens`): each sequence alone, concatenated."""
     bounds = cu_seqlens.tolist()  # a host sync: the reference is the definition, not a fast path
     pieces = [
         parallax_attention_reference(
-            q[:, a:b], r[:, a:b], k[:, a:b], v[:, a:b], scale=scale, causal=causal, window=window, return_stats=True
+            q[:, a:b], r[:, a:b], k[:, a:b], v[:, a:b], scale=scale, causal=causal, window=window, return_stats=True,
+            operand_dtype=operand_dtype,
         )
         for a, b in zip(bounds[:-1], bounds[1:])
         if b > a

@@ -3,9 +3,13 @@
 Tolerance rule (flash-attention's, from first principles): the kernel's relative error
 against float64 may be at most twice that of the reference run on the same low-precision
 inputs, plus a tiny floor for quantities both compute exactly in float32; NaN never passes.
-The reference computes in float32 and rounds its output once, so this also bounds every
-rounding the kernel adds inside. The statistics are quadratic in the branch outputs, so they
-may carry twice the output's allowed error: 4x the reference's output error.
+The reference runs twice: computing in float32 and rounding its output once, and rounding as
+well the score-sized operands a tensor-core kernel must round before its products (P, dS:
+the reference's `operand_dtype`); the larger of the two errors is the yardstick. Against
+the output's rounding alone, dq's error on short packed rows reached 2.07x in 400 draws
+(median 1.6x): the dS rounding, not a fault. The second run's error is about 1.4x the
+first's, and the kernel's about 1.0-1.1x the second's (1.3x at most in 150 draws). The statistics are quadratic in the branch outputs, so
+they may carry twice the output's allowed error: 4x the output-only reference's error.
 
 On a machine without a Hopper GPU the small cases run on the CPU through Triton's
 interpreter; the `gpu` cases run real shapes on compute capability 9.0 only.
@@ -20,6 +24,7 @@ import torch
 from triton_device import DEVICE, ON_HOPPER
 
 from parallax_probe.kernels import parallax_attention
+from parallax_probe.kernels.reference import parallax_attention_reference
 
 requires_hopper = pytest.mark.skipif(not ON_HOPPER, reason="needs a GPU of compute capability 9.0")
 
@@ -61,9 +66,10 @@ def relative_error(x: torch.Tensor, exact: torch.Tensor) -> float:
     return ((x.double() - exact).norm() / exact.norm()).item()
 
 
-def assert_within_rule(name, got, low, exact, seed=None):
+def assert_within_rule(name, got, lows, exact, seed=None):
+    """lows: the same quantity from each low-precision reference run (the module's rule)."""
     assert not got.isnan().any(), f"{name}: NaN (an element not written?), seed {seed}"
-    err, err_low = relative_error(got, exact), relative_error(low, exact)
+    err, err_low = relative_error(got, exact), max(relative_error(low, exact) for low in lows)
     assert err <= 2 * err_low + FLOOR, (
         f"{name}: kernel error {err:.3e} > 2 x reference's {err_low:.3e} in {got.dtype}, seed {seed}"
     )
@@ -77,20 +83,36 @@ def run(q, r, k, v, do, *, window, backend, **packing):
     return o.detach(), stats, [t.grad for t in inputs]
 
 
+def run_reference_rounding_operands(q, r, k, v, do, *, window, cu_seqlens=None, max_seqlen=None):
+    """`run` of the reference that rounds P and dS to the inputs' dtype as well (max_seqlen:
+    the kernel's launch hint, which the reference does not need)."""
+    inputs = [t.detach().clone().requires_grad_() for t in (q, r, k, v)]
+    o = parallax_attention_reference(
+        *inputs, scale=q.shape[-1] ** -0.5, window=window, cu_seqlens=cu_seqlens, operand_dtype=q.dtype
+    )
+    o.backward(do.to(o.dtype))
+    return o.detach(), [t.grad for t in inputs]
+
+
+def low_precision_references(q, r, k, v, do, window, **packing):
+    """Output and gradients of each low-precision reference run, named as `run` returns them:
+    (o, grads) pairs, the output-only rounding first."""
+    o_low, _, grads_low = run(q, r, k, v, do, window=window, backend="reference", **packing)
+    return [(o_low, grads_low), run_reference_rounding_operands(q, r, k, v, do, window=window, **packing)]
+
+
 def check_against_float64(q, r, k, v, do, window, seed=None, **packing):
     """The kernel's output, gradients and statistics against the reference in float64, by the
     module docstring's rule; seed (the inputs' generator seed) goes into every failure message."""
     o, stats, grads = run(q, r, k, v, do, window=window, backend="triton", **packing)
-    o_low, _, grads_low = run(q, r, k, v, do, window=window, backend="reference", **packing)
+    lows = low_precision_references(q, r, k, v, do, window, **packing)
     o_64, stats_64, grads_64 = run(
         *(t.double() for t in (q, r, k, v, do)), window=window, backend="reference", **packing
     )
-    named = [("o", o, o_low, o_64)] + [
-        (f"d{n}", g, g_low, g_64) for n, g, g_low, g_64 in zip("qrkv", grads, grads_low, grads_64)
-    ]
-    for name, got, low, exact in named:
-        assert_within_rule(name, got, low, exact, seed)
-    err_o_low = relative_error(o_low, o_64)
+    assert_within_rule("o", o, [o_low for o_low, _ in lows], o_64, seed)
+    for i, name in enumerate(("dq", "dr", "dk", "dv")):
+        assert_within_rule(name, grads[i], [grads_low[i] for _, grads_low in lows], grads_64[i], seed)
+    err_o_low = relative_error(lows[0][0], o_64)
     for name in stats._fields:
         got, exact = getattr(stats, name), getattr(stats_64, name)
         assert got.dtype == torch.float32 and got.shape == exact.shape, name
@@ -281,10 +303,10 @@ def test_both_backward_variants_match_float64(variant, packed, seed, nan_poisone
     scale = 64**-0.5
     o, o_sm, o_lo, lse, tbar, _ = parallel.parallax_forward(q, r, k, v, scale, window, False, True, **packing)
     grads = parallel.parallax_backward(do, q, r, k, v, o, o_sm, o_lo, lse, tbar, scale, window, config, **packing)
-    _, _, grads_low = run(q, r, k, v, do, window=window, backend="reference", **packing)
+    lows = low_precision_references(q, r, k, v, do, window, **packing)
     _, _, grads_64 = run(*(t.double() for t in (q, r, k, v, do)), window=window, backend="reference", **packing)
-    for name, got, low, exact in zip(("dq", "dr", "dk", "dv"), grads, grads_low, grads_64):
-        assert_within_rule(name, got, low, exact, seed)
+    for i, name in enumerate(("dq", "dr", "dk", "dv")):
+        assert_within_rule(name, grads[i], [grads_low[i] for _, grads_low in lows], grads_64[i], seed)
 
 
 @pytest.mark.parametrize("T", [16, 21])

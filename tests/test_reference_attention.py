@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from parallax_probe.kernels import AttentionStats, parallax_attention
+from parallax_probe.kernels.reference import parallax_attention_reference
 
 
 def spec_parallax_float64(q, r, k, v, *, scale, window=None):
@@ -107,6 +108,26 @@ def test_low_precision_inputs_compute_in_float32_and_return_input_dtype(dtype, s
     assert o.dtype == dtype
     ref_o, _ = spec_parallax_float64(q, r, k, v, scale=1 / 8)
     assert relative_error(o, ref_o) < 1e-2
+
+
+def test_operand_rounding_is_exact_in_the_compute_dtype_and_a_rounding_below_it(seed):
+    """operand_dtype (the kernel tests' second yardstick) rounds P and dS: to float32 inside a
+    float32 computation it changes no bit of o or a gradient; to bf16 it moves o, which
+    stays within bf16's reach of the float64 definition."""
+
+    def output_and_grads(inputs, operand_dtype):
+        leaves = [t.detach().clone().requires_grad_() for t in inputs]
+        o = parallax_attention_reference(*leaves, scale=1 / 8, window=9, operand_dtype=operand_dtype)
+        o.backward(torch.ones_like(o))
+        return [o.detach()] + [t.grad for t in leaves]
+
+    inputs = random_inputs(2, 29, 2, 1, 64, probe_norm=10.0, seed=seed)
+    for plain, rounded in zip(output_and_grads(inputs, None), output_and_grads(inputs, torch.float32)):
+        assert torch.equal(plain, rounded)
+    low = [t.bfloat16() for t in inputs]
+    o_plain, o_rounded = output_and_grads(low, None)[0], output_and_grads(low, torch.bfloat16)[0]
+    assert not torch.equal(o_plain, o_rounded)
+    assert relative_error(o_rounded, spec_parallax_float64(*low, scale=1 / 8, window=9)[0]) < 1e-2
 
 
 def test_gradcheck_in_float64(seed):
