@@ -9,6 +9,8 @@
 # The Helion steps autotune each kernel the first time (minutes each; see History) and keep each
 # finished kernel's config, so call a step again, carrying what the last call brought back, until
 # its row is in attention_STEP.json. Give it a whole call: DEADLINE=585 with the call's 600 s.
+# Ask for the H200 with needs_h200 on: Helion keys each config by the card's name, and a call
+# for the kind nvidia-h200 without it may come on an H100, which then tunes its own from the start.
 #   bash benchmarks/tools/gpu_session_17.sh table [B,H,T,D ...]  # the whole table again, each kernel
 #                                                           # heated before its timing; then the kernel tests
 # Writes under $OUT: session.log (every step's output), attention_STEP.json (the benchmark's rows,
@@ -25,7 +27,8 @@
 # with torch 2.11; 1.5.0 did. Its quick autotuning of the training forward took 225 s, of the
 # backward's _bwd_rq 438 s (both configs are kept in benchmarks/tools/autotune/helion-h200.tar.gz);
 # _bwd_kv's was cut by the call's limit. The varlen kernels (forward, _varlen_dqr, _varlen_dkv)
-# have not been tuned yet.
+# have not been tuned yet. A later call came on an H100: it tuned the forward again (182 s, for
+# the H100) and was cut 306 s into a backward kernel; nothing for the H200 was added.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 STEP=${1:?"which step: helion, helion-packed or table"}; shift
