@@ -20,6 +20,23 @@ from typing import Any, NoReturn
 import torch
 import torch.distributed as torch_dist
 
+# Process groups closed by `close_process_group`, kept until the process ends. A gloo group's
+# destructor joins its worker threads while the calling thread holds the GIL, and a worker may
+# still be releasing the tensors of the last collective, which needs the GIL: the two then wait
+# on each other for ever. The group's last reference goes wherever Python frees DDP's reducer,
+# at the end of `train`, often a millisecond after the last all_reduce: on two busy cores, 3 in
+# 20 compiled two-process runs hung there after writing their run folder, 0 in 40 with the group
+# kept (scripts/torchrun_exit_check.sh).
+_CLOSED_GROUPS: list[Any] = []
+
+
+def close_process_group() -> None:
+    """`destroy_process_group()`, keeping the group object alive until the process exits, so
+    its destructor never runs in the middle of a Python function (see `_CLOSED_GROUPS`)."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        _CLOSED_GROUPS.append(torch_dist.group.WORLD)
+        torch_dist.destroy_process_group()
+
 
 @dataclass
 class DistributedContext:
@@ -49,8 +66,8 @@ class DistributedContext:
         return DistributedDataParallel(model, device_ids=device_ids)
 
     def shutdown(self) -> None:
-        if self.enabled and torch_dist.is_initialized():
-            torch_dist.destroy_process_group()
+        if self.enabled:
+            close_process_group()
 
 
 def under_torchrun() -> bool:
@@ -68,8 +85,7 @@ def exit_without_teardown(code: int) -> NoReturn:
     left. torchrun then reports a finished job as failed. Call it only once every file is
     closed: nothing registered with `atexit` runs after it.
     """
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+    close_process_group()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
