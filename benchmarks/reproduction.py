@@ -9,7 +9,7 @@ docs/reproduction.md, rerunnable with the project's own commands.
 
 Arms, every one `parallax-probe train --preset small` on the same byte-level text, sequence
 length 1024, batch 16, --steps steps (default 3,000), all on the one GPU at once, in three sets
-(`--sets`, default all; one set fits one session of a lent GPU):
+(`--sets`, default all; one set fits one session of a lent GPU; `--optimizers` picks half of one):
 
   seeds      parallax-{muon,adamw}-s{0,1,2}  Parallax, seeds 0-2; probe every 50 steps, W_R spectra every 250
   baselines  softmax-{muon,adamw}            the softmax baseline, seed 0
@@ -75,8 +75,9 @@ SETS = {
 }
 
 
-def arms(sets=tuple(SETS)) -> list[Arm]:
-    """The arms of the named sets (all of them by default), in the order of SETS."""
+def arms(sets=tuple(SETS), optimizers=OPTIMIZERS) -> list[Arm]:
+    """The arms of the named sets (all of them by default) that use one of `optimizers`, in the
+    order of SETS."""
     found = []
     if "seeds" in sets:
         found += [Arm(f"parallax-{o}-s{s}", o, s) for o in OPTIMIZERS for s in SEEDS]
@@ -86,7 +87,7 @@ def arms(sets=tuple(SETS)) -> list[Arm]:
     if "scale" in sets:
         found += [Arm(f"deep-{o}-s{s}", o, s, extra=["--model", f"n_layers={DEEP_LAYERS}"])
                   for o in OPTIMIZERS for s in DEEP_SEEDS]
-    return found
+    return [arm for arm in found if arm.optimizer in optimizers]
 
 
 def write_corpus(out: Path) -> Path:
@@ -170,7 +171,7 @@ def train(args: argparse.Namespace) -> int:
     corpus = write_corpus(out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    chosen = arms(args.sets)
+    chosen = arms(args.sets, args.optimizers)
     trained_before = steps_trained(out, chosen)
     running: dict[str, subprocess.Popen] = {}
     pending = [arm for arm in chosen if not finished(out / arm.name, args.steps)]
@@ -211,7 +212,7 @@ def train(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     """One line per arm: its step, and whether it is done. Exit 0 once every arm is."""
     out = Path(args.out)
-    done, chosen = 0, arms(args.sets)
+    done, chosen = 0, arms(args.sets, args.optimizers)
     for arm in chosen:
         folder = out / arm.name
         info = run_info(folder)
@@ -448,6 +449,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--steps", type=int, default=3000)
         p.add_argument("--sets", nargs="+", choices=tuple(SETS), default=list(SETS), metavar="SET",
                        help="the sets of arms (default: all): " + "; ".join(f"{k}: {v}" for k, v in SETS.items()))
+        if name in ("train", "status"):
+            p.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=list(OPTIMIZERS), metavar="OPTIMIZER",
+                           help="only the arms of these optimizers (default: both): a set too long for one session "
+                                "trains in two, `--optimizers muon` in one and `--optimizers adamw` in the next")
         if name == "train":
             p.add_argument("--deadline", type=float, default=540, help="seconds this call may take")
             p.add_argument("--batch-size", type=int, default=16)

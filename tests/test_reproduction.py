@@ -158,6 +158,26 @@ def test_each_set_of_arms_is_trained_and_reported_on_its_own(tmp_path, capsys):
         reproduction.main(["status", "--out", str(out), "--sets", "deep"])  # not a set
 
 
+def test_a_set_splits_by_optimizer_into_sessions_of_its_own(tmp_path, capsys):
+    """`--optimizers` keeps the arms of those optimizers only, each retrofit with its own
+    optimizer's baseline; status then counts just those arms."""
+    for optimizer in ("muon", "adamw"):
+        half = reproduction.arms(["scale", "baselines"], [optimizer])
+        assert [arm.name for arm in half] == [f"softmax-{optimizer}", f"retrofit-{optimizer}",
+                                              f"deep-{optimizer}-s0", f"deep-{optimizer}-s1"]
+        assert all(arm.init_from in (None, f"softmax-{optimizer}") for arm in half)
+    out = tmp_path / "repro"
+    for name in ("deep-muon-s0", "deep-muon-s1"):
+        (out / name).mkdir(parents=True)
+        (out / name / "run.json").write_text(json.dumps({"completed_steps": 3000}))
+    assert reproduction.main(["status", "--out", str(out), "--sets", "scale", "--optimizers", "muon"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "2/2 arms done"
+    assert reproduction.main(["status", "--out", str(out), "--sets", "scale"]) == 3
+    assert capsys.readouterr().out.splitlines()[-1] == "2/4 arms done"
+    with pytest.raises(SystemExit):
+        reproduction.main(["status", "--out", str(out), "--optimizers", "sgd"])  # not an optimizer
+
+
 def test_the_held_out_table_gives_each_arm_s_last_and_lowest_loss(tmp_path):
     """Real run folders: one evaluated every 3 steps whose held-out loss turns up after step 6
     (the last is past the lowest: memorisation), a retrofit never evaluated (it says what it
