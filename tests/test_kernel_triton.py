@@ -8,8 +8,9 @@ well the score-sized operands a tensor-core kernel must round before its product
 the reference's `operand_dtype`); the larger of the two errors is the yardstick. Against
 the output's rounding alone, dq's error on short packed rows reached 2.07x in 400 draws
 (median 1.6x): the dS rounding, not a fault. The second run's error is about 1.4x the
-first's, and the kernel's about 1.0-1.1x the second's (1.3x at most in 150 draws). The statistics are quadratic in the branch outputs, so
-they may carry twice the output's allowed error: 4x the output-only reference's error.
+first's, and the kernel's about 1.0-1.1x the second's (1.3x at most in 150 draws). The
+statistics are quadratic in the branch outputs, so they may carry twice the output's
+allowed error: 4x the output-only reference's error.
 
 On a machine without a Hopper GPU the small cases run on the CPU through Triton's
 interpreter; the `gpu` cases run real shapes on compute capability 9.0 only.
